@@ -1,0 +1,107 @@
+//! The canonical event: one audit event after normalization, whatever the
+//! API sent. Every output record is built from it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+/// Version of the canonical record layout (the `json` format and the
+/// `schema_version` Kafka header). Bump on incompatible changes.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// One audit event, normalized.
+///
+/// Strings are kept exactly as the API sent them (hostile content included);
+/// each encoder escapes for its own format.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// The configured source (tenant) name.
+    pub source: String,
+    /// The API's event id, the key for deduplication downstream.
+    pub id: String,
+    /// The action, e.g. `USER_LOGIN`; `UNKNOWN` when the API sent none.
+    pub action: String,
+    /// The kind of entity acted on, when known.
+    pub entity_type: Option<String>,
+    /// The entity acted on, when known.
+    pub entity_id: Option<String>,
+    /// The acting user's id, when known.
+    pub user_id: Option<String>,
+    /// The API's `details` object (any JSON value; `null` when absent).
+    pub details: serde_json::Value,
+    /// When the event happened, per the API, in UTC.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub created_at: DateTime<Utc>,
+    /// When auditfwd fetched it.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub received_at: DateTime<Utc>,
+    /// The acting user resolved through the users API, when enrichment is on
+    /// and succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserInfo>,
+    /// The event exactly as the API sent it (JSON text), for the `raw` format.
+    #[serde(skip)]
+    pub raw: Arc<str>,
+}
+
+/// The acting user, resolved by enrichment. Every field is optional because
+/// every users API shape carries a different subset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    /// The user's id in the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Login e-mail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Role or job title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Whether the account is enabled (not suspended or deactivated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl Event {
+    /// A canonical field by name, for key and routing templates: `id`,
+    /// `source`, `action`, `entity_type`, `entity_id`, `user_id`,
+    /// `created_at`. `None` for unknown names or absent values.
+    pub fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            "id" => Some(Cow::Borrowed(&self.id)),
+            "source" => Some(Cow::Borrowed(&self.source)),
+            "action" => Some(Cow::Borrowed(&self.action)),
+            "entity_type" => self.entity_type.as_deref().map(Cow::Borrowed),
+            "entity_id" => self.entity_id.as_deref().map(Cow::Borrowed),
+            "user_id" => self.user_id.as_deref().map(Cow::Borrowed),
+            "created_at" => Some(Cow::Owned(format_millis(&self.created_at))),
+            _ => None,
+        }
+    }
+
+    /// The names [`Event::field`] knows.
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "source",
+        "action",
+        "entity_type",
+        "entity_id",
+        "user_id",
+        "created_at",
+    ];
+}
+
+/// RFC 3339 in UTC with milliseconds, the API's own timestamp shape
+/// (`2026-03-01T10:35:39.817Z`).
+pub fn format_millis(ts: &DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn rfc3339_millis<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_millis(ts))
+}

@@ -1,0 +1,224 @@
+//! Test doubles for the sink contract and a conformance check every sink's
+//! tests run. Enabled by the `testing` feature.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use tokio::sync::Semaphore;
+
+use crate::{Delivered, Event, Record, Severity, Sink, SinkError};
+
+/// Events with hostile strings in every field a sink might put on the wire:
+/// newlines, CR, NUL, quotes, `|`, `=`, `]`, a forged syslog header and
+/// non-ASCII text.
+pub fn hostile_events(source: &str) -> Vec<Event> {
+    let nasty = [
+        "line1\nline2",
+        "cr\rlf\r\n<13>1 2026-01-01T00:00:00Z forged host app - - - injected",
+        "nul\0byte",
+        "quote\" back\\slash ]bracket",
+        "pipe|equals=caret^",
+        "ünïcödé ✓ 日本",
+        "\u{1b}[31mansi\u{7f}",
+    ];
+    nasty
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Event {
+            source: source.to_string(),
+            id: format!("hostile-{i}"),
+            action: s.to_string(),
+            entity_type: Some(s.to_string()),
+            entity_id: Some(s.to_string()),
+            user_id: Some(s.to_string()),
+            details: serde_json::json!({ "note": s, *s: [s] }),
+            created_at: Utc
+                .timestamp_millis_opt(1_770_000_000_000 + i as i64)
+                .unwrap(),
+            received_at: Utc.timestamp_millis_opt(1_770_000_000_500).unwrap(),
+            user: None,
+            raw: Arc::from(
+                serde_json::json!({ "id": format!("hostile-{i}"), "action": s }).to_string(),
+            ),
+        })
+        .collect()
+}
+
+/// `n` ordinary events with ids `evt-0..n`.
+pub fn sample_events(source: &str, n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            source: source.to_string(),
+            id: format!("evt-{i}"),
+            action: if i % 2 == 0 {
+                "USER_LOGIN"
+            } else {
+                "CANDIDATE_DELETED"
+            }
+            .to_string(),
+            entity_type: Some("user".into()),
+            entity_id: Some(format!("ent-{i}")),
+            user_id: Some(format!("usr-{}", i % 7)),
+            details: serde_json::json!({ "ip": "192.0.2.1" }),
+            created_at: Utc
+                .timestamp_millis_opt(1_770_000_000_000 + i as i64)
+                .unwrap(),
+            received_at: Utc.timestamp_millis_opt(1_770_000_100_000).unwrap(),
+            user: None,
+            raw: Arc::from(format!("{{\"id\":\"evt-{i}\"}}")),
+        })
+        .collect()
+}
+
+/// Wraps events as records whose payload is the event id (enough for sinks,
+/// which only move bytes).
+pub fn records(events: Vec<Event>) -> Vec<Record> {
+    events
+        .into_iter()
+        .map(|e| Record {
+            payload: Bytes::from(serde_json::to_vec(&e).expect("event serializes")),
+            event: Arc::new(e),
+            severity: Severity::Informational,
+            format: "json",
+        })
+        .collect()
+}
+
+/// Records everything delivered to it; clones share the store.
+#[derive(Clone, Default)]
+pub struct MemorySink {
+    name: String,
+    store: Arc<Mutex<Vec<Record>>>,
+}
+
+impl MemorySink {
+    /// A memory sink called `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            store: Arc::default(),
+        }
+    }
+
+    /// Everything acknowledged so far, in order.
+    pub fn records(&self) -> Vec<Record> {
+        self.store.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
+        self.store.lock().unwrap().extend_from_slice(batch);
+        Ok(Delivered::default())
+    }
+}
+
+/// Fails the first `failures` deliveries with a transient error, then
+/// behaves like its inner [`MemorySink`].
+pub struct FlakySink {
+    inner: MemorySink,
+    failures: usize,
+}
+
+impl FlakySink {
+    /// Fails `failures` times, then stores into `inner`.
+    pub fn new(inner: MemorySink, failures: usize) -> Self {
+        Self { inner, failures }
+    }
+}
+
+#[async_trait]
+impl Sink for FlakySink {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err(SinkError::transient("flaky sink refuses this batch"));
+        }
+        self.inner.deliver(batch).await
+    }
+}
+
+/// Blocks every delivery until a permit is released through its gate: a
+/// sink that is down or stalled, for backpressure tests.
+pub struct GateSink {
+    inner: MemorySink,
+    gate: Arc<Semaphore>,
+}
+
+impl GateSink {
+    /// A closed gate in front of `inner`; release batches with
+    /// `gate.add_permits(n)`.
+    pub fn new(inner: MemorySink) -> (Self, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        (
+            Self {
+                inner,
+                gate: gate.clone(),
+            },
+            gate,
+        )
+    }
+}
+
+#[async_trait]
+impl Sink for GateSink {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
+        self.gate
+            .acquire()
+            .await
+            .expect("gate never closes")
+            .forget();
+        self.inner.deliver(batch).await
+    }
+}
+
+/// The checks every sink passes, whatever its destination: an empty batch,
+/// hostile content and a larger batch are acknowledged without error or
+/// panic, within `timeout` each; `flush` and `reopen` succeed afterwards.
+/// What arrived at the destination is each sink's own test to verify.
+pub async fn conformance<S: Sink>(sink: &mut S, timeout: Duration) {
+    let hostile = records(hostile_events("conformance"));
+    let many = records(sample_events("conformance", 500));
+    for (what, batch) in [
+        ("empty", &[][..]),
+        ("hostile", &hostile[..]),
+        ("500 records", &many[..]),
+    ] {
+        let delivered = tokio::time::timeout(timeout, sink.deliver(batch))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}: {what} batch not acknowledged within {timeout:?}",
+                    sink.name()
+                )
+            })
+            .unwrap_or_else(|e| panic!("{}: {what} batch failed: {e}", sink.name()));
+        assert!(
+            delivered.rejected.is_empty(),
+            "{}: {what} batch had rejections: {:?}",
+            sink.name(),
+            delivered.rejected
+        );
+    }
+    sink.flush().await.expect("flush after deliveries");
+    sink.reopen().await.expect("reopen");
+    let again = records(sample_events("conformance", 3));
+    sink.deliver(&again).await.expect("deliver after reopen");
+    sink.flush().await.expect("flush after reopen");
+}

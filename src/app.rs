@@ -1,0 +1,338 @@
+//! Wiring: builds sinks, cursors, clients and pipelines from a validated
+//! [`Config`] and runs them until shutdown.
+//!
+//! `App::run(shutdown)` is the whole daemon. On shutdown every source
+//! finishes the batch in flight and checkpoints, then every sink flushes.
+
+use std::sync::Arc;
+
+use auditfwd_sink::Sink;
+use chrono::Utc;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig};
+use crate::cursor::store::{FileStore, StateStore, StoreError};
+use crate::cursor::{Cursor, CursorState};
+use crate::deadletter::DeadLetterFile;
+use crate::pipeline::{self, Control, Pipeline, Route, SinkHandle};
+use crate::rate_limit;
+use crate::retry::RetryPolicy;
+use crate::sinks;
+use crate::source::client::ApiClient;
+use crate::source::poller::Poller;
+use crate::telemetry::{self, Health, Metrics, Status};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A sink could not be built.
+    #[error(transparent)]
+    Sink(#[from] sinks::BuildError),
+    /// A source could not start.
+    #[error("source `{source_name}` can not start: {message}")]
+    SourceStart {
+        /// Source name.
+        source_name: String,
+        /// Why.
+        message: String,
+    },
+    /// Every source stopped on an error; nothing is left to do.
+    #[error("every source stopped on an error: {0}")]
+    AllSourcesFailed(String),
+    /// The metrics listener could not bind.
+    #[error("cannot listen on {addr} for metrics ({error}); change telemetry.listen")]
+    Listen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        error: std::io::Error,
+    },
+}
+
+/// The daemon.
+pub struct App {
+    config: Config,
+    extra_sinks: Vec<(Route, Box<dyn Sink>)>,
+    metrics: Metrics,
+    health: Health,
+    control: broadcast::Sender<Control>,
+    sink_retry: RetryPolicy,
+}
+
+impl App {
+    /// An app for `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            extra_sinks: Vec::new(),
+            metrics: Metrics::new(),
+            health: Health::default(),
+            control: broadcast::channel(4).0,
+            sink_retry: RetryPolicy::DEFAULT,
+        }
+    }
+
+    /// Adds a sink built elsewhere (tests, embedding).
+    pub fn with_sink(mut self, route: Route, sink: Box<dyn Sink>) -> Self {
+        self.extra_sinks.push((route, sink));
+        self
+    }
+
+    /// Uses `policy` for sink retries (tests use [`RetryPolicy::FAST`]).
+    pub fn with_sink_retry(mut self, policy: RetryPolicy) -> Self {
+        self.sink_retry = policy;
+        self
+    }
+
+    /// The metrics every component counts into.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// The health board.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Sends signals (reopen) to every sink.
+    pub fn control(&self) -> broadcast::Sender<Control> {
+        self.control.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled (or every source failed).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let App {
+            config,
+            extra_sinks,
+            metrics,
+            health,
+            control,
+            sink_retry,
+        } = self;
+
+        if let Some(addr) = config.telemetry.listen {
+            let bound = telemetry::serve(addr, metrics.clone(), health.clone(), shutdown.clone())
+                .await
+                .map_err(|error| AppError::Listen { addr, error })?;
+            tracing::info!(%bound, "serving /metrics and /health");
+        }
+
+        // Sinks: build, health-check, start.
+        let mut built: Vec<(Route, Box<dyn Sink>)> = Vec::new();
+        for sink_config in &config.sinks {
+            built.push((sinks::route(sink_config), sinks::build(sink_config)?));
+        }
+        built.extend(extra_sinks);
+        // Sinks stop only when no source needs them any more, so they are
+        // not tied to `shutdown` except for abandoning retries.
+        let mut sink_tasks = Vec::new();
+        let mut handles: Vec<SinkHandle> = Vec::new();
+        for (route, mut sink) in built {
+            if let Err(error) = sink.healthcheck().await {
+                tracing::error!(sink = %route.name, error = %error, "sink health check failed; deliveries will retry until it works");
+                health.set(
+                    &format!("sink:{}", route.name),
+                    Status::Degraded(error.to_string()),
+                );
+            }
+            let (handle, task) = pipeline::spawn_sink(
+                sink,
+                route,
+                sink_retry,
+                metrics.clone(),
+                health.clone(),
+                control.subscribe(),
+                shutdown.clone(),
+            );
+            handles.push(handle);
+            sink_tasks.push(task);
+        }
+
+        // Sources.
+        let mut pollers = JoinSet::new();
+        let mut start_failures = Vec::new();
+        for source in &config.sources {
+            match start_source(source, &config, &handles, &metrics, &health, &shutdown) {
+                Ok(poller) => {
+                    let shutdown = shutdown.clone();
+                    pollers.spawn(poller.run(shutdown));
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "source can not start; other sources continue");
+                    health.set(
+                        &format!("source:{}", source.name),
+                        Status::Failed(error.to_string()),
+                    );
+                    start_failures.push(error.to_string());
+                }
+            }
+        }
+        drop(handles);
+
+        let mut failures: Vec<String> = start_failures;
+        let mut clean_exits = 0;
+        while let Some(result) = pollers.join_next().await {
+            match result {
+                Ok(Ok(())) => clean_exits += 1,
+                Ok(Err(error)) => failures.push(error.to_string()),
+                Err(join) => failures.push(format!("a source task panicked: {join}")),
+            }
+        }
+        drop(pollers);
+        for task in sink_tasks {
+            let _ = task.await;
+        }
+        if clean_exits == 0 && !failures.is_empty() {
+            return Err(AppError::AllSourcesFailed(failures.join("; ")));
+        }
+        Ok(())
+    }
+}
+
+fn start_source(
+    source: &SourceConfig,
+    config: &Config,
+    sinks: &[SinkHandle],
+    metrics: &Metrics,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> Result<Poller, AppError> {
+    let fail = |message: String| AppError::SourceStart {
+        source_name: source.name.clone(),
+        message,
+    };
+    let mut store =
+        FileStore::open(&config.state.dir, &source.name).map_err(|e| fail(e.to_string()))?;
+    let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
+    let cursor = Cursor::new(state, source.lookback);
+    let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
+    let client = ApiClient::new(source, Arc::clone(&limiter))
+        .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+    let dead_letter = DeadLetterFile::new(&config.state.dead_letter_dir(), &source.name);
+    let pipeline = Pipeline::new(
+        &source.name,
+        sinks,
+        dead_letter,
+        metrics.clone(),
+        source.retry,
+        shutdown.clone(),
+    );
+    Ok(Poller::new(
+        source.clone(),
+        client,
+        cursor,
+        Box::new(store),
+        pipeline,
+        metrics.clone(),
+        health.clone(),
+    ))
+}
+
+/// The saved cursor, or a new one starting at `start_at` (saved at once, so
+/// that "now" means the first start, not every restart).
+pub fn load_or_init(
+    store: &mut dyn StateStore,
+    source: &SourceConfig,
+) -> Result<CursorState, StoreError> {
+    if let Some(state) = store.load()? {
+        return Ok(state);
+    }
+    let state = CursorState::new(&source.name, source.start_at.resolve(Utc::now()));
+    store.snapshot(&state)?;
+    tracing::info!(source = %source.name, start = %source.start_at.resolve(Utc::now()), "new source: starting cursor");
+    Ok(state)
+}
+
+/// What `auditfwd check` found.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// Everything reachable and usable.
+    pub ok: bool,
+    /// One line per check.
+    pub text: String,
+}
+
+/// Checks a configuration against the world: each source's API answers and
+/// accepts the key, the state directory is writable, each sink is healthy.
+pub async fn check(config: &Config) -> CheckReport {
+    use crate::source::client::PageQuery;
+    let mut ok = true;
+    let mut text = String::from("configuration: valid\n");
+    for source in &config.sources {
+        let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
+        let line = match ApiClient::new(source, limiter) {
+            Err(e) => Err(format!("cannot build the HTTP client: {e}")),
+            Ok(client) => {
+                let query = PageQuery {
+                    since: source.start_at.resolve(Utc::now()),
+                    limit: 1,
+                    offset: 0,
+                    action: None,
+                };
+                match client.audit_page(&query).await {
+                    Ok(fetched) => Ok(match fetched.page.total {
+                        Some(total) => {
+                            format!("API reachable, key accepted, {total} events since start_at")
+                        }
+                        None => "API reachable, key accepted".to_string(),
+                    }),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match line {
+            Ok(msg) => text.push_str(&format!("source {}: ok: {msg}\n", source.name)),
+            Err(msg) => {
+                ok = false;
+                text.push_str(&format!("source {}: FAILED: {msg}\n", source.name));
+            }
+        }
+    }
+    match writable_dir(&config.state.dir) {
+        Ok(()) => text.push_str(&format!("state dir {}: ok\n", config.state.dir.display())),
+        Err(e) => {
+            ok = false;
+            text.push_str(&format!(
+                "state dir {}: FAILED: {e}; create it and let the auditfwd user write it\n",
+                config.state.dir.display()
+            ));
+        }
+    }
+    for sink_config in &config.sinks {
+        let result = match sinks::build(sink_config) {
+            Ok(mut sink) => sink.healthcheck().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => text.push_str(&format!(
+                "sink {} ({}): ok\n",
+                sink_config.name,
+                sink_config.kind.type_name()
+            )),
+            Err(msg) => {
+                ok = false;
+                text.push_str(&format!(
+                    "sink {} ({}): FAILED: {msg}\n",
+                    sink_config.name,
+                    sink_config.kind.type_name()
+                ));
+            }
+        }
+    }
+    CheckReport { ok, text }
+}
+
+fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => return Ok(()),
+        }
+    }
+    let probe = existing.join(format!(".auditfwd-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
+}

@@ -1,0 +1,400 @@
+//! Configuration: TOML → raw serde structs → validated config.
+//!
+//! Loading reads the file, interpolates `${ENV}` in string values, and
+//! validates every `[[source]]`, `[[sink]]`, `[state]` and `[telemetry]`
+//! table. Validation does no network or output I/O (only `api_key_file` is
+//! read) and reports **every** problem at once, each naming the file, the key
+//! path (`sink[1].path`) and the fix. Opening clients, files and sockets is
+//! the next step, done by [`crate::app`].
+
+mod env;
+mod sink;
+mod source;
+mod types;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
+pub use source::{MAX_PAGE_SIZE, SourceConfig};
+pub use types::{Secret, StartAt};
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The tenants to poll.
+    pub sources: Vec<SourceConfig>,
+    /// Where events go.
+    pub sinks: Vec<SinkConfig>,
+    /// Cursor and dead-letter storage.
+    pub state: StateConfig,
+    /// Logs, metrics and health.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of cursor files (`{source}.state.json` and its journal).
+    /// Default `/var/lib/auditfwd`.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+    /// Directory of dead-letter files (`{source}.jsonl`). Default
+    /// `{dir}/dead-letter`.
+    #[serde(default)]
+    pub dead_letter_dir: Option<PathBuf>,
+}
+
+impl StateConfig {
+    /// Where dead letters go.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.dead_letter_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("dead-letter"))
+    }
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_state_dir(),
+            dead_letter_dir: None,
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/auditfwd")
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of the metrics (`/metrics`) and health (`/health`) listener.
+    /// Default: no listener.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// `human` (default) or `json` log lines on stderr.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax. Default `info`; `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            log_format: LogFormat::Human,
+            log_level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One configuration problem: where and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `source[0].page_size`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded: every problem found, with the
+/// file they are in.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} configuration problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.key.is_empty() {
+                write!(f, "\n  - {}", p.message)?;
+            } else {
+                write!(f, "\n  - {}: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Source and sink names end up in file names and metric labels.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// serde messages from `try_into` are fine but mention internal type names.
+pub(crate) fn clean_de_error(message: &str) -> String {
+    message.trim().replace('\n', " ")
+}
+
+const TOP_LEVEL: &[&str] = &["source", "sink", "state", "telemetry"];
+
+impl Config {
+    /// Loads and validates a configuration file, reading `${ENV}` from the
+    /// process environment.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem::new(
+                "",
+                format!("cannot read the file ({e}); check the path given to -c"),
+            )],
+        })?;
+        let base_dir = file.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, file, base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text. `file` is used in messages, `base_dir`
+    /// resolves relative `api_key_file` paths, `env` looks up `${VAR}`.
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: file.to_path_buf(),
+            problems,
+        };
+        let mut doc: toml::Value = match toml::from_str::<toml::Table>(text) {
+            Ok(t) => toml::Value::Table(t),
+            Err(e) => {
+                return Err(fail(vec![Problem::new(
+                    "",
+                    format!("invalid TOML: {}", clean_de_error(&e.to_string())),
+                )]));
+            }
+        };
+        let mut problems = Vec::new();
+        env::interpolate(&mut doc, "", env, &mut problems);
+        let toml::Value::Table(mut doc) = doc else {
+            unreachable!("parsed as a table")
+        };
+
+        for key in doc.keys() {
+            if !TOP_LEVEL.contains(&key.as_str()) {
+                let hint = match key.as_str() {
+                    "sources" => " (write [[source]])".to_string(),
+                    "sinks" => " (write [[sink]])".to_string(),
+                    _ => String::new(),
+                };
+                problems.push(Problem::new(
+                    key.clone(),
+                    format!("unknown section{hint}; known: {}", TOP_LEVEL.join(", ")),
+                ));
+            }
+        }
+
+        let mut sources = Vec::new();
+        for (i, table) in array_of_tables(doc.remove("source"), "source", &mut problems) {
+            let path = format!("source[{i}]");
+            match toml::Value::Table(table).try_into::<source::RawSource>() {
+                Ok(raw) => {
+                    let path = format!("{path} (\"{}\")", raw.name());
+                    if let Some(s) = raw.validate(&path, base_dir, &mut problems) {
+                        sources.push(s);
+                    }
+                }
+                Err(e) => problems.push(Problem::new(path, clean_de_error(&e.to_string()))),
+            }
+        }
+
+        let mut sinks = Vec::new();
+        for (i, table) in array_of_tables(doc.remove("sink"), "sink", &mut problems) {
+            let label = table
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map(|n| format!(" (\"{n}\")"))
+                .unwrap_or_default();
+            if let Some(s) = sink::parse(table, &format!("sink[{i}]{label}"), &mut problems) {
+                sinks.push(s);
+            }
+        }
+
+        let state =
+            section::<StateConfig>(doc.remove("state"), "state", &mut problems).unwrap_or_default();
+        let telemetry =
+            section::<TelemetryConfig>(doc.remove("telemetry"), "telemetry", &mut problems)
+                .unwrap_or_default();
+        if tracing_subscriber::EnvFilter::try_new(&telemetry.log_level).is_err() {
+            problems.push(Problem::new(
+                "telemetry.log_level",
+                format!(
+                    "`{}` is not a log filter; use e.g. \"info\" or \"auditfwd=debug\"",
+                    telemetry.log_level
+                ),
+            ));
+        }
+
+        cross_check(&sources, &sinks, &mut problems);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        Ok(Config {
+            sources,
+            sinks,
+            state,
+            telemetry,
+        })
+    }
+}
+
+fn array_of_tables(
+    value: Option<toml::Value>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<(usize, toml::Table)> {
+    match value {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                toml::Value::Table(t) => Some((i, t)),
+                other => {
+                    problems.push(Problem::new(
+                        format!("{key}[{i}]"),
+                        format!(
+                            "must be a table, found {}; write [[{key}]]",
+                            other.type_str()
+                        ),
+                    ));
+                    None
+                }
+            })
+            .collect(),
+        Some(_) => {
+            problems.push(Problem::new(
+                key,
+                format!("must be written as [[{key}]] (an array of tables)"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn section<T: serde::de::DeserializeOwned>(
+    value: Option<toml::Value>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let value = value?;
+    match value.try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(Problem::new(key, clean_de_error(&e.to_string())));
+            None
+        }
+    }
+}
+
+fn cross_check(sources: &[SourceConfig], sinks: &[SinkConfig], problems: &mut Vec<Problem>) {
+    if sources.is_empty() && !problems.iter().any(|p| p.key.starts_with("source")) {
+        problems.push(Problem::new(
+            "source",
+            "no [[source]] is configured; add at least one tenant",
+        ));
+    }
+    if sinks.is_empty() && !problems.iter().any(|p| p.key.starts_with("sink")) {
+        problems.push(Problem::new(
+            "sink",
+            "no [[sink]] is configured; add at least one output",
+        ));
+    }
+    for (i, s) in sources.iter().enumerate() {
+        if sources[..i].iter().any(|o| o.name == s.name) {
+            problems.push(Problem::new(
+                format!("source[{i}].name"),
+                format!(
+                    "`{}` is used by another source; names must be unique (they key the cursor)",
+                    s.name
+                ),
+            ));
+        }
+    }
+    for (i, s) in sinks.iter().enumerate() {
+        if sinks[..i].iter().any(|o| o.name == s.name) {
+            problems.push(Problem::new(
+                format!("sink[{i}].name"),
+                format!("`{}` is used by another sink; names must be unique", s.name),
+            ));
+        }
+        for (j, wanted) in s.sources.iter().enumerate() {
+            if !sources.iter().any(|src| &src.name == wanted) {
+                problems.push(Problem::new(
+                    format!("sink[{i}].sources[{j}]"),
+                    format!(
+                        "no source is named `{wanted}`; known: {}",
+                        sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    for s in sources {
+        if !sinks.is_empty() && !sinks.iter().any(|k| k.accepts_source(&s.name)) {
+            problems.push(Problem::new(
+                "sink",
+                format!(
+                    "no sink takes events from source `{}`; its events would go nowhere",
+                    s.name
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! `[[sink]]`: where events go. The common keys (`name`, `type`, `format`,
+//! filters) are read here; the rest of the table belongs to the sink type
+//! and is deserialized by that sink's own config struct.
+
+use auditfwd_sink::ConfigProblem;
+use auditfwd_sink_file::FileSinkConfig;
+use auditfwd_sink_stdout::StdoutSinkConfig;
+use serde::de::DeserializeOwned;
+
+use super::{Problem, is_valid_name};
+use crate::filter::Filter;
+use crate::format::Format;
+
+/// The sink types this build knows, for error messages.
+pub const SINK_TYPES: &[&str] = &["file", "stdout"];
+
+/// A validated sink.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Encoding of each record. Default `json`.
+    pub format: Format,
+    /// Which events this sink receives (`actions`, `entity_types` globs).
+    pub filter: Filter,
+    /// Sources feeding this sink; empty means all.
+    pub sources: Vec<String>,
+    /// The type-specific settings.
+    pub kind: SinkKind,
+}
+
+/// The type-specific part of a sink, one variant per sink crate.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    /// `type = "file"`.
+    File(FileSinkConfig),
+    /// `type = "stdout"`.
+    Stdout(StdoutSinkConfig),
+}
+
+impl SinkKind {
+    /// The `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::File(_) => "file",
+            SinkKind::Stdout(_) => "stdout",
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Whether this sink takes events from `source`.
+    pub fn accepts_source(&self, source: &str) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|s| s == source)
+    }
+}
+
+fn take_string(
+    table: &mut toml::Table,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    match table.remove(key)? {
+        toml::Value::String(s) => Some(s),
+        other => {
+            problems.push(Problem::new(
+                format!("{path}.{key}"),
+                format!("must be a string, found {}", other.type_str()),
+            ));
+            None
+        }
+    }
+}
+
+fn take_strings(
+    table: &mut toml::Table,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    match table.remove(key) {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                toml::Value::String(s) => Some(s),
+                other => {
+                    problems.push(Problem::new(
+                        format!("{path}.{key}[{i}]"),
+                        format!("must be a string, found {}", other.type_str()),
+                    ));
+                    None
+                }
+            })
+            .collect(),
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{path}.{key}"),
+                format!(
+                    "must be a list of strings such as [\"USER_*\"], found {}",
+                    other.type_str()
+                ),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes the type-specific rest of a sink table and runs its
+/// validation, prefixing every problem with the sink's path.
+fn typed<T: DeserializeOwned>(
+    rest: toml::Table,
+    path: &str,
+    validate: impl Fn(&T) -> Vec<ConfigProblem>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match toml::Value::Table(rest).try_into::<T>() {
+        Ok(config) => {
+            let found = validate(&config);
+            let ok = found.is_empty();
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| Problem::new(format!("{path}.{}", p.key), p.message)),
+            );
+            ok.then_some(config)
+        }
+        Err(e) => {
+            problems.push(Problem::new(path, super::clean_de_error(&e.to_string())));
+            None
+        }
+    }
+}
+
+/// Validates one `[[sink]]` table.
+pub(crate) fn parse(
+    mut table: toml::Table,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<SinkConfig> {
+    let before = problems.len();
+    let name = take_string(&mut table, "name", path, problems);
+    match &name {
+        None if problems.len() == before => problems.push(Problem::new(
+            format!("{path}.name"),
+            "is missing; give every sink a unique name such as \"files\"",
+        )),
+        Some(n) if !is_valid_name(n) => problems.push(Problem::new(
+            format!("{path}.name"),
+            format!("`{n}` is not a valid name; use 1-64 letters, digits, `_`, `-` or `.`"),
+        )),
+        _ => {}
+    }
+    let format = match take_string(&mut table, "format", path, problems) {
+        None => Some(Format::Json),
+        Some(f) => match Format::parse(&f) {
+            Ok(format) => Some(format),
+            Err(e) => {
+                problems.push(Problem::new(format!("{path}.format"), e));
+                None
+            }
+        },
+    };
+    let actions = take_strings(&mut table, "actions", path, problems);
+    let entity_types = take_strings(&mut table, "entity_types", path, problems);
+    let filter = match Filter::new(&actions, &entity_types) {
+        Ok(f) => Some(f),
+        Err((key, message)) => {
+            problems.push(Problem::new(format!("{path}.{key}"), message));
+            None
+        }
+    };
+    let sources = take_strings(&mut table, "sources", path, problems);
+    let kind = match take_string(&mut table, "type", path, problems).as_deref() {
+        Some("file") => typed(table, path, FileSinkConfig::validate, problems).map(SinkKind::File),
+        Some("stdout") => {
+            typed(table, path, StdoutSinkConfig::validate, problems).map(SinkKind::Stdout)
+        }
+        Some(other) => {
+            problems.push(Problem::new(
+                format!("{path}.type"),
+                format!(
+                    "unknown sink type `{other}`; available: {}",
+                    SINK_TYPES.join(", ")
+                ),
+            ));
+            None
+        }
+        None => {
+            problems.push(Problem::new(
+                format!("{path}.type"),
+                format!("is missing; set type to one of: {}", SINK_TYPES.join(", ")),
+            ));
+            None
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(SinkConfig {
+        name: name?,
+        format: format?,
+        filter: filter?,
+        sources,
+        kind: kind?,
+    })
+}

@@ -1,0 +1,120 @@
+//! Value types shared by the configuration structs: durations written as
+//! humantime strings, secrets that never print, where a source starts.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+
+/// Deserializes `"30s"`, `"10m"`, `"1h 30m"` into a [`Duration`].
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); write it like \"500ms\", \"30s\" or \"10m\""
+        ))
+    })
+}
+
+/// A secret (API key). Its `Debug` prints `***`; it has no `Display`, so it
+/// cannot end up in a log line or an error by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where a source with no saved cursor starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only events created from the first start on.
+    Now,
+    /// Every event the API still holds (a full backfill).
+    Beginning,
+    /// Events created at or after this instant.
+    Time(DateTime<Utc>),
+    /// Events created at most this long before the first start.
+    Ago(Duration),
+}
+
+impl StartAt {
+    /// Parses `now`, `beginning`, an RFC 3339 timestamp or `<duration> ago`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "now" => return Ok(Self::Now),
+            "beginning" => return Ok(Self::Beginning),
+            _ => {}
+        }
+        if let Some(d) = s.strip_suffix("ago") {
+            return humantime::parse_duration(d.trim())
+                .map(Self::Ago)
+                .map_err(|e| format!("`{s}`: {e}"));
+        }
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Self::Time(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                format!(
+                    "`{s}` is not a start point; use \"now\", \"beginning\", an RFC 3339 time such as \"2026-01-01T00:00:00Z\", or \"24h ago\""
+                )
+            })
+    }
+
+    /// The first instant in scope, for a source starting at `now`.
+    pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Self::Now => now,
+            Self::Beginning => DateTime::UNIX_EPOCH,
+            Self::Time(t) => *t,
+            Self::Ago(d) => now - chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(format!("{:?}", Some(&s)), "Some(Secret(***))");
+    }
+
+    #[test]
+    fn start_at_forms() {
+        assert_eq!(StartAt::parse("now").unwrap(), StartAt::Now);
+        assert_eq!(StartAt::parse("beginning").unwrap(), StartAt::Beginning);
+        assert_eq!(
+            StartAt::parse("24h ago").unwrap(),
+            StartAt::Ago(Duration::from_secs(86400))
+        );
+        let t = StartAt::parse("2026-01-01T00:00:00+01:00").unwrap();
+        assert_eq!(
+            t.resolve(Utc::now()).to_rfc3339(),
+            "2025-12-31T23:00:00+00:00"
+        );
+        assert!(
+            StartAt::parse("yesterday")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+}

@@ -1,0 +1,426 @@
+//! Where cursors live. [`StateStore`] is the small seam between the cursor
+//! and its storage: the embedded [`FileStore`] keeps one snapshot and one
+//! append-only journal per source; a fleet mode can implement the same trait
+//! on a compacted Kafka topic.
+//!
+//! A commit returns only once the checkpoint survives a crash (`fdatasync`),
+//! because the poller treats a returned commit as permission to move on.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Checkpoint, CursorState, STATE_VERSION};
+
+/// Errors of a state store; each says which file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing a state file failed.
+    #[error(
+        "state file {path}: cannot {action}: {source}; check that the state directory is writable and the disk is not full"
+    )]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was attempted.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The snapshot is not a state file auditfwd can read.
+    #[error(
+        "state file {path} is unreadable ({reason}); restore it from a backup, or run `auditfwd state reset` to start over (events may then be sent again)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another process holds the lock.
+    #[error(
+        "state for source `{source_name}` is locked by another auditfwd process ({path}); run one instance per state directory"
+    )]
+    Locked {
+        /// The source.
+        source_name: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// Durable storage of one source's cursor.
+pub trait StateStore: Send {
+    /// The last committed state, or `None` for a new source.
+    fn load(&mut self) -> Result<Option<CursorState>, StoreError>;
+
+    /// Makes `checkpoint` durable. Returns `true` when the store would like
+    /// a full snapshot (see [`StateStore::snapshot`]) to bound its size.
+    fn commit(&mut self, checkpoint: &Checkpoint) -> Result<bool, StoreError>;
+
+    /// Replaces everything stored with `state`.
+    fn snapshot(&mut self, state: &CursorState) -> Result<(), StoreError>;
+}
+
+/// A snapshot (`{source}.state.json`, written atomically: temp file, fsync,
+/// rename, fsync of the directory) plus a journal (`{source}.journal`, one
+/// JSON checkpoint per line, fdatasync per commit). Compaction rewrites the
+/// snapshot once the journal outgrows it. Files are created `0600` in a
+/// `0700` directory; a lock file keeps a second process away.
+#[derive(Debug)]
+pub struct FileStore {
+    source: String,
+    snapshot_path: PathBuf,
+    journal_path: PathBuf,
+    journal: Option<File>,
+    journal_bytes: u64,
+    snapshot_bytes: u64,
+    _lock: File,
+}
+
+/// Smallest journal size that triggers compaction.
+const MIN_COMPACT_BYTES: u64 = 1 << 20;
+
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the state of `source` in `dir` and takes
+    /// its lock.
+    pub fn open(dir: &Path, source: &str) -> Result<Self, StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir, "create the state directory"))?;
+        let lock_path = dir.join(format!("{source}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path, "open the lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    source_name: source.to_string(),
+                    path: lock_path,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, "lock")(e)),
+        }
+        Ok(Self {
+            source: source.to_string(),
+            snapshot_path: Self::snapshot_path(dir, source),
+            journal_path: dir.join(format!("{source}.journal")),
+            journal: None,
+            journal_bytes: 0,
+            snapshot_bytes: 0,
+            _lock: lock,
+        })
+    }
+
+    /// Path of a source's snapshot file.
+    pub fn snapshot_path(dir: &Path, source: &str) -> PathBuf {
+        dir.join(format!("{source}.state.json"))
+    }
+
+    fn open_journal(&mut self) -> Result<&mut File, StoreError> {
+        if self.journal.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.journal_path)
+                .map_err(io_err(&self.journal_path, "open the journal"))?;
+            self.journal = Some(file);
+        }
+        Ok(self.journal.as_mut().expect("just opened"))
+    }
+
+    /// Replays the journal onto `state`; cuts off a torn last line (a crash
+    /// during a commit that therefore never returned).
+    fn replay(&mut self, state: &mut Option<CursorState>) -> Result<(), StoreError> {
+        let path = self.journal_path.clone();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&path, "read the journal")(e)),
+        };
+        let mut reader = BufReader::new(file);
+        let mut good_len: u64 = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .map_err(io_err(&path, "read the journal"))?;
+            if n == 0 {
+                break;
+            }
+            if !line.ends_with('\n') {
+                break; // torn write
+            }
+            match serde_json::from_str::<Checkpoint>(&line) {
+                Ok(cp) => {
+                    let st = state.get_or_insert_with(|| {
+                        CursorState::new(&self.source, chrono::DateTime::UNIX_EPOCH)
+                    });
+                    st.apply(&cp);
+                    good_len += n as u64;
+                }
+                Err(e) => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        reason: format!("journal line after byte {good_len}: {e}"),
+                    });
+                }
+            }
+        }
+        let total = fs::metadata(&path)
+            .map_err(io_err(&path, "read the journal"))?
+            .len();
+        if total > good_len {
+            tracing::warn!(path = %path.display(), bytes = total - good_len, "dropping a torn journal entry from an interrupted commit");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path, "repair the journal"))?;
+            f.set_len(good_len)
+                .map_err(io_err(&path, "repair the journal"))?;
+            f.sync_all().map_err(io_err(&path, "repair the journal"))?;
+        }
+        self.journal_bytes = good_len;
+        Ok(())
+    }
+}
+
+impl StateStore for FileStore {
+    fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
+        let mut state = match fs::read(&self.snapshot_path) {
+            Ok(bytes) => {
+                self.snapshot_bytes = bytes.len() as u64;
+                let state: CursorState =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                        path: self.snapshot_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if state.version != STATE_VERSION {
+                    return Err(StoreError::Corrupt {
+                        path: self.snapshot_path.clone(),
+                        reason: format!("layout version {} is not {STATE_VERSION}", state.version),
+                    });
+                }
+                if state.source != self.source {
+                    return Err(StoreError::Corrupt {
+                        path: self.snapshot_path.clone(),
+                        reason: format!(
+                            "it belongs to source `{}`, not `{}`",
+                            state.source, self.source
+                        ),
+                    });
+                }
+                Some(state)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&self.snapshot_path, "read")(e)),
+        };
+        self.replay(&mut state)?;
+        Ok(state)
+    }
+
+    fn commit(&mut self, checkpoint: &Checkpoint) -> Result<bool, StoreError> {
+        let mut line = serde_json::to_vec(checkpoint).expect("checkpoint serializes");
+        line.push(b'\n');
+        let path = self.journal_path.clone();
+        let journal = self.open_journal()?;
+        journal
+            .write_all(&line)
+            .map_err(io_err(&path, "append to the journal"))?;
+        journal
+            .sync_data()
+            .map_err(io_err(&path, "fsync the journal"))?;
+        self.journal_bytes += line.len() as u64;
+        Ok(self.journal_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes))
+    }
+
+    fn snapshot(&mut self, state: &CursorState) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
+        let tmp = self.snapshot_path.with_extension("json.tmp");
+        {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp, "write"))?;
+            f.write_all(&bytes).map_err(io_err(&tmp, "write"))?;
+            f.sync_all().map_err(io_err(&tmp, "fsync"))?;
+        }
+        fs::rename(&tmp, &self.snapshot_path).map_err(io_err(&self.snapshot_path, "replace"))?;
+        let dir = self.snapshot_path.parent().unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir, "fsync the state directory"))?;
+        self.snapshot_bytes = bytes.len() as u64;
+        // The snapshot now holds everything: empty the journal. A crash
+        // before this point replays old checkpoints onto the new snapshot,
+        // which is harmless (acks are idempotent, the watermark only grows).
+        let path = self.journal_path.clone();
+        let journal = self.open_journal()?;
+        journal
+            .set_len(0)
+            .map_err(io_err(&path, "truncate the journal"))?;
+        journal
+            .seek(SeekFrom::Start(0))
+            .map_err(io_err(&path, "truncate the journal"))?;
+        journal
+            .sync_all()
+            .map_err(io_err(&path, "fsync the journal"))?;
+        self.journal_bytes = 0;
+        Ok(())
+    }
+}
+
+/// Reads a source's state without taking the lock (for `state show` while
+/// the daemon runs).
+pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError> {
+    let snapshot_path = FileStore::snapshot_path(dir, source);
+    let mut state = match fs::read(&snapshot_path) {
+        Ok(bytes) => Some(serde_json::from_slice::<CursorState>(&bytes).map_err(|e| {
+            StoreError::Corrupt {
+                path: snapshot_path.clone(),
+                reason: e.to_string(),
+            }
+        })?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&snapshot_path, "read")(e)),
+    };
+    let journal_path = dir.join(format!("{source}.journal"));
+    if let Ok(text) = fs::read_to_string(&journal_path) {
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            if let Ok(cp) = serde_json::from_str::<Checkpoint>(line) {
+                state
+                    .get_or_insert_with(|| CursorState::new(source, chrono::DateTime::UNIX_EPOCH))
+                    .apply(&cp);
+            }
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn cp(ids: &[(&str, i64)], w: i64) -> Checkpoint {
+        Checkpoint {
+            acked: ids.iter().map(|(i, m)| (i.to_string(), *m)).collect(),
+            watermark_ms: w,
+            delivered: ids.len() as u64,
+            dead_lettered: 0,
+        }
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_snapshots_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut state = CursorState::new(
+            "acme",
+            chrono::DateTime::from_timestamp_millis(1000).unwrap(),
+        );
+        store.snapshot(&state).unwrap();
+        for (i, c) in [
+            cp(&[("a", 1000), ("b", 1001)], 1000),
+            cp(&[("c", 1005)], 1005),
+        ]
+        .iter()
+        .enumerate()
+        {
+            store.commit(c).unwrap();
+            state.apply(c);
+            assert_eq!(state.seen.len(), 2 + i);
+        }
+        drop(store);
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&state));
+        store.snapshot(&state).unwrap();
+        assert_eq!(
+            fs::metadata(dir.path().join("acme.journal")).unwrap().len(),
+            0
+        );
+        drop(store);
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&state));
+        for name in ["acme.state.json", "acme.journal"] {
+            let mode = fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+    }
+
+    #[test]
+    fn torn_journal_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        store.commit(&cp(&[("a", 5)], 5)).unwrap();
+        drop(store);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("acme.journal"))
+            .unwrap();
+        f.write_all(b"{\"acked\":[[\"b\",6]],\"water").unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        let state = store.load().unwrap().unwrap();
+        assert_eq!(state.seen.keys().collect::<Vec<_>>(), ["a"]);
+        store.commit(&cp(&[("c", 7)], 7)).unwrap();
+        drop(store);
+        let state = FileStore::open(dir.path(), "acme")
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.seen.len(), 2);
+        assert_eq!(state.watermark_ms, 7);
+    }
+
+    #[test]
+    fn second_process_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = FileStore::open(dir.path(), "acme").unwrap();
+        let err = FileStore::open(dir.path(), "acme").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("locked by another auditfwd process"),
+            "{err}"
+        );
+        assert!(FileStore::open(dir.path(), "other").is_ok());
+    }
+
+    #[test]
+    fn corrupt_snapshot_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("acme.state.json"), b"{not json").unwrap();
+        let err = FileStore::open(dir.path(), "acme")
+            .unwrap()
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("auditfwd state reset"), "{err}");
+    }
+}

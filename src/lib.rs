@@ -1,0 +1,33 @@
+//! auditfwd: an audit-log SIEM forwarder.
+//!
+//! It polls a SaaS tenant's `/api/v1/audit-logs` with a durable cursor,
+//! normalizes every event and fans it out to sinks (files, stdout, Kafka,
+//! syslog) under client-side rate limiting, without losing or forging an
+//! event. The pipeline, in the order data flows:
+//!
+//! - [`source`]: HTTP client, page parsing, the poll loop;
+//! - [`cursor`]: which events are delivered; the delivery guarantee;
+//! - [`normalize`]: the API's event to the canonical [`auditfwd_sink::Event`];
+//! - [`format`]: encodings (json, raw, ...), chosen per sink;
+//! - [`pipeline`]: fan-out to sinks and acknowledgements;
+//! - [`deadletter`]: events that can not be forwarded, kept with the reason;
+//! - [`app`]: wiring it all from a [`config::Config`];
+//! - [`simulator`]: the simulated tenant used by tests and the demo.
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod cursor;
+pub mod deadletter;
+pub mod demo;
+pub mod filter;
+pub mod format;
+pub mod normalize;
+pub mod pipeline;
+pub mod rate_limit;
+pub mod retry;
+pub mod simulator;
+pub mod sinks;
+pub mod source;
+pub mod state_cmd;
+pub mod telemetry;

@@ -1,0 +1,295 @@
+//! The `auditfwd` command line. Thin: parses arguments, installs signal
+//! handlers, calls the library, and maps errors to exit codes
+//! (0 ok, 1 runtime failure, 2 configuration or usage error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use auditfwd::app::App;
+use auditfwd::config::{Config, ConfigError};
+use auditfwd::pipeline::Control;
+use auditfwd::simulator::{SimConfig, Simulator};
+use auditfwd::{demo, state_cmd, telemetry};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "auditfwd",
+    version,
+    about = "Audit-log SIEM forwarder: PeopleLens audit logs to Kafka, syslog and files, without loss"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run against the built-in simulated tenant, writing to ./auditfwd-out/.
+    Demo(demo::DemoOptions),
+    /// Run the forwarder (the daemon).
+    Run {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and reach every API, broker and receiver.
+    Check {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Inspect or move cursors.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+    /// Serve the simulated tenant API on its own.
+    Simulate {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[command(flatten)]
+        tenant: SimConfig,
+        /// Switch every adversity on (ties, late, hostile, malformed, faults).
+        #[arg(long)]
+        chaos: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Show each source's cursor (safe while the daemon runs).
+    Show {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Forget a source's cursor; the next run starts at start_at.
+    Reset {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The source.
+        #[arg(long)]
+        source: String,
+    },
+    /// Make the next run read events created from TIME (RFC 3339).
+    SetSince {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The source.
+        #[arg(long)]
+        source: String,
+        /// e.g. 2026-11-01T00:00:00Z
+        time: String,
+    },
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e: ConfigError| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Cancels `token` on SIGINT/SIGTERM; a second signal exits at once.
+fn on_terminate(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        for round in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if round == 0 {
+                tracing::info!(
+                    "shutting down: finishing batches in flight and saving cursors (signal again to exit at once)"
+                );
+                token.cancel();
+            } else {
+                eprintln!(
+                    "exiting without waiting; unsaved batches will be sent again on the next start"
+                );
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(options) => {
+            telemetry::init_logging(&auditfwd::config::TelemetryConfig {
+                log_level: "error".into(),
+                ..Default::default()
+            });
+            let interrupt = CancellationToken::new();
+            on_terminate(interrupt.clone());
+            let report = demo::run(options, interrupt).await?;
+            Ok(if report.missing == 0 && report.duplicates == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            telemetry::init_logging(&config.telemetry);
+            let shutdown = CancellationToken::new();
+            on_terminate(shutdown.clone());
+            let app = App::new(config);
+            let control = app.control();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reopening sink outputs");
+                    let _ = control.send(Control::Reopen);
+                }
+            });
+            app.run(shutdown).await.context("auditfwd stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            telemetry::init_logging(&auditfwd::config::TelemetryConfig {
+                log_level: "warn".into(),
+                ..Default::default()
+            });
+            let report = auditfwd::app::check(&config).await;
+            print!("{}", report.text);
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::State { action } => {
+            let (config, result) = match action {
+                StateAction::Show { config, source } => {
+                    let c = match load(&config) {
+                        Ok(c) => c,
+                        Err(code) => return Ok(code),
+                    };
+                    let r = state_cmd::show(&c, source.as_deref());
+                    (c, r)
+                }
+                StateAction::Reset { config, source } => {
+                    let c = match load(&config) {
+                        Ok(c) => c,
+                        Err(code) => return Ok(code),
+                    };
+                    let r = state_cmd::reset(&c, &source);
+                    (c, r)
+                }
+                StateAction::SetSince {
+                    config,
+                    source,
+                    time,
+                } => {
+                    let c = match load(&config) {
+                        Ok(c) => c,
+                        Err(code) => return Ok(code),
+                    };
+                    let since = match chrono::DateTime::parse_from_rfc3339(&time) {
+                        Ok(t) => t.with_timezone(&chrono::Utc),
+                        Err(_) => {
+                            eprintln!(
+                                "error: `{time}` is not an RFC 3339 time such as 2026-11-01T00:00:00Z"
+                            );
+                            return Ok(ExitCode::from(2));
+                        }
+                    };
+                    let r = state_cmd::set_since(&c, &source, since);
+                    (c, r)
+                }
+            };
+            drop(config);
+            match result {
+                Ok(text) => {
+                    println!("{}", text.trim_end());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Simulate {
+            port,
+            mut tenant,
+            chaos,
+        } => {
+            telemetry::init_logging(&Default::default());
+            if chaos {
+                let chaotic = SimConfig::adversarial(tenant.seed);
+                tenant = SimConfig {
+                    seed: tenant.seed,
+                    api_key: tenant.api_key,
+                    backlog: tenant.backlog,
+                    backlog_span: tenant.backlog_span,
+                    insert_rate: tenant.insert_rate,
+                    order: tenant.order,
+                    since_inclusive: tenant.since_inclusive,
+                    rate_limit: tenant.rate_limit,
+                    users: tenant.users,
+                    ..chaotic
+                };
+            }
+            let sim = Simulator::start(tenant, ([127, 0, 0, 1], port).into())
+                .await
+                .context("cannot start the simulated tenant")?;
+            println!(
+                "simulated tenant on {} (API key: {})",
+                sim.base_url(),
+                sim.api_key()
+            );
+            println!(
+                "  GET  {}/api/v1/audit-logs?since=&limit=&offset=&action=",
+                sim.base_url()
+            );
+            println!("  GET  {}/api/v1/users/{{id}}", sim.base_url());
+            println!(
+                "  GET  {}/_sim/truth   POST {}/_sim/freeze",
+                sim.base_url(),
+                sim.base_url()
+            );
+            let stop = CancellationToken::new();
+            on_terminate(stop.clone());
+            stop.cancelled().await;
+            tokio::time::timeout(Duration::from_secs(5), sim.stop())
+                .await
+                .ok();
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! From the API's event to the canonical [`Event`]. Never fails: the id and
+//! `created_at` were checked by the page parser, and every other field is
+//! taken as leniently as its meaning allows (numbers and booleans become
+//! strings, nulls and absences become `None`, objects become compact JSON).
+
+use std::sync::Arc;
+
+use auditfwd_sink::Event;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::source::page::RawEvent;
+
+/// The action used when the API sent none.
+pub const UNKNOWN_ACTION: &str = "UNKNOWN";
+
+/// Builds the canonical event of `source` from an API event fetched at
+/// `received_at`.
+pub fn normalize(source: &str, raw: RawEvent, received_at: DateTime<Utc>) -> Event {
+    let RawEvent {
+        id,
+        created_at,
+        mut value,
+        raw,
+    } = raw;
+    let text = |key: &str| value.get(key).and_then(as_text);
+    let action = text("action")
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| UNKNOWN_ACTION.to_string());
+    let entity_type = text("entity_type");
+    let entity_id = text("entity_id");
+    let user_id = text("user_id");
+    let details = value.remove("details").unwrap_or(Value::Null);
+    Event {
+        source: source.to_string(),
+        id,
+        action,
+        entity_type,
+        entity_id,
+        user_id,
+        details,
+        created_at,
+        received_at,
+        user: None,
+        raw: Arc::clone(&raw),
+    }
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::page::{Item, parse};
+
+    fn one(json: &str) -> Event {
+        let body = format!("{{\"data\":[{json}]}}");
+        match parse(body.as_bytes()).unwrap().items.remove(0) {
+            Item::Event(e) => normalize("acme", e, Utc::now()),
+            Item::Malformed(m) => panic!("{}", m.reason),
+        }
+    }
+
+    #[test]
+    fn lenient_on_everything_but_id_and_time() {
+        let e = one(
+            r#"{"id":"a","created_at":"2026-03-01T10:35:39.817Z","action":"USER_LOGIN","entity_type":null,"entity_id":42,"user_id":{"x":1},"details":"str"}"#,
+        );
+        assert_eq!(e.action, "USER_LOGIN");
+        assert_eq!(e.entity_type, None);
+        assert_eq!(e.entity_id.as_deref(), Some("42"));
+        assert_eq!(e.user_id.as_deref(), Some(r#"{"x":1}"#));
+        assert_eq!(e.details, Value::String("str".into()));
+        let e = one(r#"{"id":"b","created_at":"2026-03-01T10:35:39.817Z"}"#);
+        assert_eq!(e.action, UNKNOWN_ACTION);
+        assert_eq!(e.details, Value::Null);
+        assert_eq!(
+            &*e.raw,
+            r#"{"id":"b","created_at":"2026-03-01T10:35:39.817Z"}"#
+        );
+    }
+}

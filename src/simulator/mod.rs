@@ -1,0 +1,310 @@
+//! The simulated tenant: a PeopleLens-style audit-log and users API on
+//! loopback, seeded and reproducible, as hostile as the switches say.
+//!
+//! It serves `GET /api/v1/audit-logs` (`since`, `limit` ≤ 100, `offset`,
+//! `action`) and `GET /api/v1/users/{id}` with Bearer auth, and can
+//! sort either way, treat `since` as inclusive or exclusive, insert events
+//! live and late, put many events on one millisecond, serve hostile and
+//! malformed events, add latency, fail with 5xx and 429, drop connections,
+//! truncate bodies, and rate-limit. Its ground truth (every visible event and
+//! what the forwarder must do with it) is available in-process through
+//! [`Simulator::truth`] and over HTTP at `GET /_sim/truth`; `POST
+//! /_sim/freeze` stops live inserts so a test can wait for the catch-up.
+//!
+//! Tests and the demo run it in-process; `auditfwd simulate` runs it alone.
+
+mod hostile;
+mod server;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use hostile::NASTY;
+use world::World;
+pub use world::{Expect, SimEvent, SimUser};
+
+/// How the simulated tenant behaves. Every switch is also a flag of
+/// `auditfwd simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimConfig {
+    /// Seed of the event stream (same seed, same events).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The API key clients must send as `Authorization: Bearer <key>`.
+    #[arg(long, default_value = "sim-key")]
+    pub api_key: String,
+    /// Events that exist before the simulator starts.
+    #[arg(long, default_value_t = 500)]
+    pub backlog: usize,
+    /// How far back the backlog reaches.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub backlog_span: Duration,
+    /// New events per second while running.
+    #[arg(long, default_value_t = 2.0)]
+    pub insert_rate: f64,
+    /// Listing order.
+    #[arg(long, value_enum, default_value_t = SortOrder::NewestFirst)]
+    pub order: SortOrder,
+    /// Whether `since` includes events created exactly at that instant.
+    #[arg(long)]
+    pub since_inclusive: bool,
+    /// Share of events created on the same millisecond as the previous one.
+    #[arg(long, default_value_t = 0.0)]
+    pub tie_ratio: f64,
+    /// Share of live events that appear late (created in the past).
+    #[arg(long, default_value_t = 0.0)]
+    pub late_ratio: f64,
+    /// How late a late event can be.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub late_max: Duration,
+    /// Share of events with hostile or oddly typed fields (still forwardable).
+    #[arg(long, default_value_t = 0.0)]
+    pub hostile_ratio: f64,
+    /// Share of events without a usable id or created_at (dead letters).
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_ratio: f64,
+    /// Maximum random latency added to each response.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency: Duration,
+    /// Share of requests answered with a 5xx.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Share of requests answered with a 429 and Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Share of responses whose connection drops mid-body.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Share of responses whose body is cut short (valid framing).
+    #[arg(long, default_value_t = 0.0)]
+    pub truncate_rate: f64,
+    /// Server-side rate limit in requests per second (429 beyond it).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Number of users behind the events.
+    #[arg(long, default_value_t = 40)]
+    pub users: usize,
+}
+
+/// Listing order of the audit-log API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortOrder {
+    /// Newest event first.
+    NewestFirst,
+    /// Oldest event first.
+    OldestFirst,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            api_key: "sim-key".into(),
+            backlog: 500,
+            backlog_span: Duration::from_secs(3600),
+            insert_rate: 2.0,
+            order: SortOrder::NewestFirst,
+            since_inclusive: false,
+            tie_ratio: 0.0,
+            late_ratio: 0.0,
+            late_max: Duration::from_secs(2),
+            hostile_ratio: 0.0,
+            malformed_ratio: 0.0,
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+            throttle_rate: 0.0,
+            drop_rate: 0.0,
+            truncate_rate: 0.0,
+            rate_limit: None,
+            users: 40,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Every adversity switched on at once: ties, late events, hostile and
+    /// malformed events, latency, 5xx, 429, dropped connections and
+    /// truncated bodies. Order and `since` semantics are left to the caller.
+    pub fn adversarial(seed: u64) -> Self {
+        Self {
+            seed,
+            tie_ratio: 0.3,
+            late_ratio: 0.15,
+            late_max: Duration::from_millis(1500),
+            hostile_ratio: 0.05,
+            malformed_ratio: 0.01,
+            latency: Duration::from_millis(15),
+            error_rate: 0.05,
+            throttle_rate: 0.05,
+            drop_rate: 0.03,
+            truncate_rate: 0.03,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn newest_first(&self) -> bool {
+        self.order == SortOrder::NewestFirst
+    }
+}
+
+/// One event of the ground truth.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TruthEvent {
+    /// Generation order; dead-letter events carry it as `details.sim_seq`
+    /// (or as `garbage-<seq>` when they are not even objects).
+    pub seq: u64,
+    /// The id as served, when usable.
+    pub id: Option<String>,
+    /// True creation time, epoch ms.
+    pub created_ms: i64,
+    /// What the forwarder must do with it.
+    pub expect: Expect,
+    /// The action as served, when a string.
+    pub action: Option<String>,
+}
+
+/// Counters of what the simulator answered.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SimStats {
+    /// Requests to the API routes.
+    pub requests: u64,
+    /// 2xx page responses served in full.
+    pub pages_served: u64,
+    /// Injected 5xx.
+    pub errors: u64,
+    /// 429s (random and rate limit).
+    pub throttled: u64,
+    /// Dropped connections.
+    pub dropped: u64,
+    /// Truncated bodies.
+    pub truncated: u64,
+    /// 401s.
+    pub unauthorized: u64,
+    /// 400s.
+    pub bad_requests: u64,
+    /// Users lookups served.
+    pub user_lookups: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Mutex<SimConfig>,
+    pub(crate) world: Mutex<World>,
+    pub(crate) faults: Mutex<rand::rngs::StdRng>,
+    pub(crate) stats: Mutex<SimStats>,
+    pub(crate) limiter: Option<governor::DefaultDirectRateLimiter>,
+}
+
+/// A running simulated tenant.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Simulator {
+    /// Starts the tenant on `bind` (use port 0 for a free port).
+    pub async fn start(config: SimConfig, bind: SocketAddr) -> std::io::Result<Self> {
+        use rand::SeedableRng;
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let limiter = config
+            .rate_limit
+            .and_then(std::num::NonZeroU32::new)
+            .map(|rps| {
+                governor::RateLimiter::direct(governor::Quota::per_second(rps).allow_burst(rps))
+            });
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::new(config.clone(), now_ms())),
+            faults: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17)),
+            stats: Mutex::default(),
+            config: Mutex::new(config),
+            limiter,
+        });
+        let shutdown = CancellationToken::new();
+        let app = server::router(shared.clone());
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(error = %error, "simulator stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            shared,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API key it accepts.
+    pub fn api_key(&self) -> String {
+        self.shared.config.lock().unwrap().api_key.clone()
+    }
+
+    /// Every event visible now, oldest first.
+    pub fn truth(&self) -> Vec<TruthEvent> {
+        let mut world = self.shared.world.lock().unwrap();
+        world.advance(now_ms());
+        world
+            .events()
+            .iter()
+            .map(|e| TruthEvent {
+                seq: e.seq,
+                id: e.id.clone(),
+                created_ms: e.created_ms,
+                expect: e.expect,
+                action: e.action.clone(),
+            })
+            .collect()
+    }
+
+    /// The users behind the events.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.shared.world.lock().unwrap().users().to_vec()
+    }
+
+    /// Stops live inserts (after making everything due visible).
+    pub fn freeze(&self) {
+        let mut world = self.shared.world.lock().unwrap();
+        world.advance(now_ms());
+        world.freeze();
+    }
+
+    /// What the simulator answered so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// Changes fault rates while running (the event stream is unaffected).
+    pub fn update(&self, change: impl FnOnce(&mut SimConfig)) {
+        change(&mut self.shared.config.lock().unwrap());
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}

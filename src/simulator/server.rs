@@ -1,0 +1,303 @@
+//! HTTP side of the simulated tenant: routes, auth, validation, and the
+//! fault injection that makes it adversarial.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::Rng;
+use serde_json::json;
+
+use super::{Shared, now_ms};
+
+pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v1/audit-logs", get(audit_logs))
+        .route("/api/v1/users/{id}", get(user_v1))
+        .route("/api/v1/users", get(users_v1))
+        .route("/_sim/truth", get(truth))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/freeze", post(freeze))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// How a successful body is delivered.
+enum Delivery {
+    Whole,
+    /// Connection dropped after part of the body.
+    Drop,
+    /// Body cut short, framing intact.
+    Truncate,
+}
+
+/// Auth, rate limit and random faults shared by every API route. `Ok`
+/// carries how to deliver a successful body.
+async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<Delivery, Response> {
+    let config = shared.config.lock().unwrap().clone();
+    shared.stats.lock().unwrap().requests += 1;
+    let expected = format!("Bearer {}", config.api_key);
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        shared.stats.lock().unwrap().unauthorized += 1;
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Invalid or missing API key",
+        ));
+    }
+    if let Some(limiter) = &shared.limiter
+        && let Err(not_until) = limiter.check()
+    {
+        shared.stats.lock().unwrap().throttled += 1;
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many requests",
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Err(response);
+    }
+    let (latency, fault, retry_after, delivery) = {
+        let mut rng = shared.faults.lock().unwrap();
+        let latency = if config.latency.is_zero() {
+            Duration::ZERO
+        } else {
+            rng.random_range(Duration::ZERO..=config.latency)
+        };
+        let roll: f64 = rng.random();
+        let mut edge = config.error_rate;
+        let fault = if roll < edge {
+            Some(
+                *[500u16, 502, 503, 504]
+                    .get(rng.random_range(0..4))
+                    .expect("in range"),
+            )
+        } else {
+            edge += config.throttle_rate;
+            if roll < edge { Some(429) } else { None }
+        };
+        let retry_after = match rng.random_range(0..4) {
+            0 => None,
+            1 => Some("0".to_string()),
+            2 => Some("1".to_string()),
+            _ => Some(
+                (chrono::Utc::now() + chrono::Duration::seconds(1))
+                    .to_rfc2822()
+                    .replace("+0000", "GMT"),
+            ),
+        };
+        let roll: f64 = rng.random();
+        let delivery = if roll < config.drop_rate {
+            Delivery::Drop
+        } else if roll < config.drop_rate + config.truncate_rate {
+            Delivery::Truncate
+        } else {
+            Delivery::Whole
+        };
+        (latency, fault, retry_after, delivery)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(429) => {
+            shared.stats.lock().unwrap().throttled += 1;
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Slow down");
+            if let Some(v) = retry_after {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&v).expect("ascii"),
+                );
+            }
+            Err(response)
+        }
+        Some(code) => {
+            shared.stats.lock().unwrap().errors += 1;
+            let status = StatusCode::from_u16(code).expect("valid status");
+            if code == 502 {
+                Err((status, "<html><body>502 Bad Gateway</body></html>").into_response())
+            } else {
+                Err(error(status, "internal_error", "Something went wrong"))
+            }
+        }
+        None => Ok(delivery),
+    }
+}
+
+fn respond(shared: &Shared, body: String, delivery: Delivery) -> Response {
+    let bytes = body.into_bytes();
+    match delivery {
+        Delivery::Whole => {
+            shared.stats.lock().unwrap().pages_served += 1;
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        }
+        Delivery::Truncate => {
+            shared.stats.lock().unwrap().truncated += 1;
+            let cut = bytes.len() / 2;
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                bytes[..cut].to_vec(),
+            )
+                .into_response()
+        }
+        Delivery::Drop => {
+            shared.stats.lock().unwrap().dropped += 1;
+            let cut = bytes.len() / 3;
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+                Ok(bytes[..cut].to_vec()),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated drop",
+                )),
+            ];
+            let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    }
+}
+
+fn bad_request(shared: &Shared, message: &str) -> Response {
+    shared.stats.lock().unwrap().bad_requests += 1;
+    error(StatusCode::BAD_REQUEST, "validation_error", message)
+}
+
+async fn audit_logs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let delivery = match gate(&shared, &headers).await {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    let limit = match params.get("limit").map(|l| l.parse::<i64>()) {
+        None => 20,
+        Some(Ok(l)) if (1..=100).contains(&l) => l as usize,
+        Some(_) => return bad_request(&shared, "limit must be an integer between 1 and 100"),
+    };
+    let offset = match params.get("offset").map(|o| o.parse::<u64>()) {
+        None => 0,
+        Some(Ok(o)) => o as usize,
+        Some(Err(_)) => return bad_request(&shared, "offset must be a non-negative integer"),
+    };
+    let since = match params.get("since") {
+        None => None,
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.timestamp_millis()),
+            Err(_) => return bad_request(&shared, "since must be an ISO-8601 timestamp"),
+        },
+    };
+    let (page, total) = {
+        let mut world = shared.world.lock().unwrap();
+        world.advance(now_ms());
+        world.page(
+            since,
+            params.get("action").map(String::as_str),
+            offset,
+            limit,
+        )
+    };
+    let mut body = String::with_capacity(page.iter().map(|e| e.json.len() + 1).sum::<usize>() + 96);
+    body.push_str("{\"data\":[");
+    for (i, e) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.json);
+    }
+    body.push_str(&format!(
+        "],\"pagination\":{{\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}}}"
+    ));
+    respond(&shared, body, delivery)
+}
+
+async fn user_v1(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let delivery = match gate(&shared, &headers).await {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    shared.stats.lock().unwrap().user_lookups += 1;
+    let user = shared
+        .world
+        .lock()
+        .unwrap()
+        .users()
+        .iter()
+        .find(|u| u.id == id)
+        .cloned();
+    match user {
+        Some(u) => respond(
+            &shared,
+            json!({ "id": u.id, "email": u.email, "first_name": u.first_name, "last_name": u.last_name, "role": u.role })
+                .to_string(),
+            delivery,
+        ),
+        None => error(StatusCode::NOT_FOUND, "not_found", "User not found"),
+    }
+}
+
+async fn users_v1(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let delivery = match gate(&shared, &headers).await {
+        Ok(d) => d,
+        Err(response) => return response,
+    };
+    let users = shared.world.lock().unwrap().users().to_vec();
+    let data: Vec<_> = users
+        .iter()
+        .filter(|u| params.get("email").is_none_or(|e| &u.email == e))
+        .map(|u| json!({ "id": u.id, "email": u.email, "first_name": u.first_name, "last_name": u.last_name, "role": u.role }))
+        .collect();
+    respond(&shared, json!({ "data": data }).to_string(), delivery)
+}
+
+async fn truth(State(shared): State<Arc<Shared>>) -> Response {
+    let mut world = shared.world.lock().unwrap();
+    world.advance(now_ms());
+    let events: Vec<_> = world.events().iter().map(|e| e.as_ref().clone()).collect();
+    axum::Json(json!({ "frozen": world.is_frozen(), "events": events })).into_response()
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.stats.lock().unwrap().clone()).into_response()
+}
+
+async fn freeze(State(shared): State<Arc<Shared>>) -> Response {
+    let mut world = shared.world.lock().unwrap();
+    world.advance(now_ms());
+    world.freeze();
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,37 @@
+//! Sink registration: one explicit `match` from a validated [`SinkConfig`]
+//! to the sink crate that implements it.
+
+use auditfwd_sink::Sink;
+use auditfwd_sink_file::FileSink;
+use auditfwd_sink_stdout::StdoutSink;
+
+use crate::config::{SinkConfig, SinkKind};
+use crate::pipeline::Route;
+
+/// Why a sink could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("sink `{name}`: {message}")]
+pub struct BuildError {
+    /// Sink name.
+    pub name: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// Builds the sink described by `config` (opens no connection yet).
+pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
+    Ok(match &config.kind {
+        SinkKind::File(c) => Box::new(FileSink::new(&config.name, c.clone())),
+        SinkKind::Stdout(_) => Box::new(StdoutSink::new(&config.name)),
+    })
+}
+
+/// The route (format, filters, sources) of a configured sink.
+pub fn route(config: &SinkConfig) -> Route {
+    Route {
+        name: config.name.clone(),
+        format: config.format.clone(),
+        filter: config.filter.clone(),
+        sources: config.sources.clone(),
+    }
+}

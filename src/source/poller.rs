@@ -1,0 +1,347 @@
+//! The poll loop of one source: passes over the cursor's window, page by
+//! page, each page delivered through the pipeline and checkpointed before
+//! the next one counts.
+//!
+//! The loop returns how long to wait after each pass (the poll interval once
+//! caught up) and `select!`s that wait against shutdown. On shutdown it
+//! finishes the batch in flight, checkpoints, and returns.
+
+use std::sync::{Arc, Mutex};
+
+use auditfwd_sink::Event;
+use chrono::Utc;
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{ApiClient, FetchError, Fetched, PageQuery};
+use crate::config::SourceConfig;
+use crate::cursor::store::{StateStore, StoreError};
+use crate::cursor::{Checkpoint, Cursor};
+use crate::deadletter::DeadLetter;
+use crate::normalize::normalize;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::retry::Backoff;
+use crate::telemetry::{Health, Metrics, Status};
+
+/// Why a source stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The API refused us in a way retrying can not fix.
+    #[error("source `{source_name}` stopped: {error}")]
+    Api {
+        /// Source name.
+        source_name: String,
+        /// The refusal.
+        #[source]
+        error: FetchError,
+    },
+    /// The cursor could not be saved: continuing would re-send or lose track.
+    #[error("source `{source_name}` stopped: {error}")]
+    Store {
+        /// Source name.
+        source_name: String,
+        /// The failure.
+        #[source]
+        error: StoreError,
+    },
+}
+
+enum PassError {
+    Shutdown,
+    Fatal(SourceError),
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassEnd {
+    /// Reached a short page: caught up.
+    Complete,
+    /// Gave up on a listing that never ends (the API ignores `offset`?).
+    Incomplete,
+}
+
+/// Everything one source's poll loop owns.
+pub struct Poller {
+    config: SourceConfig,
+    client: ApiClient,
+    cursor: Cursor,
+    store: Arc<Mutex<Box<dyn StateStore>>>,
+    pipeline: Pipeline,
+    metrics: Metrics,
+    health: Health,
+}
+
+impl Poller {
+    /// A poller over a loaded cursor.
+    pub fn new(
+        config: SourceConfig,
+        client: ApiClient,
+        cursor: Cursor,
+        store: Box<dyn StateStore>,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        health: Health,
+    ) -> Self {
+        Self {
+            config,
+            client,
+            cursor,
+            store: Arc::new(Mutex::new(store)),
+            pipeline,
+            metrics,
+            health,
+        }
+    }
+
+    fn component(&self) -> String {
+        format!("source:{}", self.config.name)
+    }
+
+    /// Polls until `shutdown` or a fatal error.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SourceError> {
+        let label = Metrics::source(&self.config.name);
+        self.metrics.source_up.get_or_create(&label).set(1);
+        self.health.set(&self.component(), Status::Ok);
+        tracing::info!(
+            source = %self.config.name,
+            window_start = %chrono::DateTime::from_timestamp_millis(self.cursor.state().window_start(self.config.lookback)).unwrap_or_default(),
+            "polling"
+        );
+        loop {
+            let wait = match self.pass(&shutdown).await {
+                Ok(_) => self.config.poll_interval,
+                Err(PassError::Shutdown) => break,
+                Err(PassError::Fatal(error)) => {
+                    tracing::error!(source = %self.config.name, error = %error, "source stopped; other sources continue");
+                    self.metrics.source_up.get_or_create(&label).set(0);
+                    self.health
+                        .set(&self.component(), Status::Failed(error.to_string()));
+                    return Err(error);
+                }
+            };
+            self.metrics
+                .cursor_lag_seconds
+                .get_or_create(&label)
+                .set(self.cursor.lag(Utc::now()).as_secs_f64());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        tracing::info!(source = %self.config.name, "stopped; cursor saved");
+        Ok(())
+    }
+
+    async fn pass(&mut self, shutdown: &CancellationToken) -> Result<PassEnd, PassError> {
+        let label = Metrics::source(&self.config.name);
+        let query = self.cursor.begin_pass(Utc::now());
+        let limit = self.config.page_size;
+        let action = match self.config.actions.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
+        let mut offset = 0u64;
+        let mut pages = 0u64;
+        let mut max_pages = u64::MAX;
+        let end = loop {
+            let page_query = PageQuery {
+                since: query.since,
+                limit,
+                offset,
+                action: action.clone(),
+            };
+            let fetched = self.fetch(&page_query, shutdown).await?;
+            pages += 1;
+            if pages == 1 {
+                if let Some(date) = fetched.server_date {
+                    self.cursor.observe_server_time(date);
+                }
+                // A listing can grow while we page, but not without bound: a
+                // pass much longer than the first `total` means the API is
+                // not honouring `offset`.
+                if let Some(total) = fetched.page.total {
+                    max_pages = (total / u64::from(limit) + 1) * 4 + 100;
+                }
+            }
+            let returned = fetched.page.items.len() as u64;
+            let effective_limit = fetched
+                .page
+                .limit
+                .filter(|l| *l > 0 && *l <= u64::from(limit))
+                .unwrap_or(u64::from(limit));
+            if let Some(total) = fetched.page.total {
+                let remaining = total.saturating_sub(offset + returned);
+                self.metrics
+                    .backlog_events
+                    .get_or_create(&label)
+                    .set(remaining as i64);
+            }
+            self.metrics.pages_fetched.get_or_create(&label).inc();
+            self.metrics
+                .events_received
+                .get_or_create(&label)
+                .inc_by(returned);
+
+            self.deliver_page(fetched, shutdown).await?;
+
+            offset += returned;
+            if returned < effective_limit {
+                break PassEnd::Complete;
+            }
+            if shutdown.is_cancelled() {
+                // The batch in flight is delivered and saved; stop here. The
+                // pass is incomplete, so the watermark stays.
+                let checkpoint = self.cursor.finish_pass(false);
+                self.commit(checkpoint).await?;
+                return Err(PassError::Shutdown);
+            }
+            if pages >= max_pages {
+                tracing::warn!(source = %self.config.name, pages, "the listing does not end; is the API ignoring `offset`? ending this pass without advancing");
+                break PassEnd::Incomplete;
+            }
+        };
+        self.metrics.backlog_events.get_or_create(&label).set(0);
+        let checkpoint = self.cursor.finish_pass(end == PassEnd::Complete);
+        self.commit(checkpoint).await?;
+        Ok(end)
+    }
+
+    /// Admits, delivers and checkpoints the new events of one page.
+    async fn deliver_page(
+        &mut self,
+        fetched: Fetched,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PassError> {
+        let label = Metrics::source(&self.config.name);
+        let mut batch = self.cursor.admit(fetched.page.items);
+        self.metrics
+            .events_duplicate
+            .get_or_create(&label)
+            .inc_by(batch.stats.duplicates + batch.stats.before_window);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let received_at = Utc::now();
+        let wanted = &self.config.actions;
+        let events: Vec<Arc<Event>> = std::mem::take(&mut batch.events)
+            .into_iter()
+            .map(|raw| Arc::new(normalize(&self.config.name, raw, received_at)))
+            // Several actions can not be asked for in one request; the rest
+            // are dropped here by configuration (and still count as seen).
+            .filter(|e| wanted.len() < 2 || wanted.contains(&e.action))
+            .collect();
+        let dead: Vec<DeadLetter> = batch
+            .dead
+            .iter()
+            .map(|m| {
+                tracing::warn!(source = %self.config.name, id = ?m.id, reason = %m.reason, "event can not be forwarded; it goes to the dead-letter file");
+                DeadLetter {
+                    id: m.id.clone(),
+                    sink: None,
+                    reason: m.reason.clone(),
+                    raw: m.raw.clone(),
+                }
+            })
+            .collect();
+        match self.pipeline.deliver(&events, dead).await {
+            Ok(()) => {}
+            Err(PipelineError::Stopped(_)) => {
+                debug_assert!(shutdown.is_cancelled());
+                return Err(PassError::Shutdown);
+            }
+        }
+        let delivered = events.len() as u64;
+        let checkpoint = self.cursor.commit(&batch);
+        self.commit(checkpoint).await?;
+        self.metrics
+            .events_delivered
+            .get_or_create(&label)
+            .inc_by(delivered);
+        Ok(())
+    }
+
+    /// Makes a checkpoint durable; compacts the store when it asks.
+    async fn commit(&mut self, checkpoint: Checkpoint) -> Result<(), PassError> {
+        let store = self.store.clone();
+        let wants_snapshot = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .commit(&checkpoint)
+        })
+        .await
+        .expect("state store does not panic")
+        .map_err(|error| self.store_error(error))?;
+        if wants_snapshot {
+            let store = self.store.clone();
+            let state = self.cursor.state().clone();
+            tokio::task::spawn_blocking(move || {
+                store
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .snapshot(&state)
+            })
+            .await
+            .expect("state store does not panic")
+            .map_err(|error| self.store_error(error))?;
+        }
+        Ok(())
+    }
+
+    fn store_error(&self, error: StoreError) -> PassError {
+        PassError::Fatal(SourceError::Store {
+            source_name: self.config.name.clone(),
+            error,
+        })
+    }
+
+    /// Fetches one page, retrying transient failures with backoff (429
+    /// honours `Retry-After`) until it succeeds, a fatal error, or shutdown.
+    async fn fetch(
+        &self,
+        query: &PageQuery,
+        shutdown: &CancellationToken,
+    ) -> Result<Fetched, PassError> {
+        let mut backoff = Backoff::new(self.config.retry);
+        loop {
+            let result = tokio::select! {
+                r = self.client.audit_page(query).fuse() => r,
+                _ = shutdown.cancelled() => return Err(PassError::Shutdown),
+            };
+            match result {
+                Ok(fetched) => {
+                    self.metrics.request(&self.config.name, "ok");
+                    if backoff.attempts() > 0 {
+                        tracing::info!(source = %self.config.name, attempts = backoff.attempts() + 1, "API reachable again");
+                        self.health.set(&self.component(), Status::Ok);
+                    }
+                    return Ok(fetched);
+                }
+                Err(error) => {
+                    self.metrics.request(&self.config.name, error.label());
+                    if !error.is_transient() {
+                        return Err(PassError::Fatal(SourceError::Api {
+                            source_name: self.config.name.clone(),
+                            error,
+                        }));
+                    }
+                    let delay = backoff.next_delay(error.retry_after());
+                    let attempt = backoff.attempts();
+                    if attempt >= 3 {
+                        tracing::warn!(source = %self.config.name, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
+                        self.health.set(
+                            &self.component(),
+                            Status::Degraded(format!("retrying: {error}")),
+                        );
+                    } else {
+                        tracing::debug!(source = %self.config.name, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return Err(PassError::Shutdown),
+                    }
+                }
+            }
+        }
+    }
+}

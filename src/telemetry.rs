@@ -1,0 +1,313 @@
+//! Logs, metrics and health: the tracing subscriber, the Prometheus
+//! registry every component counts into, the health board, and the HTTP
+//! listener serving `/metrics` and `/health`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Installs the global tracing subscriber (stderr). `RUST_LOG` overrides the
+/// configured level. Safe to call more than once (later calls are ignored).
+pub fn init_logging(config: &TelemetryConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Labels of per-source metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Source name.
+    pub source: String,
+}
+
+/// Labels of API request outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// Source name.
+    pub source: String,
+    /// `ok`, `rate_limited`, `server_error`, `timeout`, `transport`,
+    /// `bad_body`, `unauthorized`, ...
+    pub outcome: String,
+}
+
+/// Labels of per-sink metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// Sink name.
+    pub sink: String,
+}
+
+/// Every metric auditfwd exports. Cheap to clone (shared handles).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Events returned by the API (before deduplication).
+    pub events_received: Family<SourceLabel, Counter>,
+    /// Events acknowledged by every sink and checkpointed.
+    pub events_delivered: Family<SourceLabel, Counter>,
+    /// Events skipped as already delivered.
+    pub events_duplicate: Family<SourceLabel, Counter>,
+    /// Elements written to the dead-letter file.
+    pub events_dead_lettered: Family<SourceLabel, Counter>,
+    /// Pages fetched.
+    pub pages_fetched: Family<SourceLabel, Counter>,
+    /// API requests by outcome.
+    pub api_requests: Family<RequestLabel, Counter>,
+    /// Seconds between now and the cursor's watermark.
+    pub cursor_lag_seconds: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    /// Events still to read in the current pass (from `pagination.total`).
+    pub backlog_events: Family<SourceLabel, Gauge>,
+    /// 1 while the source polls, 0 once it stopped on an error.
+    pub source_up: Family<SourceLabel, Gauge>,
+    /// Records acknowledged by a sink.
+    pub sink_records: Family<SinkLabel, Counter>,
+    /// Failed delivery attempts of a sink (each is retried).
+    pub sink_errors: Family<SinkLabel, Counter>,
+    /// Enrichment lookups by outcome (`hit`, `miss`, `not_found`, `error`).
+    pub enrich_lookups: Family<RequestLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("auditfwd");
+        macro_rules! reg {
+            ($name:literal, $help:literal) => {{
+                let family = Family::default();
+                registry.register($name, $help, family.clone());
+                family
+            }};
+        }
+        let events_received = reg!(
+            "events_received",
+            "Events returned by the API, before deduplication"
+        );
+        let events_delivered = reg!(
+            "events_delivered",
+            "Events acknowledged by every sink and checkpointed"
+        );
+        let events_duplicate = reg!(
+            "events_duplicate",
+            "Events skipped because they were already delivered"
+        );
+        let events_dead_lettered = reg!(
+            "events_dead_lettered",
+            "Events written to the dead-letter file"
+        );
+        let pages_fetched = reg!("pages_fetched", "Audit-log pages fetched");
+        let api_requests = reg!("api_requests", "API requests by outcome");
+        let cursor_lag_seconds = reg!(
+            "cursor_lag_seconds",
+            "Seconds between now and the cursor watermark"
+        );
+        let backlog_events = reg!("backlog_events", "Events still to read in the current pass");
+        let source_up = reg!(
+            "source_up",
+            "1 while the source polls, 0 after it stopped on an error"
+        );
+        let sink_records = reg!("sink_records", "Records acknowledged by a sink");
+        let sink_errors = reg!("sink_errors", "Failed sink delivery attempts (retried)");
+        let enrich_lookups = reg!("enrich_lookups", "User enrichment lookups by outcome");
+        Self {
+            registry: Arc::new(registry),
+            events_received,
+            events_delivered,
+            events_duplicate,
+            events_dead_lettered,
+            pages_fetched,
+            api_requests,
+            cursor_lag_seconds,
+            backlog_events,
+            source_up,
+            sink_records,
+            sink_errors,
+            enrich_lookups,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    /// The label of `source`.
+    pub fn source(source: &str) -> SourceLabel {
+        SourceLabel {
+            source: source.to_string(),
+        }
+    }
+
+    /// The label of `sink`.
+    pub fn sink(sink: &str) -> SinkLabel {
+        SinkLabel {
+            sink: sink.to_string(),
+        }
+    }
+
+    /// Counts an API request of `source` by outcome.
+    pub fn request(&self, source: &str, outcome: &str) {
+        self.api_requests
+            .get_or_create(&RequestLabel {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The state of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "lowercase")]
+pub enum Status {
+    /// Working.
+    Ok,
+    /// Working around a problem (retrying).
+    Degraded(String),
+    /// Stopped; an operator must act.
+    Failed(String),
+}
+
+/// Health of every source and sink, as `/health` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<BTreeMap<String, Status>>>);
+
+impl Health {
+    /// Records the status of `component` (`source:acme`, `sink:files`).
+    pub fn set(&self, component: &str, status: Status) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(component) != Some(&status) {
+            map.insert(component.to_string(), status);
+        }
+    }
+
+    /// Every component's status.
+    pub fn snapshot(&self) -> BTreeMap<String, Status> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True when no component has failed.
+    pub fn is_healthy(&self) -> bool {
+        !self
+            .snapshot()
+            .values()
+            .any(|s| matches!(s, Status::Failed(_)))
+    }
+}
+
+/// Serves `/metrics` and `/health` on `addr` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let healthy = health.is_healthy();
+                let body =
+                    serde_json::json!({ "healthy": healthy, "components": health.snapshot() });
+                async move {
+                    let status = if healthy {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::Json(body))
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(error = %error, "metrics listener stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_encode_with_labels() {
+        let m = Metrics::new();
+        m.events_delivered
+            .get_or_create(&Metrics::source("acme"))
+            .inc_by(3);
+        m.request("acme", "rate_limited");
+        let text = m.encode();
+        assert!(
+            text.contains("auditfwd_events_delivered_total{source=\"acme\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "auditfwd_api_requests_total{source=\"acme\",outcome=\"rate_limited\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn health_turns_red_on_failure() {
+        let h = Health::default();
+        h.set("source:acme", Status::Ok);
+        assert!(h.is_healthy());
+        h.set("sink:kafka", Status::Degraded("retrying".into()));
+        assert!(h.is_healthy());
+        h.set("source:acme", Status::Failed("401".into()));
+        assert!(!h.is_healthy());
+    }
+}
