@@ -257,8 +257,10 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// A cursor over `state`.
-    pub fn new(state: CursorState, lookback: Duration) -> Self {
+    /// A cursor over `state` (a replayed journal may hold ids that are
+    /// already outside the window; they are dropped here).
+    pub fn new(mut state: CursorState, lookback: Duration) -> Self {
+        state.prune(state.window_start(lookback));
         Self {
             state,
             lookback,

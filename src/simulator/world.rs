@@ -185,8 +185,11 @@ impl World {
             }
             self.live += 1;
             let created = if self.rng.random_bool(self.config.tie_ratio) {
-                // A burst: same millisecond as the previous event.
-                self.last_created_ms.min(due)
+                // A burst: same millisecond as the previous event (if that
+                // one was late, no later than late_max allows).
+                self.last_created_ms
+                    .min(due)
+                    .max(due - self.config.late_max.as_millis() as i64)
             } else if self.rng.random_bool(self.config.late_ratio) {
                 // Late: created in the past, visible only now.
                 let late = self
