@@ -1,1 +1,235 @@
+use std::path::Path;
 
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ACME_KEY" => Some("k-123-secret".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(
+        text,
+        Path::new("auditfwd.toml"),
+        Path::new("/nonexistent"),
+        &env,
+    )
+}
+
+fn keys(err: &ConfigError) -> Vec<&str> {
+    err.problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+const GOOD: &str = r#"
+[state]
+dir = "/var/lib/auditfwd"
+
+[telemetry]
+listen = "127.0.0.1:9898"
+log_format = "json"
+
+[[source]]
+name = "acme"
+base_url = "https://acme.peoplelensai.com"
+api_key = "${ACME_KEY}"
+poll_interval = "15s"
+lookback = "5m"
+start_at = "24h ago"
+actions = ["USER_LOGIN"]
+rate_limit = { requests_per_second = 5, burst = 2 }
+
+[[sink]]
+name = "files"
+type = "file"
+format = "json"
+path = "/var/log/auditfwd/{source}/%Y-%m-%d.jsonl"
+max_bytes = 104857600
+compression = "zstd"
+actions = ["USER_*"]
+
+[[sink]]
+name = "pipe"
+type = "stdout"
+format = "raw"
+sources = ["acme"]
+"#;
+
+#[test]
+fn a_complete_config_parses_with_defaults_filled_in() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.sources.len(), 1);
+    let s = &c.sources[0];
+    assert_eq!(s.api_key.expose(), "k-123-secret");
+    assert_eq!(s.page_size, 100);
+    assert_eq!(s.poll_interval, std::time::Duration::from_secs(15));
+    assert_eq!(s.burst.get(), 2);
+    assert_eq!(s.request_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.sinks.len(), 2);
+    assert!(matches!(c.sinks[0].kind, SinkKind::File(ref f) if f.max_bytes == Some(104857600)));
+    assert_eq!(c.sinks[1].format, crate::format::Format::Raw);
+    assert_eq!(c.telemetry.log_format, LogFormat::Json);
+    assert_eq!(
+        c.state.dead_letter_dir(),
+        Path::new("/var/lib/auditfwd/dead-letter")
+    );
+}
+
+#[test]
+fn the_api_key_never_shows_in_debug_output() {
+    let c = parse(GOOD).unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("k-123-secret"), "{debug}");
+    assert!(debug.contains("Secret(***)"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_file_and_key() {
+    let text = r#"
+[[source]]
+name = "acme corp"
+base_url = "http://acme.example.com"
+api_key = "${MISSING_KEY}"
+page_size = 500
+start_at = "yesterday"
+
+[[source]]
+name = "globex"
+base_url = "https://globex.example.com"
+api_key = "x"
+pagesize = 10
+
+[[sink]]
+name = "k"
+type = "kafak"
+
+[[sink]]
+name = "f"
+type = "file"
+path = "/x/{tenant}/out.jsonl"
+format = "xml"
+"#;
+    let err = parse(text).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("auditfwd.toml: "), "{shown}");
+    assert_eq!(
+        keys(&err),
+        [
+            "source[0].api_key",
+            "source[0] (\"acme corp\").name",
+            "source[0] (\"acme corp\").base_url",
+            "source[0] (\"acme corp\").page_size",
+            "source[0] (\"acme corp\").start_at",
+            "source[1]",
+            "sink[0] (\"k\").type",
+            "sink[1] (\"f\").format",
+            "sink[1] (\"f\").path",
+        ],
+        "{shown}"
+    );
+    assert!(
+        shown.contains("environment variable `MISSING_KEY` is not set"),
+        "{shown}"
+    );
+    assert!(shown.contains("allow_http = true"), "{shown}");
+    assert!(shown.contains("the API accepts 1 to 100"), "{shown}");
+    assert!(shown.contains("unknown field `pagesize`"), "{shown}");
+    assert!(
+        shown.contains("unknown sink type `kafak`; available: file, stdout"),
+        "{shown}"
+    );
+    assert!(shown.contains("unknown format `xml`"), "{shown}");
+    assert!(shown.contains("unknown placeholder `{tenant}`"), "{shown}");
+}
+
+#[test]
+fn structure_errors_name_the_fix() {
+    let err = parse("[source]\nname = \"a\"\n[[sinks]]\nname = \"b\"\n").unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("source: must be written as [[source]]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sinks: unknown section (write [[sink]])"),
+        "{shown}"
+    );
+    let err = parse("[[source]\n").unwrap_err();
+    assert!(err.to_string().contains("invalid TOML"), "{err}");
+    let err = parse("").unwrap_err();
+    assert_eq!(keys(&err), ["source", "sink"]);
+}
+
+#[test]
+fn names_must_be_unique_and_references_must_exist() {
+    let text = r#"
+[[source]]
+name = "a"
+base_url = "https://a.example.com"
+api_key = "k"
+[[source]]
+name = "a"
+base_url = "https://b.example.com"
+api_key = "k"
+[[sink]]
+name = "s"
+type = "stdout"
+sources = ["nope"]
+"#;
+    let err = parse(text).unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("source[1].name: `a` is used by another source"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sink[0].sources[0]: no source is named `nope`"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("no sink takes events from source `a`"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn api_key_file_is_read_relative_to_the_config_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), "from-file\n").unwrap();
+    let text = r#"
+[[source]]
+name = "a"
+base_url = "https://a.example.com"
+api_key_file = "key"
+[[sink]]
+name = "s"
+type = "stdout"
+"#;
+    let c = Config::parse(text, &dir.path().join("auditfwd.toml"), dir.path(), &env).unwrap();
+    assert_eq!(c.sources[0].api_key.expose(), "from-file");
+    let missing = text.replace("\"key\"", "\"nope\"");
+    let err = Config::parse(&missing, Path::new("auditfwd.toml"), dir.path(), &env).unwrap_err();
+    assert!(
+        err.to_string().contains("api_key_file: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn env_values_can_not_inject_structure() {
+    let text = r#"
+[[source]]
+name = "a"
+base_url = "https://a.example.com"
+api_key = "${EVIL}"
+[[sink]]
+name = "s"
+type = "stdout"
+"#;
+    let evil =
+        |name: &str| (name == "EVIL").then(|| "x\"\n[[sink]]\nname = \"injected\"".to_string());
+    let c = Config::parse(text, Path::new("auditfwd.toml"), Path::new("."), &evil).unwrap();
+    assert_eq!(c.sinks.len(), 1);
+    assert!(c.sources[0].api_key.expose().contains("injected"));
+}

@@ -1,0 +1,324 @@
+//! Shared test support: the simulated tenant, forwarder configs pointing at
+//! it, reading what sinks wrote, and comparing it with the ground truth.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use auditfwd::app::{App, AppError};
+use auditfwd::config::Config;
+use auditfwd::retry::RetryPolicy;
+use auditfwd::simulator::{Expect, SimConfig, Simulator, TruthEvent};
+use auditfwd::telemetry::{Health, Metrics};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Starts a simulated tenant on a free loopback port.
+pub async fn tenant(config: SimConfig) -> Simulator {
+    Simulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator starts")
+}
+
+/// Settings of a test forwarder config.
+pub struct Setup<'a> {
+    pub source: &'a str,
+    pub page_size: u32,
+    pub lookback: &'a str,
+    pub poll_interval: &'a str,
+    pub out_path: String,
+    pub extra_source: &'a str,
+    pub extra: &'a str,
+}
+
+impl<'a> Setup<'a> {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            source: "tenant",
+            page_size: 100,
+            lookback: "4s",
+            poll_interval: "100ms",
+            out_path: format!("{}/out/{{source}}/events.jsonl", dir.display()),
+            extra_source: "",
+            extra: "",
+        }
+    }
+}
+
+/// A forwarder config (TOML) for `sim`, writing to `dir`.
+pub fn config_text(sim: &Simulator, dir: &Path, setup: &Setup<'_>) -> String {
+    format!(
+        r#"
+[state]
+dir = "{dir}/state"
+
+[[source]]
+name = "{source}"
+base_url = "{base}"
+api_key = "{key}"
+allow_http = true
+start_at = "beginning"
+page_size = {page_size}
+poll_interval = "{poll}"
+lookback = "{lookback}"
+request_timeout = "5s"
+rate_limit = {{ requests_per_second = 1000, burst = 100 }}
+retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
+{extra_source}
+
+[[sink]]
+name = "files"
+type = "file"
+path = "{out}"
+{extra}
+"#,
+        dir = dir.display(),
+        source = setup.source,
+        base = sim.base_url(),
+        key = sim.api_key(),
+        page_size = setup.page_size,
+        poll = setup.poll_interval,
+        lookback = setup.lookback,
+        extra_source = setup.extra_source,
+        out = setup.out_path,
+        extra = setup.extra,
+    )
+}
+
+pub fn parse_config(text: &str) -> Config {
+    Config::parse(text, Path::new("test.toml"), Path::new("."), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// A forwarder running in this process.
+pub struct Forwarder {
+    pub metrics: Metrics,
+    pub health: Health,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Forwarder {
+    pub fn start(app: App) -> Self {
+        let app = app.with_sink_retry(RetryPolicy::FAST);
+        let shutdown = CancellationToken::new();
+        let metrics = app.metrics();
+        let health = app.health();
+        let task = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            metrics,
+            health,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Graceful shutdown; returns how `run` ended.
+    pub async fn stop(self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("forwarder stops within 30s")
+            .expect("forwarder task does not panic")
+    }
+}
+
+/// Polls `check` every 50ms until it holds or `timeout` passes.
+pub async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Like [`wait_for`] with an async check.
+pub async fn wait_for_async<F: Future<Output = bool>>(
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every `*.jsonl` file under `dir`, recursively, in path order.
+pub fn jsonl_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "jsonl") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every complete JSON line written under `dir` (a line still being
+/// written is skipped).
+pub fn read_lines(dir: &Path) -> Vec<Value> {
+    jsonl_files(dir)
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            text.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// How often each id appears in `lines`.
+pub fn id_counts(lines: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in lines {
+        let id = line["id"]
+            .as_str()
+            .expect("every record carries the event id")
+            .to_string();
+        *counts.entry(id).or_default() += 1;
+    }
+    counts
+}
+
+/// Output compared with the ground truth.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub expected: usize,
+    pub missing: Vec<String>,
+    pub duplicates: Vec<(String, usize)>,
+    /// Delivered ids the tenant never served as deliverable (forged).
+    pub unexpected: Vec<String>,
+}
+
+impl Verdict {
+    pub fn assert_exact(&self) {
+        assert!(
+            self.missing.is_empty() && self.duplicates.is_empty() && self.unexpected.is_empty(),
+            "expected {} events: {} missing {:?}, {} duplicated {:?}, {} unexpected {:?}",
+            self.expected,
+            self.missing.len(),
+            &self.missing[..self.missing.len().min(10)],
+            self.duplicates.len(),
+            &self.duplicates[..self.duplicates.len().min(10)],
+            self.unexpected.len(),
+            &self.unexpected[..self.unexpected.len().min(10)],
+        );
+    }
+}
+
+pub fn deliverable(truth: &[TruthEvent]) -> Vec<&str> {
+    truth
+        .iter()
+        .filter(|e| e.expect == Expect::Deliver)
+        .map(|e| e.id.as_deref().expect("deliverable events have ids"))
+        .collect()
+}
+
+pub fn compare(truth: &[TruthEvent], counts: &HashMap<String, usize>) -> Verdict {
+    let expected = deliverable(truth);
+    let expected_set: std::collections::HashSet<&str> = expected.iter().copied().collect();
+    let mut duplicates: Vec<_> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (id.clone(), *n))
+        .collect();
+    duplicates.sort();
+    Verdict {
+        expected: expected.len(),
+        missing: expected
+            .iter()
+            .filter(|id| !counts.contains_key(**id))
+            .map(|s| s.to_string())
+            .collect(),
+        duplicates,
+        unexpected: counts
+            .keys()
+            .filter(|id| !expected_set.contains(id.as_str()))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Checks that every malformed event of the tenant is in the dead-letter
+/// file with a reason, and that no deliverable event is.
+pub fn assert_dead_letters(truth: &[TruthEvent], dead_letter_file: &Path) {
+    let text = std::fs::read_to_string(dead_letter_file).unwrap_or_default();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letters are JSON"))
+        .collect();
+    for line in &lines {
+        assert!(
+            line["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "dead letter without reason: {line}"
+        );
+    }
+    let seq_of = |line: &Value| -> Option<u64> {
+        let event = &line["event"];
+        event["details"]["sim_seq"].as_u64().or_else(|| {
+            event
+                .as_str()
+                .and_then(|s| s.strip_prefix("garbage-"))
+                .and_then(|s| s.parse().ok())
+        })
+    };
+    let found: std::collections::HashSet<u64> = lines.iter().filter_map(seq_of).collect();
+    let expected: Vec<u64> = truth
+        .iter()
+        .filter(|e| e.expect == Expect::DeadLetter)
+        .map(|e| e.seq)
+        .collect();
+    let missing: Vec<_> = expected.iter().filter(|s| !found.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} malformed events not dead-lettered: {missing:?}",
+        missing.len(),
+        expected.len()
+    );
+    let deliverable: std::collections::HashSet<&str> = deliverable(truth).into_iter().collect();
+    for line in &lines {
+        if let Some(id) = line["id"].as_str() {
+            let malformed = line["event"]["details"]["sim_seq"].is_u64();
+            assert!(
+                malformed || !deliverable.contains(id),
+                "deliverable event {id} was dead-lettered: {line}"
+            );
+        }
+    }
+}
+
+/// A base tenant for delivery tests: all adversity on, a live stream.
+pub fn adversarial(seed: u64) -> SimConfig {
+    SimConfig {
+        backlog: 1200,
+        insert_rate: 40.0,
+        ..SimConfig::adversarial(seed)
+    }
+}

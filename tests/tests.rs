@@ -1,0 +1,11 @@
+//! auditfwd's integration tests: one binary, one module per promise of the
+//! SPEC. Real components only: the simulated tenant over HTTP, real files,
+//! the real `auditfwd` binary for crash tests.
+
+mod support;
+
+mod backpressure;
+mod cli;
+mod delivery;
+mod restart;
+mod source_errors;
