@@ -60,10 +60,33 @@ enum PassEnd {
     Incomplete,
 }
 
+/// Fetches pages with retries; cheap to clone so prefetches can run as
+/// their own tasks while the current page is delivered.
+#[derive(Clone)]
+struct Fetcher {
+    client: Arc<ApiClient>,
+    source: String,
+    retry: crate::retry::RetryPolicy,
+    metrics: Metrics,
+    health: Health,
+}
+
+/// A page fetched ahead, with the offset it was asked for.
+struct Ahead {
+    offset: u64,
+    task: tokio::task::JoinHandle<Result<Fetched, PassError>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Everything one source's poll loop owns.
 pub struct Poller {
     config: SourceConfig,
-    client: ApiClient,
+    fetcher: Fetcher,
     cursor: Cursor,
     store: Arc<Mutex<Box<dyn StateStore>>>,
     pipeline: Pipeline,
@@ -82,9 +105,16 @@ impl Poller {
         metrics: Metrics,
         health: Health,
     ) -> Self {
+        let fetcher = Fetcher {
+            client: Arc::new(client),
+            source: config.name.clone(),
+            retry: config.retry,
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
         Self {
             config,
-            client,
+            fetcher,
             cursor,
             store: Arc::new(Mutex::new(store)),
             pipeline,
@@ -140,17 +170,39 @@ impl Poller {
             [one] => Some(one.clone()),
             _ => None,
         };
+        let page_query = |offset| PageQuery {
+            since: query.since,
+            limit,
+            offset,
+            action: action.clone(),
+        };
         let mut offset = 0u64;
         let mut pages = 0u64;
         let mut max_pages = u64::MAX;
+        let mut previous_total: Option<u64> = None;
+        let mut ahead: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
         let end = loop {
-            let page_query = PageQuery {
-                since: query.since,
-                limit,
-                offset,
-                action: action.clone(),
+            let fetched = match ahead.pop_front() {
+                Some(mut prefetched) => {
+                    debug_assert_eq!(prefetched.offset, offset);
+                    let fetched = (&mut prefetched.task)
+                        .await
+                        .unwrap_or(Err(PassError::Shutdown))?;
+                    // A page fetched ahead may have been served before the
+                    // page before it. It continues that page only if both
+                    // saw the same listing (same total: the listing only
+                    // grows); otherwise ask again, now, after it.
+                    match (fetched.page.total, previous_total) {
+                        (Some(now), Some(before)) if now == before => fetched,
+                        _ => {
+                            ahead.clear();
+                            tracing::debug!(source = %self.config.name, offset, "listing changed under a prefetched page; fetching it again");
+                            self.fetcher.fetch(page_query(offset), shutdown).await?
+                        }
+                    }
+                }
+                None => self.fetcher.fetch(page_query(offset), shutdown).await?,
             };
-            let fetched = self.fetch(&page_query, shutdown).await?;
             pages += 1;
             if pages == 1 {
                 if let Some(date) = fetched.server_date {
@@ -169,12 +221,27 @@ impl Poller {
                 .limit
                 .filter(|l| *l > 0 && *l <= u64::from(limit))
                 .unwrap_or(u64::from(limit));
+            previous_total = fetched.page.total;
             if let Some(total) = fetched.page.total {
                 let remaining = total.saturating_sub(offset + returned);
                 self.metrics
                     .backlog_events
                     .get_or_create(&label)
                     .set(remaining as i64);
+                // Fetch the next pages while this one is delivered.
+                if returned == effective_limit {
+                    let mut next = offset + returned + ahead.len() as u64 * effective_limit;
+                    while ahead.len() < self.config.prefetch as usize && next < total {
+                        let fetcher = self.fetcher.clone();
+                        let q = page_query(next);
+                        let stop = shutdown.clone();
+                        ahead.push_back(Ahead {
+                            offset: next,
+                            task: tokio::spawn(async move { fetcher.fetch(q, &stop).await }),
+                        });
+                        next += effective_limit;
+                    }
+                }
             }
             self.metrics.pages_fetched.get_or_create(&label).inc();
             self.metrics
@@ -199,7 +266,13 @@ impl Poller {
                 tracing::warn!(source = %self.config.name, pages, "the listing does not end; is the API ignoring `offset`? ending this pass without advancing");
                 break PassEnd::Incomplete;
             }
+            // Prefetched pages were asked at offsets assuming full pages of
+            // `effective_limit`; drop them if that assumption broke.
+            if ahead.front().is_some_and(|a| a.offset != offset) {
+                ahead.clear();
+            }
         };
+        drop(ahead);
         self.metrics.backlog_events.get_or_create(&label).set(0);
         let checkpoint = self.cursor.finish_pass(end == PassEnd::Complete);
         self.commit(checkpoint).await?;
@@ -294,47 +367,53 @@ impl Poller {
             error,
         })
     }
+}
+
+impl Fetcher {
+    fn component(&self) -> String {
+        format!("source:{}", self.source)
+    }
 
     /// Fetches one page, retrying transient failures with backoff (429
     /// honours `Retry-After`) until it succeeds, a fatal error, or shutdown.
     async fn fetch(
         &self,
-        query: &PageQuery,
+        query: PageQuery,
         shutdown: &CancellationToken,
     ) -> Result<Fetched, PassError> {
-        let mut backoff = Backoff::new(self.config.retry);
+        let mut backoff = Backoff::new(self.retry);
         loop {
             let result = tokio::select! {
-                r = self.client.audit_page(query).fuse() => r,
+                r = self.client.audit_page(&query).fuse() => r,
                 _ = shutdown.cancelled() => return Err(PassError::Shutdown),
             };
             match result {
                 Ok(fetched) => {
-                    self.metrics.request(&self.config.name, "ok");
+                    self.metrics.request(&self.source, "ok");
                     if backoff.attempts() > 0 {
-                        tracing::info!(source = %self.config.name, attempts = backoff.attempts() + 1, "API reachable again");
+                        tracing::info!(source = %self.source, attempts = backoff.attempts() + 1, "API reachable again");
                         self.health.set(&self.component(), Status::Ok);
                     }
                     return Ok(fetched);
                 }
                 Err(error) => {
-                    self.metrics.request(&self.config.name, error.label());
+                    self.metrics.request(&self.source, error.label());
                     if !error.is_transient() {
                         return Err(PassError::Fatal(SourceError::Api {
-                            source_name: self.config.name.clone(),
+                            source_name: self.source.clone(),
                             error,
                         }));
                     }
                     let delay = backoff.next_delay(error.retry_after());
                     let attempt = backoff.attempts();
                     if attempt >= 3 {
-                        tracing::warn!(source = %self.config.name, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
+                        tracing::warn!(source = %self.source, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
                         self.health.set(
                             &self.component(),
                             Status::Degraded(format!("retrying: {error}")),
                         );
                     } else {
-                        tracing::debug!(source = %self.config.name, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
+                        tracing::debug!(source = %self.source, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
