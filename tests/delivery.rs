@@ -112,3 +112,46 @@ async fn oldest_first_with_exclusive_since() {
 async fn oldest_first_with_inclusive_since() {
     delivers_everything_exactly_once(SortOrder::OldestFirst, true, 37, 14).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_requests_time_out_and_are_retried() {
+    let sim = tenant(auditfwd::simulator::SimConfig {
+        backlog: 800,
+        insert_rate: 10.0,
+        stall_rate: 0.15,
+        ..auditfwd::simulator::SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&sim, dir.path(), &Setup::new(dir.path()))
+        .replace("request_timeout = \"5s\"", "request_timeout = \"300ms\"");
+    let fwd = Forwarder::start(App::new(parse_config(&text)));
+    assert!(
+        wait_for(Duration::from_secs(20), || sim.stats().stalled >= 3).await,
+        "{:?}",
+        sim.stats()
+    );
+    sim.freeze();
+    let truth = sim.truth();
+    let out = dir.path().join("out");
+    wait_for(Duration::from_secs(20), || {
+        compare(&truth, &id_counts(&read_lines(&out)))
+            .missing
+            .is_empty()
+    })
+    .await;
+    let timeouts = fwd
+        .metrics
+        .api_requests
+        .get_or_create(&auditfwd::telemetry::RequestLabel {
+            source: "tenant".into(),
+            outcome: "timeout".into(),
+        })
+        .get();
+    fwd.stop().await.unwrap();
+    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    assert!(
+        timeouts >= 3,
+        "each hang ended in a timeout and a retry: {timeouts}"
+    );
+}

@@ -82,6 +82,10 @@ pub struct SimConfig {
     /// Share of responses whose body is cut short (valid framing).
     #[arg(long, default_value_t = 0.0)]
     pub truncate_rate: f64,
+    /// Share of requests that hang (no response for a minute), to trip the
+    /// client's timeout.
+    #[arg(long, default_value_t = 0.0)]
+    pub stall_rate: f64,
     /// Server-side rate limit in requests per second (429 beyond it).
     #[arg(long)]
     pub rate_limit: Option<u32>,
@@ -119,6 +123,7 @@ impl Default for SimConfig {
             throttle_rate: 0.0,
             drop_rate: 0.0,
             truncate_rate: 0.0,
+            stall_rate: 0.0,
             rate_limit: None,
             users: 40,
         }
@@ -182,6 +187,8 @@ pub struct SimStats {
     pub dropped: u64,
     /// Truncated bodies.
     pub truncated: u64,
+    /// Requests left hanging.
+    pub stalled: u64,
     /// 401s.
     pub unauthorized: u64,
     /// 400s.
@@ -302,9 +309,14 @@ impl Simulator {
         change(&mut self.shared.config.lock().unwrap());
     }
 
-    /// Stops serving.
-    pub async fn stop(self) {
+    /// Stops serving (hanging requests are cut off after a second).
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }

@@ -79,7 +79,7 @@ async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<Delivery, Response
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return Err(response);
     }
-    let (latency, fault, retry_after, delivery) = {
+    let (latency, fault, retry_after, delivery, stall) = {
         let mut rng = shared.faults.lock().unwrap();
         let latency = if config.latency.is_zero() {
             Duration::ZERO
@@ -116,8 +116,13 @@ async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<Delivery, Response
         } else {
             Delivery::Whole
         };
-        (latency, fault, retry_after, delivery)
+        let stall = rng.random_bool(config.stall_rate.clamp(0.0, 1.0));
+        (latency, fault, retry_after, delivery, stall)
     };
+    if stall {
+        shared.stats.lock().unwrap().stalled += 1;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
