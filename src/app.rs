@@ -122,7 +122,11 @@ impl App {
         // Sinks: build, health-check, start.
         let mut built: Vec<(Route, Box<dyn Sink>)> = Vec::new();
         for sink_config in &config.sinks {
-            built.push((sinks::route(sink_config), sinks::build(sink_config)?));
+            let sources = feeding(&config, sink_config);
+            built.push((
+                sinks::route(sink_config),
+                sinks::build(sink_config, sources)?,
+            ));
         }
         built.extend(extra_sinks);
         // Sinks stop only when no source needs them any more, so they are
@@ -301,7 +305,7 @@ pub async fn check(config: &Config) -> CheckReport {
         }
     }
     for sink_config in &config.sinks {
-        let result = match sinks::build(sink_config) {
+        let result = match sinks::build(sink_config, feeding(config, sink_config)) {
             Ok(mut sink) => sink.healthcheck().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -322,6 +326,16 @@ pub async fn check(config: &Config) -> CheckReport {
         }
     }
     CheckReport { ok, text }
+}
+
+/// The names of the sources a sink takes events from.
+fn feeding(config: &Config, sink: &crate::config::SinkConfig) -> Vec<String> {
+    config
+        .sources
+        .iter()
+        .filter(|s| sink.accepts_source(&s.name))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {

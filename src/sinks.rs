@@ -19,10 +19,21 @@ pub struct BuildError {
 }
 
 /// Builds the sink described by `config` (opens no connection yet).
-pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, BuildError> {
+/// `sources` are the sources that feed it.
+#[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+pub fn build(config: &SinkConfig, sources: Vec<String>) -> Result<Box<dyn Sink>, BuildError> {
     Ok(match &config.kind {
         SinkKind::File(c) => Box::new(FileSink::new(&config.name, c.clone())),
         SinkKind::Stdout(_) => Box::new(StdoutSink::new(&config.name)),
+        #[cfg(feature = "kafka")]
+        SinkKind::Kafka(c) => Box::new(
+            auditfwd_sink_kafka::KafkaSink::new(&config.name, c.clone(), sources).map_err(|e| {
+                BuildError {
+                    name: config.name.clone(),
+                    message: e.to_string(),
+                }
+            })?,
+        ),
     })
 }
 

@@ -7,5 +7,7 @@ mod support;
 mod backpressure;
 mod cli;
 mod delivery;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod restart;
 mod source_errors;

@@ -4,6 +4,8 @@
 
 use auditfwd_sink::ConfigProblem;
 use auditfwd_sink_file::FileSinkConfig;
+#[cfg(feature = "kafka")]
+use auditfwd_sink_kafka::KafkaSinkConfig;
 use auditfwd_sink_stdout::StdoutSinkConfig;
 use serde::de::DeserializeOwned;
 
@@ -12,7 +14,12 @@ use crate::filter::Filter;
 use crate::format::Format;
 
 /// The sink types this build knows, for error messages.
-pub const SINK_TYPES: &[&str] = &["file", "stdout"];
+pub const SINK_TYPES: &[&str] = &[
+    "file",
+    "stdout",
+    #[cfg(feature = "kafka")]
+    "kafka",
+];
 
 /// A validated sink.
 #[derive(Debug, Clone)]
@@ -36,6 +43,9 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "stdout"`.
     Stdout(StdoutSinkConfig),
+    /// `type = "kafka"`.
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaSinkConfig),
 }
 
 impl SinkKind {
@@ -44,6 +54,8 @@ impl SinkKind {
         match self {
             SinkKind::File(_) => "file",
             SinkKind::Stdout(_) => "stdout",
+            #[cfg(feature = "kafka")]
+            SinkKind::Kafka(_) => "kafka",
         }
     }
 }
@@ -177,6 +189,10 @@ pub(crate) fn parse(
         Some("file") => typed(table, path, FileSinkConfig::validate, problems).map(SinkKind::File),
         Some("stdout") => {
             typed(table, path, StdoutSinkConfig::validate, problems).map(SinkKind::Stdout)
+        }
+        #[cfg(feature = "kafka")]
+        Some("kafka") => {
+            typed(table, path, KafkaSinkConfig::validate, problems).map(SinkKind::Kafka)
         }
         Some(other) => {
             problems.push(Problem::new(

@@ -17,6 +17,8 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod services;
+
 /// Starts a simulated tenant on a free loopback port.
 pub async fn tenant(config: SimConfig) -> Simulator {
     Simulator::start(config, "127.0.0.1:0".parse().unwrap())

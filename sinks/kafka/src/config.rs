@@ -1,0 +1,370 @@
+//! `KafkaSinkConfig`: the `[[sink]] type = "kafka"` table, validated without
+//! I/O. Settings that would break the delivery contract are refused unless
+//! an explicit `unsafe_allow_*` flag says the operator means it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use auditfwd_sink::{ConfigProblem, Event};
+use serde::{Deserialize, Deserializer};
+
+use crate::topic::TopicTemplate;
+
+/// Configuration of a Kafka sink.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port`. Required.
+    pub brokers: Vec<String>,
+    /// Topic template; `{source}`, `{action}` and `{entity_type}` are
+    /// replaced per event (characters Kafka does not allow become `_`).
+    /// Default `audit.{source}`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// The canonical field used as message key: `id` (default), `source`,
+    /// `action`, `entity_type`, `entity_id`, `user_id`, `created_at`, or
+    /// `none` for no key.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Add headers `source`, `action`, `format`, `schema_version` and
+    /// `event_id` to every message. Default true.
+    #[serde(default = "default_true")]
+    pub headers: bool,
+    /// `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// How long librdkafka keeps retrying a message before the batch is
+    /// failed and retried by auditfwd (`message.timeout.ms`). Default 120s.
+    #[serde(default = "default_delivery_timeout", deserialize_with = "duration")]
+    pub delivery_timeout: Duration,
+    /// How long the start-up health check waits for broker metadata.
+    /// Default 10s.
+    #[serde(default = "default_healthcheck_timeout", deserialize_with = "duration")]
+    pub healthcheck_timeout: Duration,
+    /// librdkafka properties passed through verbatim (SASL, SSL, batching),
+    /// e.g. `"security.protocol" = "SASL_SSL"`.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, toml_value::Scalar>,
+    /// Permit `acks` other than `all`: a broker failure can then lose
+    /// acknowledged events. Default false.
+    #[serde(default)]
+    pub unsafe_allow_weak_acks: bool,
+    /// Permit `enable.idempotence = false`: producer retries can then
+    /// duplicate or reorder events. Default false.
+    #[serde(default)]
+    pub unsafe_allow_non_idempotent: bool,
+}
+
+/// A scalar TOML value for librdkafka (strings, integers, booleans).
+pub mod toml_value {
+    use serde::Deserialize;
+
+    /// What librdkafka properties may be written as.
+    #[derive(Clone, Debug, PartialEq, Deserialize)]
+    #[serde(untagged)]
+    pub enum Scalar {
+        /// `"SASL_SSL"`
+        String(String),
+        /// `5`
+        Integer(i64),
+        /// `true`
+        Bool(bool),
+        /// `0.5`
+        Float(f64),
+    }
+
+    impl Scalar {
+        /// The value as librdkafka expects it.
+        pub fn as_property(&self) -> String {
+            match self {
+                Scalar::String(s) => s.clone(),
+                Scalar::Integer(i) => i.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+                Scalar::Float(f) => f.to_string(),
+            }
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); write it like \"30s\""
+        ))
+    })
+}
+
+fn default_topic() -> String {
+    "audit.{source}".into()
+}
+fn default_key() -> String {
+    "id".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_healthcheck_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Compression codecs librdkafka is built with here.
+pub const COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// Properties auditfwd sets from its own keys; setting them in the
+/// pass-through table would be ambiguous.
+const OWNED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "brokers"),
+    ("metadata.broker.list", "brokers"),
+    ("compression.type", "compression"),
+    ("compression.codec", "compression"),
+    ("message.timeout.ms", "delivery_timeout"),
+    ("delivery.timeout.ms", "delivery_timeout"),
+];
+
+/// Words in property names whose values are secrets (never printed).
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "oauthbearer.config",
+    "key.pem",
+    "token",
+];
+
+impl KafkaSinkConfig {
+    /// A config for `brokers` with every other setting at its default.
+    pub fn new(brokers: &[&str]) -> Self {
+        Self {
+            brokers: brokers.iter().map(|b| b.to_string()).collect(),
+            topic: default_topic(),
+            key: default_key(),
+            headers: true,
+            compression: default_compression(),
+            delivery_timeout: default_delivery_timeout(),
+            healthcheck_timeout: default_healthcheck_timeout(),
+            librdkafka: BTreeMap::new(),
+            unsafe_allow_weak_acks: false,
+            unsafe_allow_non_idempotent: false,
+        }
+    }
+
+    /// Every problem in this config, without touching the network.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if self.brokers.is_empty() {
+            problems.push(ConfigProblem::new(
+                "brokers",
+                "is empty; list at least one broker as \"host:port\"",
+            ));
+        }
+        for (i, b) in self.brokers.iter().enumerate() {
+            let valid = b
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                problems.push(ConfigProblem::new(
+                    format!("brokers[{i}]"),
+                    format!("`{b}` is not \"host:port\""),
+                ));
+            }
+        }
+        if let Err(e) = TopicTemplate::parse(&self.topic) {
+            problems.push(ConfigProblem::new("topic", e));
+        }
+        if self.key != "none" && !Event::FIELDS.contains(&self.key.as_str()) {
+            problems.push(ConfigProblem::new(
+                "key",
+                format!(
+                    "`{}` is not a canonical field; use one of: {}, none",
+                    self.key,
+                    Event::FIELDS.join(", ")
+                ),
+            ));
+        }
+        if !COMPRESSIONS.contains(&self.compression.as_str()) {
+            problems.push(ConfigProblem::new(
+                "compression",
+                format!(
+                    "`{}` is not supported; use one of: {}",
+                    self.compression,
+                    COMPRESSIONS.join(", ")
+                ),
+            ));
+        }
+        if self.delivery_timeout < Duration::from_secs(1) {
+            problems.push(ConfigProblem::new(
+                "delivery_timeout",
+                "must be at least 1s",
+            ));
+        }
+        for (key, value) in &self.librdkafka {
+            let path = format!("librdkafka.\"{key}\"");
+            if let Some((_, ours)) = OWNED.iter().find(|(k, _)| k == key) {
+                problems.push(ConfigProblem::new(
+                    path.clone(),
+                    format!("is set by auditfwd from `{ours}`; set that instead"),
+                ));
+            }
+            let v = value.as_property().to_ascii_lowercase();
+            match key.as_str() {
+                "acks" | "request.required.acks" if !matches!(v.as_str(), "all" | "-1") && !self.unsafe_allow_weak_acks => {
+                    problems.push(ConfigProblem::new(
+                        path,
+                        format!(
+                            "acks = {v} lets the broker acknowledge events it can still lose; auditfwd needs acks = all. Set unsafe_allow_weak_acks = true to accept the risk"
+                        ),
+                    ))
+                }
+                "enable.idempotence" if v == "false" && !self.unsafe_allow_non_idempotent => problems.push(ConfigProblem::new(
+                    path,
+                    "a non-idempotent producer can duplicate or reorder events when it retries. Set unsafe_allow_non_idempotent = true to accept the risk",
+                )),
+                "delivery.report.only.error" if v == "true" => problems.push(ConfigProblem::new(
+                    path,
+                    "auditfwd acknowledges a batch only from successful delivery reports; this setting hides them",
+                )),
+                _ => {}
+            }
+        }
+        problems
+    }
+
+    /// The librdkafka producer properties, auditfwd's first, then the
+    /// pass-through table.
+    pub fn properties(&self) -> Vec<(String, String)> {
+        let mut props: Vec<(String, String)> = vec![
+            ("bootstrap.servers".into(), self.brokers.join(",")),
+            ("client.id".into(), "auditfwd".into()),
+            ("enable.idempotence".into(), "true".into()),
+            ("acks".into(), "all".into()),
+            ("compression.type".into(), self.compression.clone()),
+            (
+                "message.timeout.ms".into(),
+                self.delivery_timeout.as_millis().to_string(),
+            ),
+            ("linger.ms".into(), "5".into()),
+        ];
+        for (k, v) in &self.librdkafka {
+            props.push((k.clone(), v.as_property()));
+        }
+        props
+    }
+}
+
+/// Whether a librdkafka property holds a secret.
+pub fn is_secret(key: &str) -> bool {
+    SECRET_WORDS.iter().any(|w| key.contains(w))
+}
+
+impl fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let passthrough: BTreeMap<&str, String> = self
+            .librdkafka
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) {
+                        "***".to_string()
+                    } else {
+                        v.as_property()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaSinkConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("headers", &self.headers)
+            .field("compression", &self.compression)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("librdkafka", &passthrough)
+            .field("unsafe_allow_weak_acks", &self.unsafe_allow_weak_acks)
+            .field(
+                "unsafe_allow_non_idempotent",
+                &self.unsafe_allow_non_idempotent,
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> KafkaSinkConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = parse("brokers = [\"k1:9092\", \"k2:9092\"]");
+        assert!(c.validate().is_empty());
+        let props = c.properties();
+        for (k, v) in [
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("bootstrap.servers", "k1:9092,k2:9092"),
+        ] {
+            assert!(props.contains(&(k.to_string(), v.to_string())), "{props:?}");
+        }
+    }
+
+    #[test]
+    fn contract_breaking_settings_need_an_explicit_flag() {
+        let text = "brokers = [\"k:9092\"]\n[librdkafka]\nacks = 1\n\"enable.idempotence\" = false\n\"delivery.report.only.error\" = true\n\"bootstrap.servers\" = \"x:1\"\n";
+        let keys: Vec<String> = parse(text).validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "librdkafka.\"acks\"",
+                "librdkafka.\"bootstrap.servers\"",
+                "librdkafka.\"delivery.report.only.error\"",
+                "librdkafka.\"enable.idempotence\""
+            ]
+        );
+        let allowed =
+            format!("unsafe_allow_weak_acks = true\nunsafe_allow_non_idempotent = true\n{text}");
+        let keys: Vec<String> = parse(&allowed)
+            .validate()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "librdkafka.\"bootstrap.servers\"",
+                "librdkafka.\"delivery.report.only.error\""
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let c = parse(
+            "brokers = [\"nohost\"]\ntopic = \"audit.{tenant}\"\nkey = \"email\"\ncompression = \"brotli\"",
+        );
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["brokers[0]", "topic", "key", "compression"]);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = parse(
+            "brokers = [\"k:9092\"]\n[librdkafka]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"svc\"",
+        );
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("svc"),
+            "{debug}"
+        );
+    }
+}
