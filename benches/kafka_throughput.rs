@@ -1,0 +1,279 @@
+//! Kafka sink throughput against a bare rdkafka producer loop, on a real
+//! broker (tansu on loopback), with the same encoded records, keys, headers
+//! and producer settings.
+//!
+//! ```sh
+//! cargo bench --bench kafka_throughput            # 50 000 records
+//! RECORDS=200000 cargo bench --bench kafka_throughput
+//! ```
+//!
+//! Modes (each in its own process, so peak RSS is its own):
+//! - `bare-all`: send every record, then await every delivery report (the
+//!   upper bound: nothing waits for acknowledgements until the end);
+//! - `bare-batch`: the same loop, awaiting each batch of 100 before the next
+//!   (the acknowledgement granularity auditfwd needs for its cursor);
+//! - `sink`: `KafkaSink::deliver` on batches of 100, as the pipeline calls it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use auditfwd::format::{self, Format};
+use auditfwd_sink::testing::{hostile_events, sample_events};
+use auditfwd_sink::{Record, Sink};
+use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const BATCH: usize = 100;
+
+/// Records `start..start + len`, generated on demand so that the process
+/// holds one batch at a time (peak RSS is the producer's, not the input's).
+fn records(start: usize, len: usize) -> Vec<Record> {
+    let template = sample_events("bench", 2);
+    let mut events: Vec<_> = (start..start + len)
+        .map(|i| auditfwd_sink::Event {
+            id: format!("evt-{i}"),
+            entity_id: Some(format!("ent-{i}")),
+            ..template[i % 2].clone()
+        })
+        .collect();
+    for (i, e) in events.iter_mut().enumerate() {
+        // Every 50th event has hostile strings, as real traffic can.
+        if (start + i).is_multiple_of(50) {
+            let h = &hostile_events("bench")[(start + i) / 50 % 7];
+            e.action = h.action.clone();
+            e.details = h.details.clone();
+        }
+    }
+    events
+        .into_iter()
+        .map(|e| Record {
+            payload: Format::Json.encode(&e).unwrap(),
+            severity: format::severity(&e),
+            format: "json",
+            event: std::sync::Arc::new(e),
+        })
+        .collect()
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn config(brokers: &str, topic: &str) -> KafkaSinkConfig {
+    let mut c = KafkaSinkConfig::new(&[brokers]);
+    c.topic = topic.into();
+    if let Ok(linger) = std::env::var("LINGER_MS") {
+        c.librdkafka.insert(
+            "linger.ms".into(),
+            auditfwd_sink_kafka::toml_value::Scalar::String(linger),
+        );
+    }
+    c
+}
+
+async fn bare(brokers: &str, topic: &str, n: usize, batch: usize) {
+    let mut client = ClientConfig::new();
+    for (k, v) in config(brokers, topic).properties() {
+        client.set(k, v);
+    }
+    let producer: FutureProducer = client.create().unwrap();
+    let mut pending = Vec::new();
+    for start in (0..n).step_by(BATCH) {
+        for r in &records(start, BATCH.min(n - start)) {
+            let e = &r.event;
+            let headers = OwnedHeaders::new_with_capacity(5)
+                .insert(Header {
+                    key: "source",
+                    value: Some(e.source.as_bytes()),
+                })
+                .insert(Header {
+                    key: "action",
+                    value: Some(e.action.as_bytes()),
+                })
+                .insert(Header {
+                    key: "format",
+                    value: Some(r.format.as_bytes()),
+                })
+                .insert(Header {
+                    key: "schema_version",
+                    value: Some(b"1".as_slice()),
+                })
+                .insert(Header {
+                    key: "event_id",
+                    value: Some(e.id.as_bytes()),
+                });
+            let mut message = FutureRecord::to(topic)
+                .payload(&r.payload[..])
+                .key(e.id.as_bytes())
+                .headers(headers);
+            loop {
+                match producer.send_result(message) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        message = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+        if pending.len() >= batch || start + BATCH >= n {
+            for f in pending.drain(..) {
+                f.await.unwrap().unwrap();
+            }
+        }
+    }
+}
+
+async fn sink(brokers: &str, topic: &str, n: usize) {
+    let mut sink = KafkaSink::new("bench", config(brokers, topic), vec![]).unwrap();
+    for start in (0..n).step_by(BATCH) {
+        let delivered = sink
+            .deliver(&records(start, BATCH.min(n - start)))
+            .await
+            .unwrap();
+        assert!(delivered.rejected.is_empty());
+    }
+}
+
+/// Child process: run one mode, print "elapsed_secs peak_rss_kib".
+fn child(mode: &str, brokers: &str, n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = format!("bench.{mode}");
+    rt.block_on(async {
+        // Warm-up: connections and metadata.
+        match mode {
+            "sink" => sink(brokers, &topic, 1000).await,
+            _ => bare(brokers, &topic, 1000, BATCH).await,
+        }
+        let started = Instant::now();
+        match mode {
+            "bare-all" => bare(brokers, &topic, n, usize::MAX).await,
+            "bare-batch" => bare(brokers, &topic, n, BATCH).await,
+            "sink" => sink(brokers, &topic, n).await,
+            other => panic!("unknown mode {other}"),
+        }
+        println!("{} {}", started.elapsed().as_secs_f64(), peak_rss_kib());
+    });
+}
+
+fn tansu_bin() -> String {
+    std::env::var("TANSU_BIN").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let p = format!("{home}/.cargo/bin/tansu");
+        if std::path::Path::new(&p).exists() {
+            p
+        } else {
+            "tansu".into()
+        }
+    })
+}
+
+fn main() {
+    if let (Ok(mode), Ok(brokers), Ok(n)) = (
+        std::env::var("BENCH_MODE"),
+        std::env::var("BENCH_BROKERS"),
+        std::env::var("BENCH_N"),
+    ) {
+        child(&mode, &brokers, n.parse().unwrap());
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and `cargo test --benches`
+    }
+    let n: usize = std::env::var("RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut broker = Command::new(tansu_bin())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--silent",
+        ])
+        .spawn()
+        .expect("tansu (run scripts/services.sh)");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for mode in ["bare-all", "bare-batch", "sink"] {
+        let ok = Command::new(tansu_bin())
+            .args([
+                "topic",
+                "create",
+                &format!("bench.{mode}"),
+                "--partitions",
+                "3",
+                "--broker",
+                &url,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let payload_bytes: usize = (0..n)
+        .step_by(BATCH)
+        .flat_map(|s| records(s, BATCH.min(n - s)))
+        .map(|r| r.payload.len())
+        .sum();
+    println!(
+        "kafka_throughput: {n} records, {:.0} bytes average payload, batches of {BATCH}, linger.ms {}, tansu on loopback",
+        payload_bytes as f64 / n as f64,
+        std::env::var("LINGER_MS").unwrap_or_else(|_| "default".into())
+    );
+    let exe = std::env::current_exe().unwrap();
+    let mut results = Vec::new();
+    for mode in ["bare-all", "bare-batch", "sink"] {
+        let out = Command::new(&exe)
+            .env("BENCH_MODE", mode)
+            .env("BENCH_BROKERS", format!("127.0.0.1:{port}"))
+            .env("BENCH_N", n.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace();
+        let secs: f64 = parts.next().unwrap().parse().unwrap();
+        let rss: u64 = parts.next().unwrap().parse().unwrap();
+        let rate = n as f64 / secs;
+        println!(
+            "  {mode:<11} {rate:>10.0} records/s  {:>7.1} MB/s  peak RSS {:>6.1} MiB",
+            payload_bytes as f64 / secs / 1e6,
+            rss as f64 / 1024.0
+        );
+        results.push((mode, rate));
+    }
+    let sink = results[2].1;
+    println!("  ratio sink / bare-all   = {:.2}", sink / results[0].1);
+    println!("  ratio sink / bare-batch = {:.2}", sink / results[1].1);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
