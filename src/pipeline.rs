@@ -276,6 +276,21 @@ impl Pipeline {
         }
         for (sink, sent, answer) in pending {
             let delivered = answer.await.map_err(|_| Stopped)??;
+            for truncated in delivered.truncated {
+                let Some(event) = sent.get(truncated.index) else {
+                    continue;
+                };
+                self.metrics
+                    .sink_truncated
+                    .get_or_create(&Metrics::sink(&sink))
+                    .inc();
+                dead.push(DeadLetter {
+                    id: Some(event.id.clone()),
+                    sink: Some(sink.clone()),
+                    reason: format!("delivered truncated: {}", truncated.reason),
+                    raw: event.raw.clone(),
+                });
+            }
             for rejected in delivered.rejected {
                 let Some(event) = sent.get(rejected.index) else {
                     continue;

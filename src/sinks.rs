@@ -4,6 +4,7 @@
 use auditfwd_sink::Sink;
 use auditfwd_sink_file::FileSink;
 use auditfwd_sink_stdout::StdoutSink;
+use auditfwd_sink_syslog::SyslogSink;
 
 use crate::config::{SinkConfig, SinkKind};
 use crate::pipeline::Route;
@@ -25,6 +26,14 @@ pub fn build(config: &SinkConfig, sources: Vec<String>) -> Result<Box<dyn Sink>,
     Ok(match &config.kind {
         SinkKind::File(c) => Box::new(FileSink::new(&config.name, c.clone())),
         SinkKind::Stdout(_) => Box::new(StdoutSink::new(&config.name)),
+        SinkKind::Syslog(c) => {
+            Box::new(
+                SyslogSink::new(&config.name, c.clone()).map_err(|e| BuildError {
+                    name: config.name.clone(),
+                    message: e.to_string(),
+                })?,
+            )
+        }
         #[cfg(feature = "kafka")]
         SinkKind::Kafka(c) => Box::new(
             auditfwd_sink_kafka::KafkaSink::new(&config.name, c.clone(), sources).map_err(|e| {

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub sink_records: Family<SinkLabel, Counter>,
     /// Failed delivery attempts of a sink (each is retried).
     pub sink_errors: Family<SinkLabel, Counter>,
+    /// Records a sink delivered cut short (kept whole as dead letters).
+    pub sink_truncated: Family<SinkLabel, Counter>,
     /// Enrichment lookups by outcome (`hit`, `miss`, `not_found`, `error`).
     pub enrich_lookups: Family<RequestLabel, Counter>,
 }
@@ -131,6 +133,10 @@ impl Metrics {
         );
         let sink_records = reg!("sink_records", "Records acknowledged by a sink");
         let sink_errors = reg!("sink_errors", "Failed sink delivery attempts (retried)");
+        let sink_truncated = reg!(
+            "sink_truncated",
+            "Records delivered cut to a size limit (kept whole in the dead-letter file)"
+        );
         let enrich_lookups = reg!("enrich_lookups", "User enrichment lookups by outcome");
         Self {
             registry: Arc::new(registry),
@@ -145,6 +151,7 @@ impl Metrics {
             source_up,
             sink_records,
             sink_errors,
+            sink_truncated,
             enrich_lookups,
         }
     }

@@ -11,3 +11,4 @@ mod delivery;
 mod kafka;
 mod restart;
 mod source_errors;
+mod syslog;

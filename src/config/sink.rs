@@ -7,6 +7,7 @@ use auditfwd_sink_file::FileSinkConfig;
 #[cfg(feature = "kafka")]
 use auditfwd_sink_kafka::KafkaSinkConfig;
 use auditfwd_sink_stdout::StdoutSinkConfig;
+use auditfwd_sink_syslog::SyslogSinkConfig;
 use serde::de::DeserializeOwned;
 
 use super::{Problem, is_valid_name};
@@ -17,6 +18,7 @@ use crate::format::Format;
 pub const SINK_TYPES: &[&str] = &[
     "file",
     "stdout",
+    "syslog",
     #[cfg(feature = "kafka")]
     "kafka",
 ];
@@ -43,6 +45,8 @@ pub enum SinkKind {
     File(FileSinkConfig),
     /// `type = "stdout"`.
     Stdout(StdoutSinkConfig),
+    /// `type = "syslog"`.
+    Syslog(SyslogSinkConfig),
     /// `type = "kafka"`.
     #[cfg(feature = "kafka")]
     Kafka(KafkaSinkConfig),
@@ -54,6 +58,7 @@ impl SinkKind {
         match self {
             SinkKind::File(_) => "file",
             SinkKind::Stdout(_) => "stdout",
+            SinkKind::Syslog(_) => "syslog",
             #[cfg(feature = "kafka")]
             SinkKind::Kafka(_) => "kafka",
         }
@@ -189,6 +194,9 @@ pub(crate) fn parse(
         Some("file") => typed(table, path, FileSinkConfig::validate, problems).map(SinkKind::File),
         Some("stdout") => {
             typed(table, path, StdoutSinkConfig::validate, problems).map(SinkKind::Stdout)
+        }
+        Some("syslog") => {
+            typed(table, path, SyslogSinkConfig::validate, problems).map(SinkKind::Syslog)
         }
         #[cfg(feature = "kafka")]
         Some("kafka") => {

@@ -95,6 +95,10 @@ pub struct Delivered {
     /// Records the destination refused for their content; they go to the
     /// dead-letter file with the reason. Everything else was delivered.
     pub rejected: Vec<Rejected>,
+    /// Records delivered only in part (cut to a transport's size limit,
+    /// e.g. a UDP datagram). They count as delivered, and the whole record
+    /// also goes to the dead-letter file so that nothing is lost.
+    pub truncated: Vec<Rejected>,
 }
 
 /// A record refused for its content.

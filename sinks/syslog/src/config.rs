@@ -1,0 +1,364 @@
+//! `SyslogSinkConfig`: the `[[sink]] type = "syslog"` table, validated
+//! without I/O.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auditfwd_sink::ConfigProblem;
+use serde::{Deserialize, Deserializer};
+
+/// Configuration of a syslog sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSinkConfig {
+    /// Receiver, `host:port`. Required.
+    pub address: String,
+    /// `udp`, `tcp` (default) or `tls`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// `rfc5424` (default) or `rfc3164`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// TCP/TLS framing: `octet-counting` (RFC 6587 §3.4.1, default) or `lf`.
+    #[serde(default)]
+    pub framing: Framing,
+    /// Facility, by name (`auth`, `authpriv`, `local0`…`local7`, …) or
+    /// number 0–23. Default `auth`.
+    #[serde(default = "default_facility", deserialize_with = "facility")]
+    pub facility: u8,
+    /// HOSTNAME field. Default: this machine's host name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// APP-NAME field. Default `auditfwd`.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// PROCID field. Default: the process id.
+    #[serde(default)]
+    pub procid: Option<String>,
+    /// Largest UDP datagram; longer messages are cut with a marker (and kept
+    /// whole in the dead-letter file). Default 2048 (RFC 5426 §3.2).
+    #[serde(default = "default_max_datagram")]
+    pub max_datagram: usize,
+    /// Timeout of a TCP connect and TLS handshake. Default 10s.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Timeout of writing one batch. Default 30s.
+    #[serde(default = "default_write_timeout", deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    /// TLS settings (`transport = "tls"`).
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[sink.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that sign the receiver's certificate. Default:
+    /// the Mozilla root store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for receivers that require one.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name the receiver's certificate must match (SNI and verification).
+    /// Default: the host of `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// Transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// RFC 5426: one message per datagram; "sent" is all UDP can promise.
+    Udp,
+    /// RFC 6587.
+    #[default]
+    Tcp,
+    /// RFC 5425.
+    Tls,
+}
+
+/// Message format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The syslog protocol, with structured data.
+    #[default]
+    Rfc5424,
+    /// The BSD syslog format.
+    Rfc3164,
+}
+
+/// Stream framing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framing {
+    /// `LEN SP MSG`.
+    #[default]
+    OctetCounting,
+    /// `MSG LF`.
+    Lf,
+}
+
+/// Facility names (RFC 5424 §6.2.1, with the usual names).
+pub const FACILITIES: &[(&str, u8)] = &[
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("ntp", 12),
+    ("audit", 13),
+    ("alert", 14),
+    ("clock", 15),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+fn facility<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Name(String),
+        Number(i64),
+    }
+    let names = || {
+        FACILITIES
+            .iter()
+            .map(|f| f.0)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match Raw::deserialize(d)? {
+        Raw::Number(n) if (0..=23).contains(&n) => Ok(n as u8),
+        Raw::Number(n) => Err(serde::de::Error::custom(format!(
+            "facility {n} is not 0 to 23"
+        ))),
+        Raw::Name(name) => FACILITIES
+            .iter()
+            .find(|f| f.0 == name)
+            .map(|f| f.1)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "facility `{name}` is unknown; use one of: {}",
+                    names()
+                ))
+            }),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not a duration ({e}); write it like \"10s\""
+        ))
+    })
+}
+
+fn default_facility() -> u8 {
+    4
+}
+fn default_app_name() -> String {
+    "auditfwd".into()
+}
+fn default_max_datagram() -> usize {
+    2048
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Whether `s` is 1..=max printable US-ASCII characters (RFC 5424 header
+/// fields).
+pub(crate) fn is_header_field(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
+}
+
+impl SyslogSinkConfig {
+    /// A config for `address` with every other setting at its default.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            transport: Transport::Tcp,
+            protocol: Protocol::Rfc5424,
+            framing: Framing::OctetCounting,
+            facility: default_facility(),
+            hostname: None,
+            app_name: default_app_name(),
+            procid: None,
+            max_datagram: default_max_datagram(),
+            connect_timeout: default_connect_timeout(),
+            write_timeout: default_write_timeout(),
+            tls: TlsConfig::default(),
+        }
+    }
+
+    /// The host part of `address`.
+    pub fn host(&self) -> &str {
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.address);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// Every problem in this config, without touching the network.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let port_ok = self
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !port_ok {
+            problems.push(ConfigProblem::new(
+                "address",
+                format!(
+                    "`{}` is not \"host:port\" (e.g. \"siem.example.com:6514\")",
+                    self.address
+                ),
+            ));
+        }
+        if !is_header_field(&self.app_name, 48) {
+            problems.push(ConfigProblem::new(
+                "app_name",
+                "must be 1-48 printable ASCII characters without spaces",
+            ));
+        }
+        if let Some(h) = &self.hostname
+            && !is_header_field(h, 255)
+        {
+            problems.push(ConfigProblem::new(
+                "hostname",
+                "must be 1-255 printable ASCII characters without spaces",
+            ));
+        }
+        if let Some(p) = &self.procid
+            && !is_header_field(p, 128)
+        {
+            problems.push(ConfigProblem::new(
+                "procid",
+                "must be 1-128 printable ASCII characters without spaces",
+            ));
+        }
+        if !(480..=65_507).contains(&self.max_datagram) {
+            problems.push(ConfigProblem::new(
+                "max_datagram",
+                format!(
+                    "{} is out of range; use 480 to 65507 (RFC 5426 recommends 2048)",
+                    self.max_datagram
+                ),
+            ));
+        }
+        if self.transport == Transport::Udp && self.framing == Framing::Lf {
+            problems.push(ConfigProblem::new(
+                "framing",
+                "applies to tcp and tls only; remove it for udp",
+            ));
+        }
+        let tls_set = self.tls.ca_file.is_some()
+            || self.tls.cert_file.is_some()
+            || self.tls.key_file.is_some()
+            || self.tls.server_name.is_some();
+        if tls_set && self.transport != Transport::Tls {
+            problems.push(ConfigProblem::new(
+                "tls",
+                "is set but transport is not \"tls\"; set transport = \"tls\"",
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push(ConfigProblem::new(
+                "tls",
+                "cert_file and key_file go together; set both for a client certificate, or neither",
+            ));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SyslogSinkConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("address = \"siem:514\"").unwrap();
+        assert!(c.validate().is_empty());
+        assert_eq!(
+            (c.transport, c.protocol, c.framing, c.facility),
+            (Transport::Tcp, Protocol::Rfc5424, Framing::OctetCounting, 4)
+        );
+        assert_eq!(c.host(), "siem");
+        assert_eq!(parse("address = \"[::1]:514\"").unwrap().host(), "::1");
+    }
+
+    #[test]
+    fn facility_by_name_or_number() {
+        assert_eq!(
+            parse("address = \"a:1\"\nfacility = \"local3\"")
+                .unwrap()
+                .facility,
+            19
+        );
+        assert_eq!(
+            parse("address = \"a:1\"\nfacility = 13").unwrap().facility,
+            13
+        );
+        assert!(
+            parse("address = \"a:1\"\nfacility = \"local9\"")
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(
+            parse("address = \"a:1\"\nfacility = 24")
+                .unwrap_err()
+                .contains("0 to 23")
+        );
+    }
+
+    #[test]
+    fn problems_are_named() {
+        let c = parse(
+            "address = \"siem\"\napp_name = \"audit fwd\"\ntransport = \"udp\"\nframing = \"lf\"\nmax_datagram = 100\n[tls]\ncert_file = \"c.pem\"",
+        )
+        .unwrap();
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "address",
+                "app_name",
+                "max_datagram",
+                "framing",
+                "tls",
+                "tls"
+            ]
+        );
+    }
+}

@@ -1,0 +1,435 @@
+//! SPEC §5: the syslog sink against a real rsyslogd, for UDP, TCP with
+//! octet-counting and LF framing, TLS and mutual TLS, RFC 5424 and RFC 3164.
+//! What rsyslog parsed (msgid, app-name, structured data, msg) must be what
+//! was sent, once per event, hostile events included.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use auditfwd::app::App;
+use auditfwd::simulator::{SimConfig, Simulator};
+use auditfwd::telemetry::{Metrics, Status};
+use auditfwd_sink::Sink;
+use auditfwd_sink_syslog::encode::{TRUNCATION_MARKER, header_field};
+use auditfwd_sink_syslog::{SyslogSink, SyslogSinkConfig, TlsConfig, Transport};
+use serde_json::Value;
+
+use crate::support::services::{Rsyslog, free_port};
+use crate::support::*;
+
+/// A forwarder config whose only effective sink is syslog.
+fn syslog_config(sim: &Simulator, dir: &std::path::Path, syslog: &str) -> String {
+    let extra = format!(
+        "actions = [\"NO_SUCH_ACTION\"]\n\n[[sink]]\nname = \"siem\"\ntype = \"syslog\"\n{syslog}\n"
+    );
+    config_text(
+        sim,
+        dir,
+        &Setup {
+            extra: &extra,
+            ..Setup::new(dir)
+        },
+    )
+}
+
+/// Parses RFC 5424 structured data as rsyslog passes it through:
+/// `[id k="v" ...]`, with `\"`, `\\`, `\]` escapes.
+fn sd_params(sd: &str) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    let inner = sd
+        .strip_prefix("[auditfwd@32473")
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("unexpected SD {sd}"));
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'), "quoted value in {sd}");
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some('\\') => match chars.peek() {
+                    Some('"' | '\\' | ']') => value.push(chars.next().unwrap()),
+                    _ => value.push('\\'),
+                },
+                Some('"') => break,
+                Some(c) => value.push(c),
+                None => panic!("unterminated value in {sd}"),
+            }
+        }
+        params.insert(name, value);
+    }
+    params
+}
+
+/// How the sink writes a value into structured data (control characters as
+/// visible escapes), as a receiver reads it back.
+fn visible(value: &str) -> String {
+    let mut s = String::new();
+    auditfwd_sink_syslog::encode::sd_value(&mut s, value);
+    s.replace("\\\"", "\"")
+        .replace("\\]", "]")
+        .replace("\\\\", "\\")
+}
+
+async fn forward_through(
+    transport: &str,
+    extra: &str,
+    seed: u64,
+) -> (
+    Vec<Value>,
+    Vec<auditfwd::simulator::TruthEvent>,
+    tempfile::TempDir,
+) {
+    let rsyslog = Rsyslog::start();
+    let port = match transport {
+        "udp" => rsyslog.udp,
+        "tls" => rsyslog.tls,
+        _ => rsyslog.tcp,
+    };
+    let sim = tenant(SimConfig {
+        backlog: 400,
+        insert_rate: 20.0,
+        ..adversarial(seed)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = if transport == "tls" {
+        format!(
+            "[sink.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
+            rsyslog.certs.ca.display()
+        )
+    } else {
+        String::new()
+    };
+    let syslog =
+        format!("address = \"127.0.0.1:{port}\"\ntransport = \"{transport}\"\n{extra}\n{tls}");
+    let fwd = Forwarder::start(App::new(parse_config(&syslog_config(
+        &sim,
+        dir.path(),
+        &syslog,
+    ))));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.freeze();
+    let truth = sim.truth();
+    let expected = deliverable(&truth).len();
+    let delivered = |m: &Metrics| {
+        m.events_delivered
+            .get_or_create(&Metrics::source("tenant"))
+            .get() as usize
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || delivered(&fwd.metrics)
+            >= expected)
+        .await,
+        "{} of {expected} delivered; rsyslog: {}",
+        delivered(&fwd.metrics),
+        rsyslog.log()
+    );
+    fwd.stop().await.unwrap();
+    // rsyslog writes asynchronously; wait for the file to settle.
+    let mut received = rsyslog.received();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rsyslog.received();
+        if now.len() == received.len() && now.len() >= expected {
+            break;
+        }
+        received = now;
+    }
+    (rsyslog.received(), truth, dir)
+}
+
+/// Checks what rsyslog parsed against the truth: one record per event, the
+/// id in the structured data, fields as sent. Returns records by id.
+fn check_rfc5424(
+    received: &[Value],
+    truth: &[auditfwd::simulator::TruthEvent],
+) -> HashMap<String, Value> {
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in received {
+        assert_eq!(r["version"], "1", "{r}");
+        assert_eq!(r["app_name"], "auditfwd", "{r}");
+        let pri: u32 = r["pri"].as_str().unwrap().parse().unwrap();
+        assert_eq!(pri / 8, 4, "facility auth: {r}");
+        assert!(
+            (2..=6).contains(&(pri % 8)),
+            "severity from the mapping: {r}"
+        );
+        let sd = sd_params(r["structured_data"].as_str().unwrap());
+        assert_eq!(sd["source"], "tenant");
+        let id = sd["id"].clone();
+        *counts.entry(id.clone()).or_default() += 1;
+        by_id.insert(id, r.clone());
+    }
+    // Ids are written visibly escaped; map the truth the same way.
+    let expected: Vec<String> = deliverable(truth).iter().map(|id| visible(id)).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "missing at the receiver: {missing:?}");
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicated at the receiver: {dups:?}");
+    assert_eq!(
+        received.len(),
+        expected.len(),
+        "exactly one record per event, hostile ones included"
+    );
+    by_id
+}
+
+/// The record's msg is the JSON payload of that event, and msgid is its
+/// action cut to 32 printable characters.
+fn check_payload(id: &str, record: &Value) {
+    let msg = record["msg"].as_str().unwrap();
+    let payload: Value = serde_json::from_str(msg)
+        .unwrap_or_else(|e| panic!("msg of {id} is not the JSON payload ({e}): {msg}"));
+    assert_eq!(visible(payload["id"].as_str().unwrap()), id);
+    let action = payload["action"].as_str().unwrap();
+    assert_eq!(record["msgid"].as_str().unwrap(), header_field(action, 32));
+    assert_eq!(
+        record["timestamp"].as_str().unwrap(),
+        payload["created_at"].as_str().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_octet_counting_delivers_every_event_once_with_fields_intact() {
+    let (received, truth, _dir) = forward_through("tcp", "framing = \"octet-counting\"", 41).await;
+    for (id, record) in check_rfc5424(&received, &truth) {
+        check_payload(&id, &record);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_lf_framing_delivers_every_event_once_with_fields_intact() {
+    let (received, truth, _dir) = forward_through("tcp", "framing = \"lf\"", 42).await;
+    for (id, record) in check_rfc5424(&received, &truth) {
+        check_payload(&id, &record);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_delivers_every_event_once_with_fields_intact() {
+    let (received, truth, _dir) = forward_through("tls", "", 43).await;
+    for (id, record) in check_rfc5424(&received, &truth) {
+        check_payload(&id, &record);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_delivers_every_event_once_and_cuts_oversized_ones_with_a_marker() {
+    let (received, truth, dir) = forward_through("udp", "max_datagram = 4096", 44).await;
+    let mut cut = Vec::new();
+    for (id, record) in check_rfc5424(&received, &truth) {
+        let msg = record["msg"].as_str().unwrap();
+        if msg.ends_with(TRUNCATION_MARKER) {
+            cut.push(id);
+        } else {
+            check_payload(&id, &record);
+        }
+    }
+    assert!(
+        !cut.is_empty(),
+        "the tenant's ~10 KB hostile events exceed 4096 bytes"
+    );
+    // Every cut record is kept whole in the dead-letter file.
+    let dead = std::fs::read_to_string(dir.path().join("state/dead-letter/tenant.jsonl")).unwrap();
+    for id in &cut {
+        let whole = dead
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| {
+                l["id"].as_str().map(visible).as_deref() == Some(id.as_str())
+                    && l["reason"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("delivered truncated")
+            });
+        assert!(
+            whole.is_some(),
+            "{id} was cut but is not in the dead-letter file"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3164_is_accepted() {
+    let (received, truth, _dir) =
+        forward_through("tcp", "protocol = \"rfc3164\"\nframing = \"lf\"", 45).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &received {
+        assert_eq!(r["programname"], "auditfwd", "{r}");
+        let payload: Value =
+            serde_json::from_str(r["msg"].as_str().unwrap()).unwrap_or_else(|e| panic!("{e}: {r}"));
+        *counts
+            .entry(payload["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    compare(&truth, &counts).assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_is_down_stops_the_poller_and_loses_nothing() {
+    let port = free_port();
+    let sim = tenant(SimConfig {
+        backlog: 300,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let syslog = format!("address = \"127.0.0.1:{port}\"\nconnect_timeout = \"500ms\"");
+    let fwd = Forwarder::start(App::new(parse_config(&syslog_config(
+        &sim,
+        dir.path(),
+        &syslog,
+    ))));
+    let degraded = wait_for(Duration::from_secs(10), || {
+        matches!(fwd.health.snapshot().get("sink:siem"), Some(Status::Degraded(m)) if m.contains("Connection refused"))
+    })
+    .await;
+    assert!(degraded, "{:?}", fwd.health.snapshot());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = sim.stats().requests;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        sim.stats().requests <= requests + 2,
+        "the poller kept fetching while the receiver was down"
+    );
+
+    let rsyslog = Rsyslog::start_with_tcp_port(port);
+    let truth = sim.truth();
+    let expected = deliverable(&truth).len();
+    assert!(
+        wait_for(Duration::from_secs(20), || rsyslog.received().len()
+            >= expected)
+        .await
+    );
+    fwd.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts: HashMap<String, usize> = rsyslog
+        .received()
+        .iter()
+        .map(|r| {
+            (
+                sd_params(r["structured_data"].as_str().unwrap())["id"].clone(),
+                1,
+            )
+        })
+        .fold(HashMap::new(), |mut m, (id, n)| {
+            *m.entry(id).or_default() += n;
+            m
+        });
+    compare(&truth, &counts).assert_exact();
+}
+
+fn tls_sink(rsyslog: &Rsyslog, port: u16, tls: TlsConfig) -> SyslogSink {
+    let mut config = SyslogSinkConfig::new(format!("127.0.0.1:{port}"));
+    config.transport = Transport::Tls;
+    config.connect_timeout = Duration::from_secs(3);
+    config.tls = tls;
+    let _ = rsyslog;
+    SyslogSink::new("siem", config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verifies_the_receiver_and_presents_a_client_certificate() {
+    let rsyslog = Rsyslog::start();
+    let certs = &rsyslog.certs;
+    let trusted = |server_name: &str| TlsConfig {
+        ca_file: Some(certs.ca.clone()),
+        server_name: Some(server_name.into()),
+        ..TlsConfig::default()
+    };
+
+    // Mutual TLS: the receiver requires a client certificate.
+    let mut with_cert = tls_sink(
+        &rsyslog,
+        rsyslog.mtls,
+        TlsConfig {
+            cert_file: Some(certs.client_cert.clone()),
+            key_file: Some(certs.client_key.clone()),
+            ..trusted("localhost")
+        },
+    );
+    with_cert.healthcheck().await.expect("mutual TLS handshake");
+    auditfwd_sink::testing::conformance(&mut with_cert, Duration::from_secs(10)).await;
+
+    let error = tls_sink(&rsyslog, rsyslog.mtls, trusted("localhost"))
+        .healthcheck()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("client certificate"),
+        "without a client certificate: {error}"
+    );
+
+    // The receiver's certificate must match the name and chain to the CA.
+    let error = tls_sink(&rsyslog, rsyslog.tls, trusted("siem.example.com"))
+        .healthcheck()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("certificate not valid for name \"siem.example.com\""),
+        "wrong server name: {error}"
+    );
+    assert!(
+        error.contains("tls.server_name"),
+        "says what to check: {error}"
+    );
+    let other = TlsConfig {
+        ca_file: Some(certs.other_ca.clone()),
+        server_name: Some("localhost".into()),
+        ..TlsConfig::default()
+    };
+    let error = tls_sink(&rsyslog, rsyslog.tls, other)
+        .healthcheck()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("UnknownIssuer"), "untrusted CA: {error}");
+
+    // The conformance batches arrived through mutual TLS.
+    assert!(
+        wait_for(Duration::from_secs(5), || rsyslog
+            .received()
+            .iter()
+            .any(|r| r["input"] == "imtcp"))
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_receiver_gets_the_next_batch_on_a_new_connection() {
+    let first = Rsyslog::start();
+    let port = first.tcp;
+    let mut config = SyslogSinkConfig::new(format!("127.0.0.1:{port}"));
+    config.connect_timeout = Duration::from_secs(2);
+    let mut sink = SyslogSink::new("siem", config).unwrap();
+    let batch = |from: usize| {
+        auditfwd_sink::testing::records(
+            auditfwd_sink::testing::sample_events("acme", from + 5).split_off(from),
+        )
+    };
+    sink.deliver(&batch(0)).await.unwrap();
+    assert!(wait_for(Duration::from_secs(5), || first.received().len() == 5).await);
+    drop(first); // the receiver goes away, closing our connection
+    let second = Rsyslog::start_with_tcp_port(port);
+    // The old connection is dead; writing into it would lose the batch.
+    sink.deliver(&batch(5)).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || second.received().len() == 5).await,
+        "the batch after the restart was lost: {:?}",
+        second.received()
+    );
+}
