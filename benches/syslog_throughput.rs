@@ -186,8 +186,7 @@ fn main() {
             / 1000
     };
     println!(
-        "syslog_throughput: {n} records, ~{bytes} bytes per RFC 5424 message, TCP octet-counting, batches of {BATCH}, rsyslogd {} on loopback",
-        "8.2302"
+        "syslog_throughput: {n} records, ~{bytes} bytes per RFC 5424 message, TCP octet-counting, batches of {BATCH}, rsyslogd on loopback"
     );
     let exe = std::env::current_exe().unwrap();
     let mut rates = Vec::new();
