@@ -180,6 +180,26 @@ pub(crate) fn parse(
             }
         },
     };
+    let format = match (
+        format,
+        take_string(&mut table, "leef_delimiter", path, problems),
+    ) {
+        (Some(Format::Leef { .. }), Some(d)) => match crate::format::leef::parse_delimiter(&d) {
+            Ok(delimiter) => Some(Format::Leef { delimiter }),
+            Err(e) => {
+                problems.push(Problem::new(format!("{path}.leef_delimiter"), e));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            problems.push(Problem::new(
+                format!("{path}.leef_delimiter"),
+                "applies to format = \"leef\" only; remove it or set the format",
+            ));
+            None
+        }
+        (format, None) | (format @ None, Some(_)) => format,
+    };
     let actions = take_strings(&mut table, "actions", path, problems);
     let entity_types = take_strings(&mut table, "entity_types", path, problems);
     let filter = match Filter::new(&actions, &entity_types) {

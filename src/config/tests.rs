@@ -233,3 +233,28 @@ type = "stdout"
     assert_eq!(c.sinks.len(), 1);
     assert!(c.sources[0].api_key.expose().contains("injected"));
 }
+
+#[test]
+fn leef_delimiter_is_checked_and_applies_to_leef_only() {
+    let sink = |extra: &str| {
+        format!(
+            "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = \"k\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n{extra}\n"
+        )
+    };
+    let c = parse(&sink("format = \"leef\"\nleef_delimiter = \"x09\"")).unwrap();
+    assert_eq!(
+        c.sinks[0].format,
+        crate::format::Format::Leef { delimiter: '\t' }
+    );
+    let err = parse(&sink("format = \"leef\"\nleef_delimiter = \"|\""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sink[0] (\"s\").leef_delimiter: '|' can not delimit"),
+        "{err}"
+    );
+    let err = parse(&sink("format = \"cef\"\nleef_delimiter = \"^\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("applies to format = \"leef\" only"), "{err}");
+}

@@ -1,7 +1,12 @@
 //! Output encodings. Every sink picks one; the core encodes, sinks move
 //! bytes. Each encoder returns one line (no line breaks) per event.
 
+pub mod cef;
+pub mod ecs;
 mod json;
+pub mod leef;
+pub mod mapping;
+pub mod ocsf;
 mod raw;
 
 use auditfwd_sink::{Event, Severity};
@@ -14,10 +19,21 @@ pub enum Format {
     Json,
     /// The API's event exactly as received, with the source name.
     Raw,
+    /// OCSF 1.8.0.
+    Ocsf,
+    /// Elastic Common Schema 9.x.
+    Ecs,
+    /// ArcSight CEF.
+    Cef,
+    /// QRadar LEEF 2.0 with this attribute delimiter.
+    Leef {
+        /// Attribute delimiter (default `^`).
+        delimiter: char,
+    },
 }
 
 /// Format names, for error messages.
-pub const FORMATS: &[&str] = &["json", "raw"];
+pub const FORMATS: &[&str] = &["json", "raw", "ocsf", "ecs", "cef", "leef"];
 
 /// Why an event could not be encoded (it goes to the dead-letter file).
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +54,12 @@ impl Format {
         match name {
             "json" => Ok(Format::Json),
             "raw" => Ok(Format::Raw),
+            "ocsf" => Ok(Format::Ocsf),
+            "ecs" => Ok(Format::Ecs),
+            "cef" => Ok(Format::Cef),
+            "leef" => Ok(Format::Leef {
+                delimiter: leef::DEFAULT_DELIMITER,
+            }),
             other => Err(format!(
                 "unknown format `{other}`; available: {}",
                 FORMATS.join(", ")
@@ -50,6 +72,10 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Raw => "raw",
+            Format::Ocsf => "ocsf",
+            Format::Ecs => "ecs",
+            Format::Cef => "cef",
+            Format::Leef { .. } => "leef",
         }
     }
 
@@ -58,24 +84,39 @@ impl Format {
         match self {
             Format::Json => json::encode(event),
             Format::Raw => raw::encode(event),
+            Format::Ocsf => ocsf::encode(event),
+            Format::Ecs => ecs::encode(event),
+            Format::Cef => cef::encode(event),
+            Format::Leef { delimiter } => leef::encode(event, *delimiter),
         }
         .map(Bytes::from)
     }
 }
 
+/// Compact JSON with every control character escaped, DEL and C1
+/// included (serde_json leaves those raw), so that line formats can carry
+/// it without altering it.
+pub fn json_text(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    // Raw control characters can only occur inside JSON strings, where a
+    // \u escape means the same character.
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The severity of an event, from the action mapping table.
 pub fn severity(event: &Event) -> Severity {
-    let action = event.action.as_str();
-    if action.contains("DELETE") || action.contains("FAILED") || action.contains("EXPORT") {
-        Severity::Medium
-    } else if action.contains("ROLE") || action.contains("API_KEY") || action.contains("PERMISSION")
-    {
-        Severity::High
-    } else if action.contains("CREATE") || action.contains("UPDATE") || action.contains("CHANGE") {
-        Severity::Low
-    } else {
-        Severity::Informational
-    }
+    mapping::lookup(&event.action).severity
 }
 
 #[cfg(test)]
@@ -104,7 +145,7 @@ mod tests {
     fn unknown_format_lists_the_known_ones() {
         assert_eq!(
             Format::parse("xml").unwrap_err(),
-            "unknown format `xml`; available: json, raw"
+            "unknown format `xml`; available: json, raw, ocsf, ecs, cef, leef"
         );
     }
 }

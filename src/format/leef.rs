@@ -1,0 +1,168 @@
+//! `leef`: IBM QRadar Log Event Extended Format 2.0.
+//!
+//! `LEEF:2.0|Vendor|Product|Version|EventID|Delimiter|key=value<d>key=value`.
+//! LEEF has no escape sequences, so values are cleaned instead: the
+//! attribute delimiter (default `^`), CR, LF and other control characters
+//! become spaces (or `_` when the delimiter is a space), and header fields
+//! lose `|`. A delimiter that is not printable is written in the header as
+//! hex (`x09` for a tab), as LEEF 2.0 allows.
+
+use std::fmt::Write as _;
+
+use auditfwd_sink::Event;
+
+use super::EncodeError;
+use super::mapping;
+use super::ocsf::{detail_ip, detail_user_agent};
+
+/// The default attribute delimiter.
+pub const DEFAULT_DELIMITER: char = '^';
+
+/// Parses a configured delimiter: one character, or hex as `x5E` / `0x5E`.
+/// `|`, `=` and line breaks can not delimit attributes.
+pub fn parse_delimiter(s: &str) -> Result<char, String> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix('x'));
+    let c = match hex {
+        Some(h) if !h.is_empty() && h.len() <= 4 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+            char::from_u32(u32::from_str_radix(h, 16).expect("hex digits"))
+                .ok_or("not a character")?
+        }
+        _ => {
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => c,
+                _ => {
+                    return Err(format!(
+                        "`{s}` is not one character or a hex value like \"x5E\""
+                    ));
+                }
+            }
+        }
+    };
+    if matches!(c, '|' | '=' | '\n' | '\r' | '\0') || c.is_alphanumeric() {
+        return Err(format!(
+            "{c:?} can not delimit LEEF attributes; use e.g. \"^\" or \"x09\" (tab)"
+        ));
+    }
+    Ok(c)
+}
+
+/// How the delimiter is written in the header.
+fn delimiter_spec(d: char) -> String {
+    if d.is_ascii_graphic() {
+        d.to_string()
+    } else {
+        format!("x{:02X}", d as u32)
+    }
+}
+
+/// Writes a value with the delimiter, line breaks and control characters
+/// replaced.
+pub fn value(out: &mut String, v: &str, delimiter: char) {
+    let replacement = if delimiter == ' ' { '_' } else { ' ' };
+    for c in v.chars() {
+        if c == delimiter || c.is_control() {
+            out.push(replacement);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn header(out: &mut String, v: &str) {
+    for c in v.chars() {
+        out.push(if c == '|' || c.is_control() { '_' } else { c });
+    }
+}
+
+/// Encodes one event as a LEEF 2.0 line.
+pub fn line(event: &Event, delimiter: char) -> String {
+    let m = mapping::lookup(&event.action);
+    let mut out = String::with_capacity(512);
+    out.push_str("LEEF:2.0|");
+    header(&mut out, mapping::VENDOR);
+    out.push('|');
+    header(&mut out, mapping::PRODUCT);
+    out.push('|');
+    header(&mut out, mapping::PRODUCT_VERSION);
+    out.push('|');
+    header(&mut out, &event.action);
+    let _ = write!(out, "|{}|", delimiter_spec(delimiter));
+    let mut first = true;
+    let mut attr = |out: &mut String, key: &str, v: &str| {
+        if !first {
+            out.push(delimiter);
+        }
+        first = false;
+        out.push_str(key);
+        out.push('=');
+        value(out, v, delimiter);
+    };
+    // ISO 8601 and a Java date pattern without spaces, so that a space
+    // delimiter can not cut them.
+    attr(
+        &mut out,
+        "devTime",
+        &auditfwd_sink::format_millis(&event.created_at),
+    );
+    attr(&mut out, "devTimeFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSX");
+    attr(&mut out, "cat", m.class.name);
+    attr(&mut out, "sev", &m.severity.cef().to_string());
+    attr(&mut out, "externalId", &event.id);
+    attr(&mut out, "action", &event.action);
+    attr(&mut out, "outcome", m.outcome.ecs());
+    attr(&mut out, "source", &event.source);
+    if let Some(u) = &event.user_id {
+        attr(&mut out, "userId", u);
+    }
+    let name = event
+        .user
+        .as_ref()
+        .and_then(|u| u.email.as_ref().or(u.name.as_ref()));
+    if let Some(n) = name.or(event.user_id.as_ref()) {
+        attr(&mut out, "usrName", n);
+    }
+    if let Some(role) = event.user.as_ref().and_then(|u| u.role.as_ref()) {
+        attr(&mut out, "role", role);
+    }
+    if let Some(ip) = detail_ip(event) {
+        attr(&mut out, "src", &ip);
+    }
+    if let Some(ua) = detail_user_agent(event) {
+        attr(&mut out, "userAgent", &ua);
+    }
+    if let Some(t) = &event.entity_type {
+        attr(&mut out, "entityType", t);
+    }
+    if let Some(id) = &event.entity_id {
+        attr(&mut out, "entityId", id);
+    }
+    if !event.details.is_null() {
+        attr(&mut out, "details", &super::json_text(&event.details));
+    }
+    out
+}
+
+pub(super) fn encode(event: &Event, delimiter: char) -> Result<Vec<u8>, EncodeError> {
+    Ok(line(event, delimiter).into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter("^"), Ok('^'));
+        assert_eq!(parse_delimiter("x09"), Ok('\t'));
+        assert!(
+            parse_delimiter("0x7C")
+                .unwrap_err()
+                .contains("can not delimit")
+        );
+        assert!(parse_delimiter("ab").is_err());
+        assert!(parse_delimiter("=").is_err());
+        assert_eq!(delimiter_spec('\t'), "x09");
+        assert_eq!(delimiter_spec('^'), "^");
+    }
+}
