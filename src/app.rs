@@ -212,8 +212,14 @@ fn start_source(
     let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
     let cursor = Cursor::new(state, source.lookback);
     let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-    let client = ApiClient::new(source, Arc::clone(&limiter))
-        .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+    let client = Arc::new(
+        ApiClient::new(source, Arc::clone(&limiter))
+            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?,
+    );
+    let enricher = source
+        .enrich
+        .clone()
+        .map(|e| crate::enrich::Enricher::new(source, e, Arc::clone(&client), metrics.clone()));
     let dead_letter = DeadLetterFile::new(&config.state.dead_letter_dir(), &source.name);
     let pipeline = Pipeline::new(
         &source.name,
@@ -226,6 +232,7 @@ fn start_source(
     Ok(Poller::new(
         source.clone(),
         client,
+        enricher,
         cursor,
         Box::new(store),
         pipeline,

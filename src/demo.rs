@@ -2,7 +2,8 @@
 //!
 //! Starts a simulated tenant in-process (with a backlog, live and late
 //! inserts, ties, hostile and malformed events and a share of failures),
-//! forwards it into `./auditfwd-out/` with a file sink, prints a live
+//! forwards it into `./auditfwd-out/` with a file sink (JSON, enriched with
+//! the acting user) and an OCSF file sink, prints a live
 //! summary, and at the end checks the output against the simulator's ground
 //! truth: every event delivered, none twice, the malformed ones in the
 //! dead-letter file.
@@ -134,10 +135,20 @@ lookback = "5s"
 rate_limit = {{ requests_per_second = 50, burst = 20 }}
 retry = {{ initial_backoff = "20ms", max_backoff = "2s" }}
 
+[source.enrich]
+preset = "peoplelens-v1"
+timeout = "1s"
+
 [[sink]]
 name = "files"
 type = "file"
 path = "{out}/{{source}}/%Y-%m-%d.jsonl"
+
+[[sink]]
+name = "ocsf-files"
+type = "file"
+format = "ocsf"
+path = "{out}/ocsf/{{source}}/%Y-%m-%d.ocsf.jsonl"
 "#
     )
 }
@@ -223,9 +234,8 @@ pub async fn run(
         report.dead_lines
     );
     println!(
-        "output: {}/demo-tenant/*.jsonl  dead letters: {}/state/dead-letter/demo-tenant.jsonl",
-        options.out.display(),
-        options.out.display()
+        "output: {out}/demo-tenant/*.jsonl (JSON, enriched)  {out}/ocsf/demo-tenant/*.ocsf.jsonl (OCSF 1.8.0)  dead letters: {out}/state/dead-letter/demo-tenant.jsonl",
+        out = options.out.display()
     );
     Ok(report)
 }
@@ -268,6 +278,7 @@ fn print_summary(metrics: &Metrics, elapsed: Duration, tenant_events: usize) {
 /// Counts the ids in the demo output against the truth.
 fn verify(out: &Path, truth: &[crate::simulator::TruthEvent]) -> DemoReport {
     let mut counts: HashMap<String, usize> = HashMap::new();
+    // The JSON sink's files (the OCSF sink writes under out/ocsf/).
     if let Ok(entries) = fs::read_dir(out.join("demo-tenant")) {
         for entry in entries.flatten() {
             let Ok(text) = fs::read_to_string(entry.path()) else {

@@ -8,6 +8,7 @@
 //! - [`source`]: HTTP client, page parsing, the poll loop;
 //! - [`cursor`]: which events are delivered; the delivery guarantee;
 //! - [`normalize`]: the API's event to the canonical [`auditfwd_sink::Event`];
+//! - [`enrich`]: the acting user resolved through the users API;
 //! - [`format`]: encodings (json, raw, ...), chosen per sink;
 //! - [`pipeline`]: fan-out to sinks and acknowledgements;
 //! - [`deadletter`]: events that can not be forwarded, kept with the reason;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod cursor;
 pub mod deadletter;
 pub mod demo;
+pub mod enrich;
 pub mod filter;
 pub mod format;
 pub mod normalize;

@@ -7,6 +7,7 @@ mod support;
 mod backpressure;
 mod cli;
 mod delivery;
+mod enrich;
 mod formats;
 #[cfg(feature = "kafka")]
 mod kafka;

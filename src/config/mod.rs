@@ -7,6 +7,7 @@
 //! path (`sink[1].path`) and the fix. Opening clients, files and sockets is
 //! the next step, done by [`crate::app`].
 
+mod enrich;
 mod env;
 mod sink;
 mod source;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use enrich::EnrichConfig;
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
 pub use source::{MAX_PAGE_SIZE, SourceConfig};
 pub use types::{Secret, StartAt};

@@ -42,6 +42,8 @@ pub(crate) struct RawSource {
     rate_limit: RawRateLimit,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    enrich: Option<super::enrich::RawEnrich>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +143,8 @@ pub struct SourceConfig {
     pub burst: NonZeroU32,
     /// Backoff for 5xx, timeouts, resets and bad bodies.
     pub retry: RetryPolicy,
+    /// User enrichment, when configured.
+    pub enrich: Option<super::EnrichConfig>,
 }
 
 impl RawSource {
@@ -329,6 +333,10 @@ impl RawSource {
             );
         }
 
+        let enrich = self
+            .enrich
+            .and_then(|e| e.validate(&format!("{path}.enrich"), self.allow_http, problems));
+
         if problems.len() > before {
             return None;
         }
@@ -350,6 +358,7 @@ impl RawSource {
                 initial: self.retry.initial_backoff,
                 max: self.retry.max_backoff,
             },
+            enrich,
         })
     }
 }

@@ -258,3 +258,46 @@ fn leef_delimiter_is_checked_and_applies_to_leef_only() {
         .to_string();
     assert!(err.contains("applies to format = \"leef\" only"), "{err}");
 }
+
+#[test]
+fn enrichment_settings_are_checked() {
+    let source = |enrich: &str| {
+        format!(
+            "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = \"k\"\n[source.enrich]\n{enrich}\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n"
+        )
+    };
+    let c = parse(&source("preset = \"peoplelens-legacy\"\nttl = \"1h\"")).unwrap();
+    let e = c.sources[0].enrich.as_ref().unwrap();
+    assert_eq!(e.preset.url, "/api/users/{id}");
+    assert_eq!(e.ttl, std::time::Duration::from_secs(3600));
+    let err = parse(&source("preset = \"okta\"")).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "source[0] (\"a\").enrich.preset: unknown preset `okta`; available: peoplelens-v1"
+        ),
+        "{err}"
+    );
+    let err = parse(&source("preset = \"customer-scoped\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enrich.customer_id: is required"), "{err}");
+    let err = parse(&source(
+        "url = \"/u/{user}\"\n[source.enrich.fields]\nemail = \"email\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("enrich.url: `/u/{user}` must be a path starting with / and containing {id}"),
+        "{err}"
+    );
+    assert!(
+        err.contains("enrich.fields.email: `email` is not a JSON pointer"),
+        "{err}"
+    );
+    let err = parse(&source(
+        "preset = \"jsonapi\"\nbase_url = \"http://users.internal\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("enrich.base_url: must be https"), "{err}");
+}

@@ -2,7 +2,11 @@
 //! loopback, seeded and reproducible, as hostile as the switches say.
 //!
 //! It serves `GET /api/v1/audit-logs` (`since`, `limit` ≤ 100, `offset`,
-//! `action`) and `GET /api/v1/users/{id}` with Bearer auth, and can
+//! `action`) and the users API in every shape of the seeds, with Bearer
+//! auth: `/api/v1/users/{id}` (peoplelens-v1), `/api/users/{id}`
+//! (peoplelens-legacy), `/demo-docs/api/v1/users/{id}` (demo-docs, under a
+//! prefix because its path is v1's), `/api/v1/customers/{cid}/users/{id}`
+//! (customer-scoped) and `/users/{id}` (jsonapi). It can
 //! sort either way, treat `since` as inclusive or exclusive, insert events
 //! live and late, put many events on one millisecond, serve hostile and
 //! malformed events, add latency, fail with 5xx and 429, drop connections,
@@ -86,6 +90,16 @@ pub struct SimConfig {
     /// client's timeout.
     #[arg(long, default_value_t = 0.0)]
     pub stall_rate: f64,
+    /// Share of users-API requests answered with a 5xx (instead of
+    /// error_rate).
+    #[arg(long, default_value_t = 0.0)]
+    pub users_error_rate: f64,
+    /// Share of users-API requests that hang (instead of stall_rate).
+    #[arg(long, default_value_t = 0.0)]
+    pub users_stall_rate: f64,
+    /// The customer id the customer-scoped users API accepts.
+    #[arg(long, default_value = "5f1e0c0a0b0c0d0e0f101112")]
+    pub customer_id: String,
     /// Server-side rate limit in requests per second (429 beyond it).
     #[arg(long)]
     pub rate_limit: Option<u32>,
@@ -124,6 +138,9 @@ impl Default for SimConfig {
             drop_rate: 0.0,
             truncate_rate: 0.0,
             stall_rate: 0.0,
+            users_error_rate: 0.0,
+            users_stall_rate: 0.0,
+            customer_id: "5f1e0c0a0b0c0d0e0f101112".into(),
             rate_limit: None,
             users: 40,
         }

@@ -20,6 +20,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/v1/audit-logs", get(audit_logs))
         .route("/api/v1/users/{id}", get(user_v1))
         .route("/api/v1/users", get(users_v1))
+        .route("/api/users/{id}", get(user_legacy))
+        .route("/demo-docs/api/v1/users/{id}", get(user_demo_docs))
+        .route(
+            "/api/v1/customers/{customer}/users/{id}",
+            get(user_customer_scoped),
+        )
+        .route("/users/{id}", get(user_jsonapi))
         .route("/_sim/truth", get(truth))
         .route("/_sim/stats", get(stats))
         .route("/_sim/freeze", post(freeze))
@@ -46,7 +53,24 @@ enum Delivery {
 /// Auth, rate limit and random faults shared by every API route. `Ok`
 /// carries how to deliver a successful body.
 async fn gate(shared: &Shared, headers: &HeaderMap) -> Result<Delivery, Response> {
-    let config = shared.config.lock().unwrap().clone();
+    gate_with(shared, headers, false).await
+}
+
+/// The gate with the users API's own error and stall rates.
+async fn users_gate(shared: &Shared, headers: &HeaderMap) -> Result<Delivery, Response> {
+    gate_with(shared, headers, true).await
+}
+
+async fn gate_with(
+    shared: &Shared,
+    headers: &HeaderMap,
+    users: bool,
+) -> Result<Delivery, Response> {
+    let mut config = shared.config.lock().unwrap().clone();
+    if users {
+        config.error_rate = config.users_error_rate;
+        config.stall_rate = config.users_stall_rate;
+    }
     shared.stats.lock().unwrap().requests += 1;
     let expected = format!("Bearer {}", config.api_key);
     if headers
@@ -242,12 +266,15 @@ async fn audit_logs(
     respond(&shared, body, delivery)
 }
 
-async fn user_v1(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+/// Looks up a user for one of the users-API shapes, behind the users gate;
+/// `render` turns the user into that shape's JSON.
+async fn user_lookup(
+    shared: &Shared,
+    headers: &HeaderMap,
+    id: &str,
+    render: impl FnOnce(&super::SimUser) -> serde_json::Value,
 ) -> Response {
-    let delivery = match gate(&shared, &headers).await {
+    let delivery = match users_gate(shared, headers).await {
         Ok(d) => d,
         Err(response) => return response,
     };
@@ -261,14 +288,84 @@ async fn user_v1(
         .find(|u| u.id == id)
         .cloned();
     match user {
-        Some(u) => respond(
-            &shared,
-            json!({ "id": u.id, "email": u.email, "first_name": u.first_name, "last_name": u.last_name, "role": u.role })
-                .to_string(),
-            delivery,
-        ),
+        Some(u) => respond(shared, render(&u).to_string(), delivery),
         None => error(StatusCode::NOT_FOUND, "not_found", "User not found"),
     }
+}
+
+async fn user_v1(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    user_lookup(&shared, &headers, &id, |u| {
+        json!({ "id": u.id, "email": u.email, "first_name": u.first_name, "last_name": u.last_name, "role": u.role })
+    })
+    .await
+}
+
+async fn user_legacy(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    user_lookup(&shared, &headers, &id, |u| {
+        json!({ "user": {
+            "id": u.id, "first_name": u.first_name, "last_name": u.last_name, "email": u.email,
+            "company_role": "Software Engineer", "is_enabled": u.enabled,
+            "user_preferences": [{ "role": u.role }],
+        }})
+    })
+    .await
+}
+
+async fn user_demo_docs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    user_lookup(&shared, &headers, &id, |u| {
+        json!({
+            "id": u.id, "email": u.email, "name": format!("{} {}", u.first_name, u.last_name), "role": u.role,
+            "status": if u.enabled { "active" } else { "inactive" },
+            "created_at": "2024-01-15T10:30:00Z", "last_login": "2024-01-20T09:15:00Z",
+        })
+    })
+    .await
+}
+
+async fn user_customer_scoped(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((customer, id)): Path<(String, String)>,
+) -> Response {
+    if customer != shared.config.lock().unwrap().customer_id {
+        return error(StatusCode::NOT_FOUND, "not_found", "Customer not found");
+    }
+    user_lookup(&shared, &headers, &id, |u| {
+        json!({
+            "_id": u.id, "createdAt": "2022-08-12T20:44:48Z", "updatedAt": "2022-08-12T20:44:48Z",
+            "email": u.email, "firstName": u.first_name, "lastName": u.last_name, "jobTitle": u.role,
+            "nickname": "", "status": if u.enabled { "active" } else { "inactive" }, "department": "Talent",
+        })
+    })
+    .await
+}
+
+async fn user_jsonapi(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    user_lookup(&shared, &headers, &id, |u| {
+        json!({ "data": { "id": u.id, "type": "users", "attributes": {
+            "firstName": u.first_name, "lastName": u.last_name, "email": u.email, "phoneNumber": "123456789",
+            "suspended": !u.enabled, "lastLoginTime": "2023-03-08T10:18:38.501+00:00",
+            "lastActionTime": "2023-03-16T13:32:26.056+00:00", "twoFactorEnabled": true,
+            "tenantAdmin": u.role == "Administrator",
+        }}})
+    })
+    .await
 }
 
 async fn users_v1(

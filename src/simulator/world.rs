@@ -267,6 +267,9 @@ impl World {
             "details": { "ip": format!("198.51.100.{}", rng.random_range(1..255)), "user_agent": "Mozilla/5.0" },
             "created_at": created_text,
         });
+        if action == "ROLE_CHANGED" {
+            event["details"]["new_role"] = json!(ROLES.choose(rng).expect("roles"));
+        }
         let mut expect = Expect::Deliver;
         let roll: f64 = rng.random();
         if roll < self.config.malformed_ratio {

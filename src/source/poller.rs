@@ -87,6 +87,7 @@ impl Drop for Ahead {
 pub struct Poller {
     config: SourceConfig,
     fetcher: Fetcher,
+    enricher: Option<crate::enrich::Enricher>,
     cursor: Cursor,
     store: Arc<Mutex<Box<dyn StateStore>>>,
     pipeline: Pipeline,
@@ -96,9 +97,11 @@ pub struct Poller {
 
 impl Poller {
     /// A poller over a loaded cursor.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: SourceConfig,
-        client: ApiClient,
+        client: Arc<ApiClient>,
+        enricher: Option<crate::enrich::Enricher>,
         cursor: Cursor,
         store: Box<dyn StateStore>,
         pipeline: Pipeline,
@@ -106,7 +109,7 @@ impl Poller {
         health: Health,
     ) -> Self {
         let fetcher = Fetcher {
-            client: Arc::new(client),
+            client,
             source: config.name.clone(),
             retry: config.retry,
             metrics: metrics.clone(),
@@ -115,6 +118,7 @@ impl Poller {
         Self {
             config,
             fetcher,
+            enricher,
             cursor,
             store: Arc::new(Mutex::new(store)),
             pipeline,
@@ -296,13 +300,17 @@ impl Poller {
         }
         let received_at = Utc::now();
         let wanted = &self.config.actions;
-        let events: Vec<Arc<Event>> = std::mem::take(&mut batch.events)
+        let mut events: Vec<Event> = std::mem::take(&mut batch.events)
             .into_iter()
-            .map(|raw| Arc::new(normalize(&self.config.name, raw, received_at)))
+            .map(|raw| normalize(&self.config.name, raw, received_at))
             // Several actions can not be asked for in one request; the rest
             // are dropped here by configuration (and still count as seen).
             .filter(|e| wanted.len() < 2 || wanted.contains(&e.action))
             .collect();
+        if let Some(enricher) = &self.enricher {
+            enricher.enrich(&mut events).await;
+        }
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let dead: Vec<DeadLetter> = batch
             .dead
             .iter()

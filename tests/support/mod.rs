@@ -33,6 +33,7 @@ pub struct Setup<'a> {
     pub lookback: &'a str,
     pub poll_interval: &'a str,
     pub out_path: String,
+    pub rate_limit: &'a str,
     pub extra_source: &'a str,
     pub extra: &'a str,
 }
@@ -45,6 +46,7 @@ impl<'a> Setup<'a> {
             lookback: "4s",
             poll_interval: "100ms",
             out_path: format!("{}/out/{{source}}/events.jsonl", dir.display()),
+            rate_limit: "{ requests_per_second = 1000, burst = 100 }",
             extra_source: "",
             extra: "",
         }
@@ -68,7 +70,7 @@ page_size = {page_size}
 poll_interval = "{poll}"
 lookback = "{lookback}"
 request_timeout = "5s"
-rate_limit = {{ requests_per_second = 1000, burst = 100 }}
+rate_limit = {rate_limit}
 retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
 {extra_source}
 
@@ -85,6 +87,7 @@ path = "{out}"
         page_size = setup.page_size,
         poll = setup.poll_interval,
         lookback = setup.lookback,
+        rate_limit = setup.rate_limit,
         extra_source = setup.extra_source,
         out = setup.out_path,
         extra = setup.extra,

@@ -1,0 +1,264 @@
+//! User enrichment: resolves each event's `user_id` through the tenant's
+//! users API (`preset`) to e-mail, name, role and enabled status.
+//!
+//! Lookups share the source's rate limiter and API key. Results are cached
+//! (TTL for users found, a shorter one for 404s and one for failures, at
+//! most `max_entries` users, least recently used evicted first). A batch
+//! never waits longer than `timeout` for its lookups: whatever is not
+//! resolved by then, or fails, is forwarded without enrichment and counted.
+//! Enrichment can delay a batch by at most `timeout`; it never drops or
+//! blocks an event.
+
+pub mod preset;
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use auditfwd_sink::{Event, UserInfo};
+use futures_util::StreamExt;
+use lru::LruCache;
+
+use crate::config::{EnrichConfig, SourceConfig};
+use crate::source::client::{ApiClient, FetchError};
+use crate::telemetry::{Metrics, RequestLabel};
+
+/// How many lookups of one batch run at once.
+const CONCURRENCY: usize = 4;
+
+#[derive(Clone)]
+struct Cached {
+    user: Option<UserInfo>,
+    until: Instant,
+}
+
+enum Lookup {
+    Found(UserInfo),
+    NotFound,
+    Failed(String),
+}
+
+/// The enrichment of one source.
+pub struct Enricher {
+    source: String,
+    client: Arc<ApiClient>,
+    base: reqwest::Url,
+    config: EnrichConfig,
+    cache: Mutex<LruCache<String, Cached>>,
+    metrics: Metrics,
+}
+
+impl Enricher {
+    /// An enricher for `source`, sending through `client` (and so through
+    /// the source's rate limiter).
+    pub fn new(
+        source: &SourceConfig,
+        config: EnrichConfig,
+        client: Arc<ApiClient>,
+        metrics: Metrics,
+    ) -> Self {
+        let capacity = NonZeroUsize::new(config.max_entries).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            source: source.name.clone(),
+            base: config
+                .base_url
+                .clone()
+                .unwrap_or_else(|| source.base_url.clone()),
+            client,
+            cache: Mutex::new(LruCache::new(capacity)),
+            config,
+            metrics,
+        }
+    }
+
+    fn count(&self, outcome: &str, n: u64) {
+        if n > 0 {
+            self.metrics
+                .enrich_lookups
+                .get_or_create(&RequestLabel {
+                    source: self.source.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// The lookup URL of `user_id`; `None` for ids that can not be a path
+    /// segment (empty, `.`, `..`, absurdly long).
+    pub fn url_for(&self, user_id: &str) -> Option<reqwest::Url> {
+        if user_id.is_empty() || user_id == "." || user_id == ".." || user_id.len() > 512 {
+            return None;
+        }
+        let mut url = self.base.clone();
+        {
+            let mut segments = url.path_segments_mut().ok()?;
+            segments.pop_if_empty();
+            for part in self.config.preset.url.trim_start_matches('/').split('/') {
+                // Each value is one percent-encoded segment: an id holding
+                // `/` or `?` can not reach another path.
+                segments.push(match part {
+                    "{id}" => user_id,
+                    "{customer_id}" => self.config.customer_id.as_deref().unwrap_or_default(),
+                    literal => literal,
+                });
+            }
+        }
+        Some(url)
+    }
+
+    async fn lookup(&self, url: reqwest::Url) -> Lookup {
+        match self.client.get(url).await {
+            Ok((body, _)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(doc) => match self.config.preset.fields.extract(&doc) {
+                    Some(user) => Lookup::Found(user),
+                    None => Lookup::Failed("the response has none of the configured fields".into()),
+                },
+                Err(e) => Lookup::Failed(format!("the response is not JSON: {e}")),
+            },
+            Err(FetchError::Unexpected { status, .. })
+                if status == reqwest::StatusCode::NOT_FOUND =>
+            {
+                Lookup::NotFound
+            }
+            Err(e) => Lookup::Failed(e.to_string()),
+        }
+    }
+
+    /// Sets `user` on every event whose user could be resolved within the
+    /// time budget; leaves the others as they are.
+    pub async fn enrich(&self, events: &mut [Event]) {
+        let started = Instant::now();
+        let mut wanted: Vec<(String, reqwest::Url)> = Vec::new();
+        let mut seen = HashSet::new();
+        // This batch's answers (cache hits and lookups), applied whether or
+        // not the bounded cache keeps them.
+        let mut answers: HashMap<String, Option<UserInfo>> = HashMap::new();
+        let mut hits = 0;
+        let mut unusable = 0;
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for id in events.iter().filter_map(|e| e.user_id.as_deref()) {
+                if !seen.insert(id.to_string()) {
+                    continue;
+                }
+                match cache.get(id) {
+                    Some(c) if c.until > started => {
+                        hits += 1;
+                        answers.insert(id.to_string(), c.user.clone());
+                    }
+                    _ => match self.url_for(id) {
+                        Some(url) => wanted.push((id.to_string(), url)),
+                        None => unusable += 1,
+                    },
+                }
+            }
+        }
+        self.count("cache_hit", hits);
+        self.count("unusable_id", unusable);
+        if !wanted.is_empty() {
+            let deadline = tokio::time::Instant::now() + self.config.timeout;
+            let results: Vec<(String, Option<Lookup>)> = futures_util::stream::iter(wanted)
+                .map(|(id, url)| async move {
+                    let result = tokio::time::timeout_at(deadline, self.lookup(url))
+                        .await
+                        .ok();
+                    (id, result)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let now = Instant::now();
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, result) in results {
+                let (user, ttl, outcome) = match result {
+                    Some(Lookup::Found(user)) => (Some(user), self.config.ttl, "found"),
+                    Some(Lookup::NotFound) => (None, self.config.negative_ttl, "not_found"),
+                    Some(Lookup::Failed(reason)) => {
+                        tracing::debug!(source = %self.source, reason = %reason, "user lookup failed; event forwarded without enrichment");
+                        (None, self.config.error_ttl, "error")
+                    }
+                    None => (None, self.config.error_ttl, "timeout"),
+                };
+                self.count(outcome, 1);
+                answers.insert(id.clone(), user.clone());
+                cache.put(
+                    id,
+                    Cached {
+                        user,
+                        until: now + ttl,
+                    },
+                );
+            }
+        }
+        for event in events.iter_mut() {
+            if let Some(user) = event.user_id.as_deref().and_then(|id| answers.get(id)) {
+                event.user = user.clone();
+            }
+        }
+    }
+
+    /// Users in the cache.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::simulator::{SimConfig, Simulator};
+    use auditfwd_sink::testing::sample_events;
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_and_ids_stay_one_path_segment() {
+        let sim = Simulator::start(
+            SimConfig {
+                users: 10,
+                ..SimConfig::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let text = format!(
+            "[[source]]\nname = \"t\"\nbase_url = \"{}\"\napi_key = \"{}\"\nallow_http = true\n[source.enrich]\npreset = \"peoplelens-v1\"\nmax_entries = 3\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n",
+            sim.base_url(),
+            sim.api_key()
+        );
+        let config = Config::parse(
+            &text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+            &|_| None,
+        )
+        .unwrap();
+        let source = &config.sources[0];
+        let limiter = crate::rate_limit::limiter(source.requests_per_second, source.burst);
+        let client = Arc::new(ApiClient::new(source, limiter).unwrap());
+        let enricher = Enricher::new(
+            source,
+            source.enrich.clone().unwrap(),
+            client,
+            Metrics::new(),
+        );
+        let users = sim.users();
+        let mut events = sample_events("t", users.len());
+        for (e, u) in events.iter_mut().zip(&users) {
+            e.user_id = Some(u.id.clone());
+        }
+        enricher.enrich(&mut events).await;
+        assert!(
+            events
+                .iter()
+                .all(|e| e.user.as_ref().and_then(|u| u.email.as_ref()).is_some())
+        );
+        assert_eq!(enricher.cached(), 3, "at most max_entries users are kept");
+
+        let url = enricher.url_for("../../admin?x=1#y").unwrap();
+        assert_eq!(url.path(), "/api/v1/users/..%2F..%2Fadmin%3Fx=1%23y");
+        assert!(url.query().is_none());
+        assert!(enricher.url_for("..").is_none() && enricher.url_for("").is_none());
+    }
+}
