@@ -1,6 +1,8 @@
 //! The source side: HTTP access to a tenant ([`client`]), parsing of its
-//! pages ([`page`]), and the poller that drives the cursor ([`poller`]).
+//! pages ([`page`]), the poller that drives the cursor ([`poller`]) and
+//! the progress it reports during a backfill ([`progress`]).
 
 pub mod client;
 pub mod page;
 pub mod poller;
+pub mod progress;

@@ -7,6 +7,7 @@
 //! finishes the batch in flight, checkpoints, and returns.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use auditfwd_sink::Event;
 use chrono::Utc;
@@ -14,6 +15,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{ApiClient, FetchError, Fetched, PageQuery};
+use super::progress::Progress;
 use crate::config::SourceConfig;
 use crate::cursor::store::{StateStore, StoreError};
 use crate::cursor::{Checkpoint, Cursor};
@@ -185,6 +187,7 @@ impl Poller {
         let mut max_pages = u64::MAX;
         let mut previous_total: Option<u64> = None;
         let mut ahead: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
+        let mut progress = Progress::new(Instant::now());
         let end = loop {
             let fetched = match ahead.pop_front() {
                 Some(mut prefetched) => {
@@ -226,6 +229,14 @@ impl Poller {
                 .filter(|l| *l > 0 && *l <= u64::from(limit))
                 .unwrap_or(u64::from(limit));
             previous_total = fetched.page.total;
+            if let Some(report) = progress.page(
+                Instant::now(),
+                returned,
+                fetched.page.total,
+                effective_limit,
+            ) {
+                tracing::info!(source = %self.config.name, read = report.read, total = report.total, "backfill: {report}");
+            }
             if let Some(total) = fetched.page.total {
                 let remaining = total.saturating_sub(offset + returned);
                 self.metrics
@@ -278,6 +289,16 @@ impl Poller {
         };
         drop(ahead);
         self.metrics.backlog_events.get_or_create(&label).set(0);
+        if progress.is_backfill() {
+            let report = progress.report(Instant::now());
+            tracing::info!(
+                source = %self.config.name,
+                "backfill pass done: read {} events in {} ({:.0} events/s)",
+                report.read,
+                humantime::format_duration(std::time::Duration::from_secs(progress.elapsed(Instant::now()).as_secs())),
+                report.rate
+            );
+        }
         let checkpoint = self.cursor.finish_pass(end == PassEnd::Complete);
         self.commit(checkpoint).await?;
         Ok(end)
