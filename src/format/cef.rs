@@ -66,13 +66,7 @@ pub fn line(event: &Event) -> String {
     let m = mapping::lookup(&event.action);
     let mut out = String::with_capacity(512);
     out.push_str("CEF:0|");
-    header(&mut out, mapping::VENDOR);
-    out.push('|');
-    header(&mut out, mapping::PRODUCT);
-    out.push('|');
-    header(&mut out, mapping::PRODUCT_VERSION);
-    out.push('|');
-    header(&mut out, &event.action);
+    mapping::device_header(&mut out, &event.action, header);
     out.push('|');
     header(&mut out, m.name);
     let _ = write!(out, "|{}|", m.severity.cef());

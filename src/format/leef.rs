@@ -80,13 +80,7 @@ pub fn line(event: &Event, delimiter: char) -> String {
     let m = mapping::lookup(&event.action);
     let mut out = String::with_capacity(512);
     out.push_str("LEEF:2.0|");
-    header(&mut out, mapping::VENDOR);
-    out.push('|');
-    header(&mut out, mapping::PRODUCT);
-    out.push('|');
-    header(&mut out, mapping::PRODUCT_VERSION);
-    out.push('|');
-    header(&mut out, &event.action);
+    mapping::device_header(&mut out, &event.action, header);
     let _ = write!(out, "|{}|", delimiter_spec(delimiter));
     let mut first = true;
     let mut attr = |out: &mut String, key: &str, v: &str| {

@@ -17,6 +17,20 @@ pub const PRODUCT: &str = "PeopleLens";
 /// The API version the events come from.
 pub const PRODUCT_VERSION: &str = "v1";
 
+/// Writes the `Vendor|Product|Version|EventID` header fields that CEF and
+/// LEEF share, each through the format's own `escape`.
+pub fn device_header(out: &mut String, action: &str, escape: fn(&mut String, &str)) {
+    for (i, field) in [VENDOR, PRODUCT, PRODUCT_VERSION, action]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push('|');
+        }
+        escape(out, field);
+    }
+}
+
 /// An OCSF event class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OcsfClass {
