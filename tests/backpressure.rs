@@ -1,6 +1,7 @@
 //! SPEC §2: a slow or dead sink stops the poller for that source (no
 //! unbounded buffering), the cursor never passes undelivered events, and
-//! nothing is dropped once the sink recovers.
+//! nothing is dropped once the sink recovers; shutdown drains the batch in
+//! flight.
 
 use std::time::Duration;
 
@@ -114,6 +115,65 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
         .get();
     fwd.stop().await.unwrap();
     assert_eq!(errors, 5, "each failure counted");
+    let lines: Vec<serde_json::Value> = memory
+        .records()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect();
+    compare(&sim.truth(), &id_counts(&lines)).assert_exact();
+}
+
+/// SPEC §7: SIGTERM (here: the same shutdown token the signal handler
+/// cancels) finishes the batch in flight and checkpoints it, so a restart
+/// neither loses nor repeats it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
+    let sim = tenant(SimConfig {
+        backlog: 1000,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemorySink::new("gated");
+    let (gated, gate) = GateSink::new(memory.clone());
+    let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
+    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
+
+    gate.add_permits(2);
+    assert!(wait_for(Duration::from_secs(10), || memory.records().len() == 200).await);
+    // The third batch is now held in the sink. Shut down while it is.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(fwd.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown must wait for the batch in flight, not abandon it"
+    );
+    gate.add_permits(1);
+    stopping.await.unwrap().unwrap();
+    assert_eq!(
+        memory.records().len(),
+        300,
+        "the batch in flight was delivered"
+    );
+    assert_eq!(gate.available_permits(), 0, "no batch after shutdown");
+    let state = store::peek(&dir.path().join("state"), "tenant")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.delivered_total, 300,
+        "the delivered batch in flight is checkpointed"
+    );
+
+    // A restart continues after it: every event exactly once overall.
+    let (gated, gate) = GateSink::new(memory.clone());
+    gate.add_permits(1000);
+    let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
+    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
+    assert!(wait_for(Duration::from_secs(10), || memory.records().len() >= 1000).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fwd.stop().await.unwrap();
     let lines: Vec<serde_json::Value> = memory
         .records()
         .iter()
