@@ -261,7 +261,7 @@ fn print_summary(metrics: &Metrics, elapsed: Duration, tenant_events: usize) {
     })
     .sum();
     println!(
-        "[{:>4}s] delivered {:>6} (tenant has {:>6}) | pages {:>5} | duplicates skipped {:>5} | dead letters {:>3} | retried requests {:>4} | backlog {:>6} | lag {:>5.1}s",
+        "[{:>4}s] delivered {:>6} (tenant has {:>6}) | pages {:>5} | duplicates skipped {:>5} | dead letters {:>3} | retried requests {:>4} | backlog {:>6} | lag {:>6}",
         elapsed.as_secs(),
         metrics.events_delivered.get_or_create(&src).get(),
         tenant_events,
@@ -270,7 +270,10 @@ fn print_summary(metrics: &Metrics, elapsed: Duration, tenant_events: usize) {
         metrics.events_dead_lettered.get_or_create(&src).get(),
         retries,
         metrics.backlog_events.get_or_create(&src).get(),
-        metrics.cursor_lag_seconds.get_or_create(&src).get(),
+        metrics
+            .cursor_lag_seconds
+            .get(&src)
+            .map_or_else(|| "-".to_string(), |lag| format!("{:.1}s", lag.get())),
     );
     let _ = std::io::stdout().flush();
 }

@@ -66,6 +66,17 @@ async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
         state.delivered_total, 200,
         "the cursor covers exactly the acknowledged batches"
     );
+    let lag = |fwd: &Forwarder| {
+        fwd.metrics
+            .cursor_lag_seconds
+            .get(&auditfwd::telemetry::Metrics::source("tenant"))
+            .map(|g| g.get())
+    };
+    assert_eq!(
+        lag(&fwd),
+        None,
+        "a cursor starting at the beginning has no lag to tell before its first pass"
+    );
 
     gate.add_permits(1000);
     let truth = sim.truth();
@@ -79,6 +90,13 @@ async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
             ids.len() >= 1000
         })
         .await
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || lag(&fwd)
+            .is_some_and(|s| s < 60.0))
+        .await,
+        "caught up, the lag is published and small: {:?}",
+        lag(&fwd)
     );
     fwd.stop().await.unwrap();
     let lines: Vec<serde_json::Value> = memory

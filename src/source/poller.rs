@@ -138,6 +138,7 @@ impl Poller {
         let label = Metrics::source(&self.config.name);
         self.metrics.source_up.get_or_create(&label).set(1);
         self.health.set(&self.component(), Status::Ok);
+        self.report_lag();
         tracing::info!(
             source = %self.config.name,
             window_start = %chrono::DateTime::from_timestamp_millis(self.cursor.state().window_start(self.config.lookback)).unwrap_or_default(),
@@ -155,10 +156,7 @@ impl Poller {
                     return Err(error);
                 }
             };
-            self.metrics
-                .cursor_lag_seconds
-                .get_or_create(&label)
-                .set(self.cursor.lag(Utc::now()).as_secs_f64());
+            self.report_lag();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => break,
@@ -355,11 +353,27 @@ impl Poller {
         let delivered = events.len() as u64;
         let checkpoint = self.cursor.commit(&batch);
         self.commit(checkpoint).await?;
+        self.report_lag();
         self.metrics
             .events_delivered
             .get_or_create(&label)
             .inc_by(delivered);
         Ok(())
+    }
+
+    /// Publishes how far the saved cursor is behind now: from the start, so
+    /// a backfill shows its real lag, and after every checkpoint. A cursor
+    /// that starts at the beginning of the tenant's history has no lag to
+    /// tell until its first pass ends (the backlog gauge shows progress
+    /// meanwhile), so the series appears only then.
+    fn report_lag(&self) {
+        if self.cursor.state().watermark_ms <= 0 {
+            return;
+        }
+        self.metrics
+            .cursor_lag_seconds
+            .get_or_create(&Metrics::source(&self.config.name))
+            .set(self.cursor.lag(Utc::now()).as_secs_f64());
     }
 
     /// Makes a checkpoint durable; compacts the store when it asks.
