@@ -94,6 +94,15 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
                 )
                 .ok();
                 writeln!(out, "  dedup ids      {}", state.seen.len()).ok();
+                for (lo, hi) in &state.covered {
+                    writeln!(
+                        out,
+                        "  read through   events created after {} up to {} (newest-first pass)",
+                        time(*lo),
+                        time(*hi)
+                    )
+                    .ok();
+                }
                 writeln!(out, "  delivered      {}", state.delivered_total).ok();
                 writeln!(out, "  dead-lettered  {}", state.dead_lettered_total).ok();
             }

@@ -50,8 +50,21 @@
 //!
 //! For an oldest-first listing (detected: timestamps never decrease across
 //! the pass), *W* also advances after each page to the last event read, so
-//! a long backfill keeps `seen` and the state file small. A newest-first
-//! listing keeps the ids of the pass in `seen` until the pass ends.
+//! a long backfill keeps `seen` and the state file small.
+//!
+//! A newest-first listing can not advance *W* before the pass ends, so a
+//! long backfill would keep every id of the pass. Instead the pass records
+//! the time range it has read through, `(p + margin, T0 − lookback −
+//! margin]` with *p* the last event of the last page delivered: every event created in
+//! it was visible when the pass started (that is what `lookback` means), so
+//! it was met, and none can still appear there. Ids inside a `covered`
+//! range are forgotten (a few pages behind the read position, so that page
+//! shifts still find them) and events that fall in one are skipped: `seen`
+//! stays bounded by the lookback window on either order. The range is only
+//! claimed on evidence: timestamps decreasing within a page, never
+//! increasing by more than the precision margin; and a new event above the range's lower end (impossible in a
+//! sorted listing) withdraws every range, falling back to ids (duplicates,
+//! never loss).
 //!
 //! The cursor is pure logic without I/O, so it is unit- and property-tested
 //! on its own; the [`store`] persists it.
@@ -97,6 +110,11 @@ pub struct CursorState {
     /// Events sent to the dead-letter file since this state was created.
     #[serde(default)]
     pub dead_lettered_total: u64,
+    /// Time ranges `(lo, hi]` (epoch ms) that newest-first passes read
+    /// through: every in-scope event created in one is delivered and no new
+    /// one can appear there, so their ids need not be kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covered: Vec<(i64, i64)>,
 }
 
 impl CursorState {
@@ -111,6 +129,7 @@ impl CursorState {
             seen: HashMap::new(),
             delivered_total: 0,
             dead_lettered_total: 0,
+            covered: Vec::new(),
         }
     }
 
@@ -122,6 +141,22 @@ impl CursorState {
         self.watermark_ms = self.watermark_ms.max(checkpoint.watermark_ms);
         self.delivered_total += checkpoint.delivered;
         self.dead_lettered_total += checkpoint.dead_lettered;
+        if let Some(covered) = &checkpoint.covered {
+            self.covered = covered.clone();
+        }
+        if let Some(range) = checkpoint.forget {
+            self.forget(range);
+        }
+    }
+
+    /// Forgets the ids created inside `(lo, hi]`, a covered range.
+    fn forget(&mut self, (lo, hi): (i64, i64)) {
+        self.seen.retain(|_, ms| *ms <= lo || *ms > hi);
+    }
+
+    /// Whether `ms` lies in a covered range.
+    pub fn is_covered(&self, ms: i64) -> bool {
+        in_ranges(&self.covered, ms)
     }
 
     /// Start of the window a pass reads: `max(W - lookback, floor)`.
@@ -137,7 +172,25 @@ impl CursorState {
     pub fn prune(&mut self, window_start: i64) {
         let keep_from = window_start.saturating_sub(PRECISION_MARGIN_MS);
         self.seen.retain(|_, ms| *ms >= keep_from);
+        self.covered.retain(|(_, hi)| *hi >= keep_from);
     }
+}
+
+fn in_ranges(ranges: &[(i64, i64)], ms: i64) -> bool {
+    ranges.iter().any(|(lo, hi)| *lo < ms && ms <= *hi)
+}
+
+/// Sorted, with overlapping or touching ranges merged.
+fn merge_ranges(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
 }
 
 /// `seen` as a list of `[id, created_ms]`, oldest first, so the state file
@@ -173,6 +226,12 @@ pub struct Checkpoint {
     /// How many of `acked` went to the dead-letter file.
     #[serde(default)]
     pub dead_lettered: u64,
+    /// The covered ranges after this change, when they changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered: Option<Vec<(i64, i64)>>,
+    /// Ids created in this range are forgotten (it is covered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<(i64, i64)>,
 }
 
 /// The query of a pass.
@@ -193,6 +252,8 @@ pub struct Batch {
     pub dead: Vec<Malformed>,
     /// Dedup keys of both, with the `created_at` used for pruning.
     keys: Vec<(String, i64)>,
+    /// Indices in the page of the items taken, while selecting.
+    chosen: Vec<usize>,
     /// Position (created ms) of the last event in the page, for the
     /// oldest-first watermark advance.
     last_position_ms: Option<i64>,
@@ -242,6 +303,26 @@ impl Order {
     }
 }
 
+/// How many pages behind the read position ids are forgotten in a covered
+/// range: a page shift of up to this many pages still finds its repeats in
+/// `seen` (a larger one looks like disorder and costs duplicates, not loss).
+const FORGET_DELAY_PAGES: usize = 8;
+
+/// What a newest-first pass has read through (see the module docs).
+#[derive(Debug, Default)]
+struct Descending {
+    /// Ranges of earlier passes, trusted for skipping.
+    base: Vec<(i64, i64)>,
+    /// Lower end of this pass's range (exclusive), once claimed.
+    lo: Option<i64>,
+    /// Lower ends of the last pages, oldest first, for the forget delay.
+    recent: std::collections::VecDeque<i64>,
+    /// Some page had strictly decreasing timestamps.
+    evidence: bool,
+    /// The listing is not sorted newest-first: claim and skip nothing.
+    not_newest_first: bool,
+}
+
 #[derive(Debug)]
 struct Pass {
     /// Events created before this are covered already (window start minus
@@ -252,6 +333,7 @@ struct Pass {
     t0_ms: i64,
     newest_ms: Option<i64>,
     order: Order,
+    desc: Descending,
 }
 
 /// The cursor of one source (logic only; see the module documentation).
@@ -287,6 +369,10 @@ impl Cursor {
             t0_ms: now.timestamp_millis(),
             newest_ms: None,
             order: Order::default(),
+            desc: Descending {
+                base: self.state.covered.clone(),
+                ..Descending::default()
+            },
         });
         PassQuery {
             since: DateTime::from_timestamp_millis(window_start_ms - 1)
@@ -307,10 +393,61 @@ impl Cursor {
     /// Picks the events of a page that are new. Nothing changes in the
     /// durable state until the batch is [committed](Cursor::commit).
     pub fn admit(&mut self, items: Vec<Item>) -> Batch {
+        let lookback_ms = i64::try_from(self.lookback.as_millis()).unwrap_or(i64::MAX);
         let pass = self.pass.as_mut().expect("admit inside a pass");
+        // A page is one snapshot of the listing: its own order is evidence.
+        let mut previous: Option<i64> = None;
+        for item in &items {
+            if let Item::Event(event) = item {
+                let ms = event.created_ms();
+                // Timestamps shown at a coarser precision than the listing
+                // sorts on may rise by less than the margin.
+                match previous {
+                    Some(p) if ms > p.saturating_add(PRECISION_MARGIN_MS) => {
+                        pass.desc.not_newest_first = true
+                    }
+                    Some(p) if ms < p => pass.desc.evidence = true,
+                    _ => {}
+                }
+                previous = Some(ms);
+            }
+        }
+        let hi = pass
+            .t0_ms
+            .saturating_sub(lookback_ms)
+            .saturating_sub(PRECISION_MARGIN_MS);
+        let (order, newest) = (pass.order, pass.newest_ms);
+        let mut batch = loop {
+            match Self::select(&self.state, pass, &items, hi) {
+                Some(batch) => break batch,
+                None => {
+                    // Disorder found midway: select again trusting no range.
+                    pass.desc.not_newest_first = true;
+                    (pass.order, pass.newest_ms) = (order, newest);
+                }
+            }
+        };
+        let mut chosen = std::mem::take(&mut batch.chosen).into_iter().peekable();
+        for (index, item) in items.into_iter().enumerate() {
+            if chosen.next_if_eq(&index).is_none() {
+                continue;
+            }
+            match item {
+                Item::Event(event) => batch.events.push(event),
+                Item::Malformed(bad) => batch.dead.push(bad),
+            }
+        }
+        batch
+    }
+
+    /// Picks the new items of a page (their indices in `chosen`); `None`
+    /// when the page shows the listing is not sorted newest-first although
+    /// the pass trusted it to be.
+    fn select(state: &CursorState, pass: &mut Pass, items: &[Item], hi: i64) -> Option<Batch> {
         let mut batch = Batch::default();
         let mut in_batch = std::collections::HashSet::new();
-        for item in items {
+        let trusted = !pass.desc.not_newest_first;
+        for (index, item) in items.iter().enumerate() {
             match item {
                 Item::Event(event) => {
                     let ms = event.created_ms();
@@ -319,13 +456,18 @@ impl Cursor {
                     pass.newest_ms = Some(pass.newest_ms.map_or(ms, |n| n.max(ms)));
                     if ms < pass.keep_from_ms {
                         batch.stats.before_window += 1;
-                    } else if self.state.seen.contains_key(&event.id)
+                    } else if state.seen.contains_key(&event.id)
                         || !in_batch.insert(event.id.clone())
+                        || (trusted && in_ranges(&pass.desc.base, ms))
                     {
                         batch.stats.duplicates += 1;
+                    } else if trusted && pass.desc.lo.is_some_and(|lo| lo < ms && ms <= hi) {
+                        // A new event inside what this pass read through:
+                        // impossible in a newest-first listing.
+                        return None;
                     } else {
                         batch.keys.push((event.id.clone(), ms));
-                        batch.events.push(event);
+                        batch.chosen.push(index);
                     }
                 }
                 Item::Malformed(bad) => {
@@ -339,22 +481,26 @@ impl Cursor {
                         .or(pass.order.last_ms)
                         .unwrap_or(pass.keep_from_ms)
                         .max(pass.keep_from_ms);
-                    if self.state.seen.contains_key(&key) || !in_batch.insert(key.clone()) {
+                    if state.seen.contains_key(&key)
+                        || !in_batch.insert(key.clone())
+                        || (trusted && in_ranges(&pass.desc.base, ms))
+                    {
                         batch.stats.duplicates += 1;
                     } else {
                         batch.keys.push((key, ms));
-                        batch.dead.push(bad);
+                        batch.chosen.push(index);
                     }
                 }
             }
         }
-        batch
+        Some(batch)
     }
 
     /// Records a batch whose events every sink acknowledged. Returns the
     /// checkpoint to persist before anything else happens.
     pub fn commit(&mut self, batch: &Batch) -> Checkpoint {
-        let pass = self.pass.as_ref().expect("commit inside a pass");
+        let lookback_ms = i64::try_from(self.lookback.as_millis()).unwrap_or(i64::MAX);
+        let pass = self.pass.as_mut().expect("commit inside a pass");
         for (key, ms) in &batch.keys {
             self.state.seen.insert(key.clone(), *ms);
         }
@@ -369,14 +515,69 @@ impl Cursor {
             // Everything before this position was read (oldest first), and
             // whatever still arrives behind it was created after
             // position - lookback: safe to advance.
-            self.advance(position.min(pass.t0_ms));
+            let to = position.min(pass.t0_ms);
+            self.advance(to);
         }
+        let (covered, forget) = self.cover(batch.last_position_ms, lookback_ms);
         Checkpoint {
             acked: batch.keys.clone(),
             watermark_ms: self.state.watermark_ms,
             delivered,
             dead_lettered,
+            covered,
+            forget,
         }
+    }
+
+    /// Extends this newest-first pass's covered range down to `position`
+    /// (the last event of a delivered page) and forgets the ids a few pages
+    /// behind it; or withdraws every range once the listing proved not to
+    /// be sorted. Returns the checkpoint's `covered` and `forget`.
+    #[allow(clippy::type_complexity)]
+    fn cover(
+        &mut self,
+        position: Option<i64>,
+        lookback_ms: i64,
+    ) -> (Option<Vec<(i64, i64)>>, Option<(i64, i64)>) {
+        let pass = self.pass.as_mut().expect("inside a pass");
+        let desc = &mut pass.desc;
+        if desc.not_newest_first {
+            desc.base.clear();
+            if self.state.covered.is_empty() {
+                return (None, None);
+            }
+            self.state.covered.clear();
+            return (Some(Vec::new()), None);
+        }
+        let hi = pass
+            .t0_ms
+            .saturating_sub(lookback_ms)
+            .saturating_sub(PRECISION_MARGIN_MS);
+        let Some(position) = position else {
+            return (None, None);
+        };
+        if !desc.evidence || pass.order.oldest_first() || position >= hi {
+            return (None, None);
+        }
+        // Events shown up to the precision margin above the last one may
+        // still sort after it: the range starts above them.
+        let position = position.saturating_add(PRECISION_MARGIN_MS);
+        let lo = desc.lo.map_or(position, |lo| lo.min(position));
+        desc.lo = Some(lo);
+        desc.recent.push_back(lo);
+        let mut ranges = desc.base.clone();
+        ranges.push((lo, hi));
+        self.state.covered = merge_ranges(ranges);
+        let forget = if desc.recent.len() > FORGET_DELAY_PAGES {
+            let behind = desc.recent.pop_front().expect("not empty");
+            Some((behind, hi))
+        } else {
+            None
+        };
+        if let Some(range) = forget {
+            self.state.forget(range);
+        }
+        (Some(self.state.covered.clone()), forget)
     }
 
     /// Ends a pass. `complete` means the pass reached a short page; only a
@@ -386,11 +587,19 @@ impl Cursor {
         if complete && let Some(newest) = pass.newest_ms {
             self.advance(newest.min(pass.t0_ms));
         }
+        let covered = if pass.desc.not_newest_first && !self.state.covered.is_empty() {
+            self.state.covered.clear();
+            Some(Vec::new())
+        } else {
+            None
+        };
         Checkpoint {
             acked: Vec::new(),
             watermark_ms: self.state.watermark_ms,
             delivered: 0,
             dead_lettered: 0,
+            covered,
+            forget: None,
         }
     }
 

@@ -330,6 +330,7 @@ mod tests {
             watermark_ms: w,
             delivered: ids.len() as u64,
             dead_lettered: 0,
+            ..Checkpoint::default()
         }
     }
 

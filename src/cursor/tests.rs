@@ -129,6 +129,135 @@ fn oldest_first_advances_page_by_page() {
     }
 }
 
+/// A newest-first listing of `n` events, one every 100 ms from `start`,
+/// with ties: pairs share a millisecond.
+fn newest_first_listing(n: usize, start: i64) -> Vec<(String, i64)> {
+    let mut events: Vec<(String, i64)> = (0..n)
+        .map(|i| (format!("e{i:06}"), start + (i as i64 / 2) * 100))
+        .collect();
+    events.reverse();
+    events
+}
+
+fn page_of(listing: &[(String, i64)], offset: usize, limit: usize) -> Vec<Item> {
+    listing
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(id, ms)| ev(id, *ms))
+        .collect()
+}
+
+#[test]
+fn newest_first_backfill_keeps_seen_bounded_and_survives_a_crash() {
+    let listing = newest_first_listing(20_000, 0);
+    let now = 2_000_000;
+    let mut durable = CursorState::new("s", at(0));
+    let mut c = Cursor::new(durable.clone(), LOOKBACK);
+    let mut delivered: HashMap<String, u32> = HashMap::new();
+    let mut max_seen = 0;
+    let mut crashed = false;
+    let mut resent_allowed = 0;
+    'passes: for _ in 0..3 {
+        c.begin_pass(at(now));
+        let mut offset = 0;
+        loop {
+            let items = page_of(&listing, offset, 100);
+            let returned = items.len();
+            let b = c.admit(items);
+            for e in &b.events {
+                *delivered.entry(e.id.clone()).or_default() += 1;
+            }
+            if !crashed && offset == 9_000 {
+                // Delivered, never acknowledged: restart from the durable state.
+                crashed = true;
+                resent_allowed = b.events.len();
+                c = Cursor::new(durable.clone(), LOOKBACK);
+                continue 'passes;
+            }
+            durable.apply(&c.commit(&b));
+            max_seen = max_seen.max(c.state().seen.len());
+            offset += returned;
+            if returned < 100 {
+                break;
+            }
+        }
+        durable.apply(&c.finish_pass(true));
+        break;
+    }
+    assert!(crashed);
+    assert_eq!(delivered.len(), 20_000, "every event delivered");
+    let dups: usize = delivered.values().map(|n| *n as usize - 1).sum();
+    assert_eq!(dups, resent_allowed, "only the unacknowledged batch again");
+    assert!(
+        max_seen <= (FORGET_DELAY_PAGES + 2) * 100,
+        "seen grew to {max_seen} ids during a 20,000-event backfill"
+    );
+    assert!(
+        durable.seen.len() <= (FORGET_DELAY_PAGES + 2) * 100,
+        "the state file keeps {} ids",
+        durable.seen.len()
+    );
+    // Replayed checkpoints rebuild the same state, ranges included (a
+    // loaded state is pruned to its window, as `Cursor::new` does).
+    durable.prune(durable.window_start(LOOKBACK));
+    assert_eq!(durable.covered, c.state().covered);
+    assert_eq!(durable.seen, c.state().seen);
+
+    // The next pass re-reads the window and skips what the ranges cover.
+    c.begin_pass(at(now + 5000));
+    let mut offset = 0;
+    loop {
+        let items = page_of(&listing, offset, 100);
+        let returned = items.len();
+        let b = c.admit(items);
+        assert!(b.events.is_empty(), "re-sent {:?}", ids(&b));
+        c.commit(&b);
+        offset += returned;
+        if returned < 100 {
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_listing_that_is_not_newest_first_withdraws_the_ranges() {
+    // Pages look newest-first, then an event appears above what the pass
+    // already read through (an API ordered by insertion, not created_at).
+    let mut c = Cursor::new(CursorState::new("s", at(0)), LOOKBACK);
+    c.begin_pass(at(1_000_000));
+    let b = c.admit(vec![ev("a", 9000), ev("b", 8000)]);
+    c.commit(&b);
+    let b = c.admit(vec![ev("c", 7000), ev("d", 6000)]);
+    let cp = c.commit(&b);
+    assert_eq!(
+        cp.covered,
+        Some(vec![(
+            6000 + PRECISION_MARGIN_MS,
+            1_000_000 - 10_000 - PRECISION_MARGIN_MS
+        )])
+    );
+    // "x" at 8500 was never delivered: it must be, not skipped as covered.
+    let b = c.admit(vec![ev("x", 8500), ev("e", 5000)]);
+    assert_eq!(ids(&b), ["x", "e"]);
+    let cp = c.commit(&b);
+    assert_eq!(cp.covered, Some(vec![]), "every range withdrawn");
+    assert!(c.state().covered.is_empty());
+    // The rest of the pass and the next ones trust ids only.
+    let b = c.admit(vec![ev("y", 9500), ev("f", 4000)]);
+    assert_eq!(ids(&b), ["y", "f"]);
+}
+
+#[test]
+fn a_page_out_of_order_claims_no_range() {
+    let mut c = Cursor::new(CursorState::new("s", at(0)), LOOKBACK);
+    c.begin_pass(at(1_000_000));
+    let b = c.admit(vec![ev("a", 9000), ev("b", 8000), ev("c", 9500)]);
+    let cp = c.commit(&b);
+    assert_eq!(cp.covered, None);
+    assert!(c.state().covered.is_empty());
+}
+
 #[test]
 fn server_clock_lowers_the_pass_start() {
     let mut c = Cursor::new(CursorState::new("s", at(0)), LOOKBACK);
