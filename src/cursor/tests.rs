@@ -221,6 +221,67 @@ fn newest_first_backfill_keeps_seen_bounded_and_survives_a_crash() {
 }
 
 #[test]
+fn page_shifts_in_a_sparse_newest_first_listing_are_not_mistaken_for_disorder() {
+    // Events 5 s apart (wider than the precision margin), and new ones
+    // arriving on top between pages: each page repeats the tail of the
+    // previous one, ids that must still be known.
+    let now = 100_000_000;
+    let mut listing: Vec<(String, i64)> = (0..2000)
+        .map(|i| (format!("old{i:04}"), 1_000_000 + i as i64 * 5000))
+        .collect();
+    listing.reverse();
+    let mut c = Cursor::new(CursorState::new("s", at(0)), LOOKBACK);
+    c.begin_pass(at(now));
+    let mut delivered: HashMap<String, u32> = HashMap::new();
+    let (mut offset, mut fresh) = (0, 0);
+    loop {
+        let items = page_of(&listing, offset, 50);
+        let returned = items.len();
+        let b = c.admit(items);
+        for e in &b.events {
+            *delivered.entry(e.id.clone()).or_default() += 1;
+        }
+        c.commit(&b);
+        offset += returned;
+        if returned < 50 {
+            break;
+        }
+        for _ in 0..(offset / 50) % 4 {
+            listing.insert(0, (format!("new{fresh:04}"), now - 5000 + fresh));
+            fresh += 1;
+        }
+    }
+    c.finish_pass(true);
+    assert!(fresh > 0);
+    // The events that arrived on top are the next pass's.
+    c.begin_pass(at(now + 1000));
+    let mut offset = 0;
+    loop {
+        let items = page_of(&listing, offset, 50);
+        let returned = items.len();
+        let b = c.admit(items);
+        for e in &b.events {
+            *delivered.entry(e.id.clone()).or_default() += 1;
+        }
+        c.commit(&b);
+        offset += returned;
+        if returned < 50 {
+            break;
+        }
+    }
+    assert_eq!(delivered.len(), 2000 + fresh as usize);
+    assert!(
+        delivered.values().all(|n| *n == 1),
+        "{} duplicates",
+        delivered.values().filter(|n| **n > 1).count()
+    );
+    assert!(
+        !c.state().covered.is_empty(),
+        "shifts were taken for disorder and the ranges withdrawn"
+    );
+}
+
+#[test]
 fn a_listing_that_is_not_newest_first_withdraws_the_ranges() {
     // Pages look newest-first, then an event appears above what the pass
     // already read through (an API ordered by insertion, not created_at).
