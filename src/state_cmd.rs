@@ -77,7 +77,9 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
                 )
                 .ok();
             }
-            Some(state) => {
+            Some(mut state) => {
+                // As the next run loads it: ids outside the window forgotten.
+                state.prune(state.window_start(s.lookback));
                 let lag = Utc::now().timestamp_millis() - state.watermark_ms;
                 writeln!(out, "  scope starts   {}", time(state.floor_ms)).ok();
                 writeln!(
