@@ -556,12 +556,12 @@ impl Cursor {
         let Some(position) = position else {
             return (None, None);
         };
-        if !desc.evidence || pass.order.oldest_first() || position >= hi {
-            return (None, None);
-        }
         // Events shown up to the precision margin above the last one may
         // still sort after it: the range starts above them.
         let position = position.saturating_add(PRECISION_MARGIN_MS);
+        if !desc.evidence || pass.order.oldest_first() || position >= hi {
+            return (None, None);
+        }
         let lo = desc.lo.map_or(position, |lo| lo.min(position));
         desc.lo = Some(lo);
         desc.recent.push_back(lo);
