@@ -33,6 +33,28 @@ fn setup(dir: &std::path::Path) -> Setup<'_> {
     }
 }
 
+/// A forwarder for `sim` whose sink under test is `memory` behind a closed
+/// gate (release batches with `gate.add_permits`).
+fn gated_forwarder(
+    sim: &auditfwd::simulator::Simulator,
+    dir: &std::path::Path,
+    memory: &MemorySink,
+) -> (Forwarder, std::sync::Arc<tokio::sync::Semaphore>) {
+    let (gated, gate) = GateSink::new(memory.clone());
+    let config = parse_config(&config_text(sim, dir, &setup(dir)));
+    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
+    (fwd, gate)
+}
+
+/// The JSON records a memory sink received.
+fn received(memory: &MemorySink) -> Vec<serde_json::Value> {
+    memory
+        .records()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
     let sim = tenant(SimConfig {
@@ -43,9 +65,7 @@ async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("gated");
-    let (gated, gate) = GateSink::new(memory.clone());
-    let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
-    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
+    let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
 
     gate.add_permits(2);
     assert!(wait_for(Duration::from_secs(10), || memory.records().len() == 200).await);
@@ -99,11 +119,7 @@ async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
         lag(&fwd)
     );
     fwd.stop().await.unwrap();
-    let lines: Vec<serde_json::Value> = memory
-        .records()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).unwrap())
-        .collect();
+    let lines = received(&memory);
     compare(&truth, &id_counts(&lines)).assert_exact();
     let state = store::peek(&dir.path().join("state"), "tenant")
         .unwrap()
@@ -133,11 +149,7 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
         .get();
     fwd.stop().await.unwrap();
     assert_eq!(errors, 5, "each failure counted");
-    let lines: Vec<serde_json::Value> = memory
-        .records()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).unwrap())
-        .collect();
+    let lines = received(&memory);
     compare(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
@@ -154,9 +166,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("gated");
-    let (gated, gate) = GateSink::new(memory.clone());
-    let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
-    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
+    let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
 
     gate.add_permits(2);
     assert!(wait_for(Duration::from_secs(10), || memory.records().len() == 200).await);
@@ -185,18 +195,12 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     );
 
     // A restart continues after it: every event exactly once overall.
-    let (gated, gate) = GateSink::new(memory.clone());
+    let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
     gate.add_permits(1000);
-    let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
-    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
     assert!(wait_for(Duration::from_secs(10), || memory.records().len() >= 1000).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     fwd.stop().await.unwrap();
-    let lines: Vec<serde_json::Value> = memory
-        .records()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).unwrap())
-        .collect();
+    let lines = received(&memory);
     compare(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
@@ -217,9 +221,7 @@ async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("gated");
-    let (gated, gate) = GateSink::new(memory.clone());
-    let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
-    let fwd = Forwarder::start(App::new(config).with_sink(route("gated"), Box::new(gated)));
+    let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
 
     // 30 pages of 100 (a little less new per page where live inserts shift
     // the listing and a page repeats a few events).
@@ -256,10 +258,6 @@ async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     fwd.stop().await.unwrap();
-    let lines: Vec<serde_json::Value> = memory
-        .records()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).unwrap())
-        .collect();
+    let lines = received(&memory);
     compare(&truth, &id_counts(&lines)).assert_exact();
 }

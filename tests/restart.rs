@@ -11,11 +11,12 @@
 //! points instead, the daemon finishes the batch in flight and saves the
 //! cursor, so the restarts together deliver every event exactly once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use auditfwd::simulator::SimConfig;
+use auditfwd::simulator::{SimConfig, Simulator, TruthEvent};
 use rand::Rng;
 
 use crate::support::*;
@@ -51,71 +52,124 @@ fn output_lines(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// One daemon setup against an adversarial tenant, run as a child process.
+struct Daemon {
+    sim: Simulator,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    out: PathBuf,
+}
+
+impl Daemon {
+    async fn new(seed: u64) -> Self {
+        let sim = tenant(SimConfig {
+            backlog: 3000,
+            insert_rate: 60.0,
+            ..adversarial(seed)
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup {
+            page_size: PAGE,
+            ..Setup::new(dir.path())
+        };
+        let config = dir.path().join("auditfwd.toml");
+        std::fs::write(&config, config_text(&sim, dir.path(), &setup)).unwrap();
+        Self {
+            log: dir.path().join("auditfwd.log"),
+            out: dir.path().join("out/tenant/events.jsonl"),
+            sim,
+            config,
+            dir,
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        spawn(&self.config, &self.log)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the daemon `times` times and stops each run after a random
+    /// 0.3–1.6 s with `signal`; returns how many complete lines the output
+    /// had after each stop.
+    async fn stop_at_random_points(&self, times: usize, signal: i32) -> Vec<usize> {
+        let mut rng = rand::rng();
+        let mut boundaries = Vec::new();
+        for stop in 0..times {
+            let mut child = self.spawn();
+            let delay = rng.random_range(300..1600);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let status = child.wait().unwrap();
+            if signal == libc::SIGTERM {
+                assert!(
+                    status.success(),
+                    "SIGTERM {stop}: {status:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            let lines = output_lines(&self.out).len();
+            eprintln!("signal {signal} #{stop} after {delay}ms: {lines} lines");
+            boundaries.push(lines);
+        }
+        assert!(
+            boundaries.last().copied().unwrap_or(0) > 0,
+            "the runs delivered nothing; log:\n{}",
+            self.log_text()
+        );
+        boundaries
+    }
+
+    /// A last run catches up with the frozen tenant and is stopped with
+    /// SIGTERM, which must end it cleanly. Returns the ground truth.
+    async fn catch_up(&self) -> Vec<TruthEvent> {
+        let mut child = self.spawn();
+        self.sim.freeze();
+        let truth = self.sim.truth();
+        let expected = deliverable(&truth);
+        let caught_up = wait_for(Duration::from_secs(60), || {
+            let seen: HashSet<String> = output_lines(&self.out).into_iter().collect();
+            expected.iter().all(|id| seen.contains(*id))
+        })
+        .await;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(caught_up, "did not catch up; log:\n{}", self.log_text());
+        assert!(
+            status.success(),
+            "SIGTERM ends the daemon cleanly: {status:?}"
+        );
+        truth
+    }
+
+    fn verdict(&self, truth: &[TruthEvent]) -> Verdict {
+        compare(truth, &id_counts(&read_lines(&self.dir.path().join("out"))))
+    }
+
+    fn assert_dead_letters(&self, truth: &[TruthEvent]) {
+        assert_dead_letters(
+            truth,
+            &self.dir.path().join("state/dead-letter/tenant.jsonl"),
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_at_random_points_loses_nothing() {
-    let sim = tenant(SimConfig {
-        backlog: 3000,
-        insert_rate: 60.0,
-        ..adversarial(21)
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        page_size: PAGE,
-        ..Setup::new(dir.path())
-    };
-    let config = dir.path().join("auditfwd.toml");
-    std::fs::write(&config, config_text(&sim, dir.path(), &setup)).unwrap();
-    let log = dir.path().join("auditfwd.log");
-    let out = dir.path().join("out/tenant/events.jsonl");
+    let daemon = Daemon::new(21).await;
+    let boundaries = daemon.stop_at_random_points(6, libc::SIGKILL).await;
+    let truth = daemon.catch_up().await;
 
-    // Kill at random points; remember how many complete lines each run left.
-    let mut rng = rand::rng();
-    let mut boundaries = Vec::new();
-    for kill in 0..6 {
-        let mut child = spawn(&config, &log);
-        let delay = rng.random_range(300..1600);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-        let lines = output_lines(&out).len();
-        eprintln!("kill {kill} after {delay}ms: {lines} lines");
-        boundaries.push(lines);
-    }
-    assert!(
-        boundaries.last().copied().unwrap_or(0) > 0,
-        "the runs delivered nothing; log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-
-    // Final run: catch up with a frozen tenant, then SIGTERM.
-    let mut child = spawn(&config, &log);
-    sim.freeze();
-    let truth = sim.truth();
-    let expected = deliverable(&truth);
-    let caught_up = wait_for(Duration::from_secs(60), || {
-        let seen: std::collections::HashSet<String> = output_lines(&out).into_iter().collect();
-        expected.iter().all(|id| seen.contains(*id))
-    })
-    .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(
-        caught_up,
-        "did not catch up; log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    assert!(
-        status.success(),
-        "SIGTERM ends the daemon cleanly: {status:?}"
-    );
-
-    let ids = output_lines(&out);
+    let ids = output_lines(&daemon.out);
     let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
         positions.entry(id.as_str()).or_default().push(i);
     }
-    let verdict = compare(&truth, &id_counts(&read_lines(&dir.path().join("out"))));
+    let verdict = daemon.verdict(&truth);
     assert!(
         verdict.missing.is_empty(),
         "missing after restarts: {:?}",
@@ -142,7 +196,7 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
         "{dups} duplicates for {} kills",
         boundaries.len()
     );
-    assert_dead_letters(&truth, &dir.path().join("state/dead-letter/tenant.jsonl"));
+    daemon.assert_dead_letters(&truth);
     eprintln!(
         "{} events, {} kills, {} resent after a kill (unacknowledged batches)",
         verdict.expected,
@@ -153,60 +207,10 @@ async fn kill_dash_nine_at_random_points_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_at_random_points_drains_and_checkpoints_without_duplicates() {
-    let sim = tenant(SimConfig {
-        backlog: 3000,
-        insert_rate: 60.0,
-        ..adversarial(22)
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let setup = Setup {
-        page_size: PAGE,
-        ..Setup::new(dir.path())
-    };
-    let config = dir.path().join("auditfwd.toml");
-    std::fs::write(&config, config_text(&sim, dir.path(), &setup)).unwrap();
-    let log = dir.path().join("auditfwd.log");
-    let out = dir.path().join("out/tenant/events.jsonl");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-
-    let mut rng = rand::rng();
-    let mut stops = Vec::new();
-    for stop in 0..5 {
-        let mut child = spawn(&config, &log);
-        let delay = rng.random_range(300..1600);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "SIGTERM {stop}: {status:?}; log:\n{}",
-            read_log()
-        );
-        let lines = output_lines(&out).len();
-        eprintln!("SIGTERM {stop} after {delay}ms: {lines} lines");
-        stops.push(lines);
-    }
-    assert!(
-        stops.last().copied().unwrap_or(0) > 0,
-        "the runs delivered nothing; log:\n{}",
-        read_log()
-    );
-
-    let mut child = spawn(&config, &log);
-    sim.freeze();
-    let truth = sim.truth();
-    let expected = deliverable(&truth);
-    let caught_up = wait_for(Duration::from_secs(60), || {
-        let seen: std::collections::HashSet<String> = output_lines(&out).into_iter().collect();
-        expected.iter().all(|id| seen.contains(*id))
-    })
-    .await;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
-    assert!(caught_up, "did not catch up; log:\n{}", read_log());
-
-    let verdict = compare(&truth, &id_counts(&read_lines(&dir.path().join("out"))));
+    let daemon = Daemon::new(22).await;
+    let stops = daemon.stop_at_random_points(5, libc::SIGTERM).await;
+    let truth = daemon.catch_up().await;
+    let verdict = daemon.verdict(&truth);
     eprintln!(
         "{} events over {} graceful stops: {} missing, {} duplicates",
         verdict.expected,
@@ -215,5 +219,5 @@ async fn sigterm_at_random_points_drains_and_checkpoints_without_duplicates() {
         verdict.duplicates.len()
     );
     verdict.assert_exact();
-    assert_dead_letters(&truth, &dir.path().join("state/dead-letter/tenant.jsonl"));
+    daemon.assert_dead_letters(&truth);
 }

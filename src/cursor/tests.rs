@@ -148,6 +148,27 @@ fn page_of(listing: &[(String, i64)], offset: usize, limit: usize) -> Vec<Item> 
         .collect()
 }
 
+/// One complete pass over a fixed `listing` in pages of `limit`, every
+/// batch committed; returns the ids delivered.
+fn whole_pass(c: &mut Cursor, now: i64, listing: &[(String, i64)], limit: usize) -> Vec<String> {
+    c.begin_pass(at(now));
+    let mut delivered = Vec::new();
+    let mut offset = 0;
+    loop {
+        let items = page_of(listing, offset, limit);
+        let returned = items.len();
+        let b = c.admit(items);
+        delivered.extend(b.events.iter().map(|e| e.id.clone()));
+        c.commit(&b);
+        offset += returned;
+        if returned < limit {
+            break;
+        }
+    }
+    c.finish_pass(true);
+    delivered
+}
+
 #[test]
 fn newest_first_backfill_keeps_seen_bounded_and_survives_a_crash() {
     let listing = newest_first_listing(20_000, 0);
@@ -205,19 +226,8 @@ fn newest_first_backfill_keeps_seen_bounded_and_survives_a_crash() {
     assert_eq!(durable.seen, c.state().seen);
 
     // The next pass re-reads the window and skips what the ranges cover.
-    c.begin_pass(at(now + 5000));
-    let mut offset = 0;
-    loop {
-        let items = page_of(&listing, offset, 100);
-        let returned = items.len();
-        let b = c.admit(items);
-        assert!(b.events.is_empty(), "re-sent {:?}", ids(&b));
-        c.commit(&b);
-        offset += returned;
-        if returned < 100 {
-            break;
-        }
-    }
+    let again = whole_pass(&mut c, now + 5000, &listing, 100);
+    assert!(again.is_empty(), "re-sent {again:?}");
 }
 
 #[test]
@@ -254,20 +264,8 @@ fn page_shifts_in_a_sparse_newest_first_listing_are_not_mistaken_for_disorder() 
     c.finish_pass(true);
     assert!(fresh > 0);
     // The events that arrived on top are the next pass's.
-    c.begin_pass(at(now + 1000));
-    let mut offset = 0;
-    loop {
-        let items = page_of(&listing, offset, 50);
-        let returned = items.len();
-        let b = c.admit(items);
-        for e in &b.events {
-            *delivered.entry(e.id.clone()).or_default() += 1;
-        }
-        c.commit(&b);
-        offset += returned;
-        if returned < 50 {
-            break;
-        }
+    for id in whole_pass(&mut c, now + 1000, &listing, 50) {
+        *delivered.entry(id).or_default() += 1;
     }
     assert_eq!(delivered.len(), 2000 + fresh as usize);
     assert!(
