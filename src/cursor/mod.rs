@@ -55,16 +55,17 @@
 //! A newest-first listing can not advance *W* before the pass ends, so a
 //! long backfill would keep every id of the pass. Instead the pass records
 //! the time range it has read through, `(p + margin, T0 − lookback −
-//! margin]` with *p* the last event of the last page delivered: every event created in
-//! it was visible when the pass started (that is what `lookback` means), so
-//! it was met, and none can still appear there. Ids inside a `covered`
-//! range are forgotten (a few pages behind the read position, so that page
-//! shifts still find them) and events that fall in one are skipped: `seen`
-//! stays bounded by the lookback window on either order. The range is only
-//! claimed on evidence: timestamps decreasing within a page, never
-//! increasing by more than the precision margin; and a new event above the range's lower end (impossible in a
-//! sorted listing) withdraws every range, falling back to ids (duplicates,
-//! never loss).
+//! margin]` with *p* the last event of the last page delivered: every
+//! event created in it was visible when the pass started (that is what
+//! `lookback` means), so it was met, and none can still appear there. Ids
+//! inside a `covered` range are forgotten (a few pages behind the read
+//! position, so that page shifts still find them) and events that fall in
+//! one are skipped: on either order `seen` holds the lookback window, what
+//! arrives during the pass and a few pages, not the history. A range is
+//! only claimed on evidence: timestamps decreasing within a page, never
+//! increasing by more than the precision margin; and a new event above the
+//! range's lower end (impossible in a sorted listing) withdraws every
+//! range, falling back to ids (duplicates, never loss).
 //!
 //! The cursor is pure logic without I/O, so it is unit- and property-tested
 //! on its own; the [`store`] persists it.
