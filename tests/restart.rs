@@ -27,6 +27,9 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_auditfwd"))
         .args(["run", "-c"])
         .arg(config)
+        // Every crate at debug, so that the secret check below sees the most
+        // an operator could turn on.
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(
             std::fs::OpenOptions::new()
@@ -139,6 +142,12 @@ impl Daemon {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().unwrap();
         assert!(caught_up, "did not catch up; log:\n{}", self.log_text());
+        let (key, log) = (self.sim.api_key(), self.log_text());
+        assert!(log.contains("DEBUG"), "the daemon logged at debug");
+        assert!(
+            !log.contains(&key),
+            "the API key appears in the daemon's log"
+        );
         assert!(
             status.success(),
             "SIGTERM ends the daemon cleanly: {status:?}"
