@@ -1,6 +1,7 @@
 //! SPEC §2: a slow or dead sink stops the poller for that source (no
 //! unbounded buffering), the cursor never passes undelivered events, and
-//! nothing is dropped once the sink recovers; shutdown drains the batch in
+//! nothing is dropped once the sink recovers; a stalled sink holds up only
+//! the sources feeding it; shutdown drains the batch in
 //! flight.
 
 use std::time::Duration;
@@ -260,4 +261,67 @@ async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
     fwd.stop().await.unwrap();
     let lines = received(&memory);
     compare(&truth, &id_counts(&lines)).assert_exact();
+}
+
+/// SPEC §2: a slow or dead sink stops the poller *for that source*: a
+/// second source whose events do not go to the stalled sink carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
+    let sim = tenant(SimConfig {
+        backlog: 600,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = format!(
+        "\n[[source]]\nname = \"other\"\nbase_url = \"{}\"\napi_key = \"{}\"\nallow_http = true\nstart_at = \"beginning\"\n",
+        sim.base_url(),
+        sim.api_key()
+    );
+    // Every source goes to the file sink; only `tenant` also to the gated one.
+    let setup = Setup {
+        extra_source: &other,
+        ..Setup::new(dir.path())
+    };
+    let memory = MemorySink::new("gated");
+    let (gated, gate) = GateSink::new(memory.clone());
+    let only_tenant = auditfwd::pipeline::Route {
+        sources: vec!["tenant".into()],
+        ..route("gated")
+    };
+    let config = parse_config(&config_text(&sim, dir.path(), &setup));
+    let fwd = Forwarder::start(App::new(config).with_sink(only_tenant, Box::new(gated)));
+
+    let truth = sim.truth();
+    let other_out = dir.path().join("out/other");
+    assert!(
+        wait_for(Duration::from_secs(20), || compare(
+            &truth,
+            &id_counts(&read_lines(&other_out))
+        )
+        .missing
+        .is_empty())
+        .await,
+        "the source that does not feed the stalled sink was held up"
+    );
+    compare(&truth, &id_counts(&read_lines(&other_out))).assert_exact();
+    // `tenant` got no further than the batch the gated sink holds.
+    assert!(memory.records().is_empty());
+    assert!(read_lines(&dir.path().join("out/tenant")).len() <= 100);
+
+    gate.add_permits(1000);
+    let tenant_out = dir.path().join("out/tenant");
+    assert!(
+        wait_for(Duration::from_secs(20), || compare(
+            &truth,
+            &id_counts(&read_lines(&tenant_out))
+        )
+        .missing
+        .is_empty())
+        .await
+    );
+    fwd.stop().await.unwrap();
+    compare(&truth, &id_counts(&read_lines(&tenant_out))).assert_exact();
+    compare(&truth, &id_counts(&received(&memory))).assert_exact();
 }
