@@ -378,6 +378,12 @@ impl Poller {
 
     /// Makes a checkpoint durable; compacts the store when it asks.
     async fn commit(&mut self, checkpoint: Checkpoint) -> Result<(), PassError> {
+        if checkpoint.covered.as_ref().is_some_and(Vec::is_empty) {
+            tracing::warn!(
+                source = %self.config.name,
+                "the API's listing is not sorted newest-first after all; deduplicating by id alone from now on (more memory during a backfill, nothing is lost)"
+            );
+        }
         let store = self.store.clone();
         let wants_snapshot = tokio::task::spawn_blocking(move || {
             store
