@@ -17,10 +17,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use auditfwd::format::{self, Format};
+mod common;
+
 use auditfwd_sink::testing::{hostile_events, sample_events};
 use auditfwd_sink::{Record, Sink};
 use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig};
+use common::{json_record, peak_rss_kib};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -46,24 +48,7 @@ fn records(start: usize, len: usize) -> Vec<Record> {
             e.details = h.details.clone();
         }
     }
-    events
-        .into_iter()
-        .map(|e| Record {
-            payload: Format::Json.encode(&e).unwrap(),
-            severity: format::severity(&e),
-            format: "json",
-            event: std::sync::Arc::new(e),
-        })
-        .collect()
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    events.into_iter().map(json_record).collect()
 }
 
 fn config(brokers: &str, topic: &str) -> KafkaSinkConfig {

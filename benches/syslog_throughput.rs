@@ -23,11 +23,13 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use auditfwd::format::{self, Format};
+mod common;
+
 use auditfwd_sink::testing::sample_events;
 use auditfwd_sink::{Record, Sink};
 use auditfwd_sink_syslog::encode::{self, Header};
 use auditfwd_sink_syslog::{SyslogSink, SyslogSinkConfig};
+use common::{json_record, peak_rss_kib};
 
 const BATCH: usize = 100;
 
@@ -40,23 +42,9 @@ fn records(start: usize, len: usize) -> Vec<Record> {
                 entity_id: Some(format!("ent-{i}")),
                 ..template[i % 2].clone()
             };
-            Record {
-                payload: Format::Json.encode(&e).unwrap(),
-                severity: format::severity(&e),
-                format: "json",
-                event: std::sync::Arc::new(e),
-            }
+            json_record(e)
         })
         .collect()
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn config(port: u16) -> SyslogSinkConfig {

@@ -8,6 +8,7 @@ use auditfwd::app::App;
 use auditfwd::simulator::SimConfig;
 use auditfwd::telemetry::Status;
 
+use crate::support::services::free_port;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,14 +115,6 @@ start_at = "beginning"
         .expect("the healthy source shut down cleanly");
     compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
     assert!(!read_lines(&out).iter().any(|l| l["source"] == "wrong-key"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
