@@ -21,7 +21,7 @@ use crate::rate_limit;
 use crate::retry::RetryPolicy;
 use crate::sinks;
 use crate::source::client::ApiClient;
-use crate::source::poller::Poller;
+use crate::source::poller::{Poller, PollerParts};
 use crate::telemetry::{self, Health, Metrics, Status};
 
 /// Why the daemon could not run.
@@ -230,14 +230,16 @@ fn start_source(
         shutdown.clone(),
     );
     Ok(Poller::new(
-        source.clone(),
-        client,
-        enricher,
+        PollerParts {
+            config: source.clone(),
+            client,
+            enricher,
+            pipeline,
+            metrics: metrics.clone(),
+            health: health.clone(),
+        },
         cursor,
         Box::new(store),
-        pipeline,
-        metrics.clone(),
-        health.clone(),
     ))
 }
 

@@ -5,6 +5,7 @@
 //! syslog) under client-side rate limiting, without losing or forging an
 //! event. The pipeline, in the order data flows:
 //!
+//! - [`model`]: the API's events as parsed, keyed for deduplication;
 //! - [`source`]: HTTP client, page parsing, the poll loop;
 //! - [`cursor`]: which events are delivered; the delivery guarantee;
 //! - [`normalize`]: the API's event to the canonical [`auditfwd_sink::Event`];
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod enrich;
 pub mod filter;
 pub mod format;
+pub mod model;
 pub mod normalize;
 pub mod pipeline;
 pub mod rate_limit;

@@ -22,6 +22,8 @@ pub fn normalize(source: &str, raw: RawEvent, received_at: DateTime<Utc>) -> Eve
         created_at,
         mut value,
         raw,
+        id_reused,
+        ..
     } = raw;
     let text = |key: &str| value.get(key).and_then(as_text);
     let action = text("action")
@@ -41,6 +43,7 @@ pub fn normalize(source: &str, raw: RawEvent, received_at: DateTime<Utc>) -> Eve
         details,
         created_at,
         received_at,
+        id_reused,
         user: None,
         raw: Arc::clone(&raw),
     }

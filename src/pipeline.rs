@@ -191,6 +191,28 @@ impl SinkTask {
     }
 }
 
+/// Proof that every sink took a batch: only [`Pipeline::deliver`] makes
+/// one, and [`crate::cursor::Cursor::commit`] requires it, so the cursor can
+/// not move past events no sink acknowledged.
+#[derive(Debug)]
+#[must_use = "commit the batch with its acknowledgement"]
+pub struct Ack {
+    ticket: u64,
+}
+
+impl Ack {
+    /// The batch this acknowledges ([`crate::cursor::Batch::ticket`]).
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// An acknowledgement without sinks, for the cursor's own tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(ticket: u64) -> Self {
+        Self { ticket }
+    }
+}
+
 /// Why a batch could not be completed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -237,12 +259,14 @@ impl Pipeline {
 
     /// Delivers `events` to every sink that wants them and writes `dead`
     /// (plus anything a sink could not take) to the dead-letter file.
-    /// Returns once all of it is acknowledged.
+    /// Returns, once all of it is acknowledged, the [`Ack`] of the cursor
+    /// batch `ticket`.
     pub async fn deliver(
         &self,
+        ticket: u64,
         events: &[Arc<Event>],
         mut dead: Vec<DeadLetter>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Ack, PipelineError> {
         let mut pending = Vec::with_capacity(self.sinks.len());
         for sink in &self.sinks {
             let route = &sink.route;
@@ -304,7 +328,8 @@ impl Pipeline {
                 });
             }
         }
-        self.write_dead_letters(dead).await
+        self.write_dead_letters(dead).await?;
+        Ok(Ack { ticket })
     }
 
     async fn write_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), PipelineError> {

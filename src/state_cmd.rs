@@ -77,9 +77,10 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
                 )
                 .ok();
             }
-            Some(mut state) => {
+            Some(state) => {
                 // As the next run loads it: ids outside the window forgotten.
-                state.prune(state.window_start(s.lookback));
+                let lookback_ms = s.lookback.as_millis() as i64;
+                let state = crate::cursor::Cursor::new(state, s.lookback).state().clone();
                 let lag = Utc::now().timestamp_millis() - state.watermark_ms;
                 writeln!(out, "  scope starts   {}", time(state.floor_ms)).ok();
                 writeln!(
@@ -89,19 +90,27 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
                     lag as f64 / 1000.0
                 )
                 .ok();
-                writeln!(
-                    out,
-                    "  next window    events created from {}",
-                    time(state.window_start(s.lookback))
-                )
-                .ok();
+                match state.pass {
+                    Some(pass) => writeln!(
+                        out,
+                        "  pass underway  events created from {}, read up to offset {}; a restart resumes it",
+                        time(pass.since_ms),
+                        pass.offset
+                    )
+                    .ok(),
+                    None => writeln!(
+                        out,
+                        "  next window    events created from {}",
+                        time(state.window_start(lookback_ms))
+                    )
+                    .ok(),
+                };
                 writeln!(out, "  dedup ids      {}", state.seen.len()).ok();
-                for (lo, hi) in &state.covered {
+                if !state.strays.is_empty() {
                     writeln!(
                         out,
-                        "  read through   events created after {} up to {} (newest-first pass)",
-                        time(*lo),
-                        time(*hi)
+                        "  out of window  {} ids of events dated far outside every window",
+                        state.strays.len()
                     )
                     .ok();
                 }

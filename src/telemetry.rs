@@ -67,6 +67,12 @@ pub struct Metrics {
     pub events_duplicate: Family<SourceLabel, Counter>,
     /// Elements written to the dead-letter file.
     pub events_dead_lettered: Family<SourceLabel, Counter>,
+    /// Events delivered again because their id came back with new content.
+    pub events_reused_id: Family<SourceLabel, Counter>,
+    /// Events dated outside every window (far past or future), delivered.
+    pub events_out_of_window: Family<SourceLabel, Counter>,
+    /// Tie groups larger than a page, read by sampling.
+    pub tie_groups_oversized: Family<SourceLabel, Counter>,
     /// Pages fetched.
     pub pages_fetched: Family<SourceLabel, Counter>,
     /// API requests by outcome.
@@ -120,6 +126,18 @@ impl Metrics {
             "events_dead_lettered",
             "Events written to the dead-letter file"
         );
+        let events_reused_id = reg!(
+            "events_reused_id",
+            "Events delivered again because their id came back with other content"
+        );
+        let events_out_of_window = reg!(
+            "events_out_of_window",
+            "Events dated far outside the window (past or future), delivered and never moving the cursor"
+        );
+        let tie_groups_oversized = reg!(
+            "tie_groups_oversized",
+            "Groups of events on one created_at larger than a page, read by sampling"
+        );
         let pages_fetched = reg!("pages_fetched", "Audit-log pages fetched");
         let api_requests = reg!("api_requests", "API requests by outcome");
         let cursor_lag_seconds = reg!(
@@ -144,6 +162,9 @@ impl Metrics {
             events_delivered,
             events_duplicate,
             events_dead_lettered,
+            events_reused_id,
+            events_out_of_window,
+            tie_groups_oversized,
             pages_fetched,
             api_requests,
             cursor_lag_seconds,

@@ -50,7 +50,8 @@ fn variants(action: &str) -> Vec<Event> {
         entity_id: None,
         user_id: None,
         details: Value::Null,
-        user: None,
+        id_reused: false,
+            user: None,
         ..base(action)
     });
     // Values that do not fit their typed fields.

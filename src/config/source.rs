@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::types::{Secret, StartAt, duration};
+use super::types::{Secret, StartAt, duration, size};
 use super::{Problem, is_valid_name};
 use crate::retry::RetryPolicy;
 
@@ -38,6 +38,8 @@ pub(crate) struct RawSource {
     allow_http: bool,
     #[serde(default = "default_prefetch")]
     prefetch: u32,
+    #[serde(default = "default_max_body", deserialize_with = "size")]
+    max_body: u64,
     #[serde(default)]
     rate_limit: RawRateLimit,
     #[serde(default)]
@@ -100,6 +102,9 @@ fn default_request_timeout() -> Duration {
 fn default_prefetch() -> u32 {
     2
 }
+fn default_max_body() -> u64 {
+    32 << 20
+}
 fn default_rps() -> u32 {
     10
 }
@@ -137,6 +142,9 @@ pub struct SourceConfig {
     pub allow_http: bool,
     /// Pages fetched ahead while a backfill is delivered. Default 2.
     pub prefetch: u32,
+    /// Largest response body read (bytes); a larger page is asked again
+    /// with a smaller `limit`. Default 32 MiB.
+    pub max_body: u64,
     /// Requests per second to this tenant, enrichment included. Default 10.
     pub requests_per_second: NonZeroU32,
     /// Burst allowance of the rate limit. Default = requests_per_second.
@@ -305,6 +313,15 @@ impl RawSource {
                 format!("{} is too many; use 0 to 16", self.prefetch),
             );
         }
+        if self.max_body < 4096 {
+            problem(
+                "max_body",
+                format!(
+                    "{} bytes is too small for one page; use at least 4096, e.g. \"32MiB\"",
+                    self.max_body
+                ),
+            );
+        }
         let rps = NonZeroU32::new(self.rate_limit.requests_per_second);
         if rps.is_none() {
             problem(
@@ -352,6 +369,7 @@ impl RawSource {
             request_timeout: self.request_timeout,
             allow_http: self.allow_http,
             prefetch: self.prefetch,
+            max_body: self.max_body,
             requests_per_second: rps?,
             burst: burst?,
             retry: RetryPolicy {

@@ -17,6 +17,44 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     })
 }
 
+/// Deserializes a size in bytes: an integer, or a string such as `"32MiB"`,
+/// `"512KiB"`, `"2GB"`.
+pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(n),
+        Raw::Text(s) => parse_size(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a size; write bytes as a number, or like \"32MiB\", \"512KiB\""
+            ))
+        }),
+    }
+}
+
+/// `"32MiB"` and friends in bytes.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
 /// A secret (API key). Its `Debug` prints `***`; it has no `Display`, so it
 /// cannot end up in a log line or an error by accident.
 #[derive(Clone, PartialEq, Eq)]
@@ -96,6 +134,15 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{:?}", Some(&s)), "Some(Secret(***))");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("32MiB"), Some(32 << 20));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("2 GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
     }
 
     #[test]

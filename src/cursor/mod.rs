@@ -6,260 +6,262 @@
 //! auditfwd is **at-least-once**: the cursor advances past an event only
 //! after **every sink that must receive it acknowledged it** (and the
 //! dead-letter file, for events that can not be forwarded, was fsynced).
-//! The order is fixed by the types: [`Cursor::admit`] hands out a [`Batch`];
-//! only [`Cursor::commit`] of that batch (called by the poller after the
-//! pipeline returned the acknowledgements) records it, and only the
-//! resulting [`Checkpoint`], once durably written by the
-//! [`store::StateStore`], survives a restart. A crash at any instant
-//! therefore re-sends at most the batch that was in flight.
+//! The types fix the order: [`Cursor::admit`] hands out a [`Batch`];
+//! [`Cursor::commit`] takes that batch together with the [`Ack`] that only
+//! [`crate::pipeline::Pipeline::deliver`] creates, once every sink
+//! acknowledged it, and returns the [`Checkpoint`] to make durable. A crash
+//! at any instant therefore re-sends at most the batch in flight.
 //!
-//! # How the API is paged
+//! # What the API may do
 //!
-//! The API offers `since`, `limit` and `offset`, and promises nothing about
-//! sort order, `since` inclusivity, ties or late arrivals. The cursor keeps:
+//! `GET /audit-logs?since&limit&offset` promises nothing about sort order,
+//! `since` inclusivity, ties, page size, totals or late arrivals. The cursor
+//! assumes only this:
 //!
-//! - `floor`: events created before it are out of scope (`start_at`,
-//!   `state set-since`);
-//! - `watermark` *W*: every in-scope event created before *W − lookback*
-//!   has been delivered;
-//! - `seen`: the ids delivered with `created_at ≥ W − lookback`.
+//! - **A1** every response is one consistent snapshot of a listing ordered by
+//!   some key, where events with equal keys may come in any order, a fresh
+//!   one on every request (SQL `ORDER BY created_at` without a tiebreaker);
+//! - **A2** events are only ever inserted, never deleted or moved: an
+//!   event's position can only grow over time;
+//! - **A3** events with equal sort keys show equal `created_at` (the shown
+//!   time is a function of the key: the key itself, or the key at a coarser
+//!   precision, or a key the API does not show with no ties in it);
+//! - **A4** `since` filters on the event's stored time, which `created_at`
+//!   shows at a precision of 1 s or better ([`PRECISION_MARGIN_MS`]);
+//! - **A5** an event becomes visible at most `lookback` after its
+//!   `created_at` (which includes clock skew).
 //!
-//! A **pass** reads the window `created_at ≥ L` with `L = max(W − lookback,
-//! floor)`, from offset 0 until a short page. It asks for `since = L − 1 ms`,
-//! so that an exclusive and an inclusive `since` both return everything at
-//! `L`, and drops what is older than `L` (already covered). An id already in
-//! `seen` (or earlier in the batch) is a duplicate and skipped: that covers
-//! page shifts, ties on one millisecond, inclusive `since` and the lookback
-//! overlap.
+//! Anything else is fair game: either order or an order by a hidden
+//! sequence, page caps below `limit`, totals that lie, inserts between and
+//! during requests, bogus timestamps, reused or numeric ids.
 //!
-//! Why a pass misses nothing that was visible when it started: events are
-//! only ever inserted, so an event's position in the listing only grows
-//! while we page, and reading consecutive pages with increasing offsets
-//! until a short page must meet it (an insertion before it shows as a
-//! duplicate, never a gap). An event inserted *behind* our read position
-//! during the pass (a late event, or a new one in a newest-first listing) is
-//! met by the next pass, because the next window still starts at or before
-//! its `created_at`: *W* only advances to `min(newest created_at seen, T0)`
-//! where *T0* is the pass start, and an event that becomes visible after
-//! *T0* was created after *T0 − lookback* (that is what `lookback` means).
+//! # How a pass reads the window
 //!
-//! The price: a pass re-reads what arrived during the previous pass (found
-//! in `seen` and skipped). Reading must therefore outpace arrival more than
-//! twice over; at 100 events per request and `q` requests per second that is
-//! up to `50 × q` events per second, e.g. 500/s at the default 10 req/s.
+//! The cursor keeps a watermark *W*: every in-scope event created before
+//! *W − lookback* has been delivered. A **pass** reads the window `since =
+//! W − lookback` (one millisecond earlier, so both `since` semantics return
+//! the boundary) from offset 0, page by page, and skips ids it already
+//! delivered. It starts at local time *T0* (lowered to the server's `Date`
+//! when that is sane); a complete pass moves *W* to *min(T0, newest event
+//! read)*.
 //!
-//! For an oldest-first listing (detected: timestamps never decrease across
-//! the pass), *W* also advances after each page to the last event read, so
-//! a long backfill keeps `seen` and the state file small.
+//! **Step back over ties.** After page *i* at offset *Oᵢ* with *nᵢ* items,
+//! let *Bᵢ* be its trailing items that share the last `created_at` (*kᵢ* of
+//! them) and *Fᵢ* the rest. The next page is read at *Oᵢ + nᵢ − kᵢ*.
 //!
-//! A newest-first listing can not advance *W* before the pass ends, so a
-//! long backfill would keep every id of the pass. Instead the pass records
-//! the time range it has read through, `(p + margin, T0 − lookback −
-//! margin]` with *p* the last event of the last page delivered: every
-//! event created in it was visible when the pass started (that is what
-//! `lookback` means), so it was met, and none can still appear there. Ids
-//! inside a `covered` range are forgotten (a few pages behind the read
-//! position, so that page shifts still find them) and events that fall in
-//! one are skipped: on either order `seen` holds the lookback window, what
-//! arrives during the pass and a few pages, not the history. A range is
-//! only claimed on evidence: timestamps decreasing within a page, never
-//! increasing by more than the precision margin; and a new event above the
-//! range's lower end (impossible in a sorted listing) withdraws every
-//! range, falling back to ids (duplicates, never loss).
+//! *Claim:* every event visible at *T0* that sorts strictly before *Bᵢ* has
+//! been returned by page *i* or earlier. *Proof sketch:* by A1/A3 the items
+//! of *Fᵢ* sort strictly before those of *Bᵢ*, and the events sorting
+//! strictly before *Bᵢ* filled exactly positions *0 … Oᵢ + nᵢ − kᵢ − 1* when
+//! page *i* was served. By A2 they fill at least as many positions when page
+//! *i + 1* is served later, so page *i + 1* starts at or before the first
+//! event that sorts with or after *Bᵢ*, and (being a contiguous slice of
+//! one snapshot) returns every event sorting before *Bᵢ₊₁* from there on,
+//! whole tie groups included, whatever order they come in this time. By
+//! induction nothing visible at *T0* is skipped; an event that becomes
+//! visible later was created after *T0 − lookback* (A5) and is inside the
+//! next pass's window, because *W* never passes *T0*.
+//!
+//! **Prefetched pages** are requested before the page before them arrived,
+//! so the timing argument does not hold for them. One counts only if it
+//! *chains*: it contains an event of *Fᵢ* (a witness). Every event sorting
+//! at or after *Bᵢ* sorts strictly after the witness in every snapshot, so
+//! it is in the prefetched page or after it. A page that does not chain is
+//! dropped and read again at the right offset.
+//!
+//! **A pass ends on evidence**: an empty page, or a page shorter than both
+//! `limit` and the largest page the server has returned (its real cap) that
+//! brings nothing unread: positions from the start of the last boundary to
+//! the end of the listing were all returned. A short page with new events is
+//! not trusted to be the end (the cap may vary), unless `pagination.total`
+//! has agreed with where three earlier passes ended, and agrees again.
+//!
+//! **Tie groups larger than a page** (a page whose items all share one
+//! `created_at`) can not be stepped over. The cursor reads forward until
+//! the group ends, then samples pages inside the group at varying offsets
+//! until it has seen every member [`GROUP_SIGHTINGS`] times over without
+//! finding a new one (with a fresh random order per request, the chance that
+//! a member escapes is below e^−14 ≈ 10⁻⁶). This is the one limit the
+//! cursor can not beat: an API that returns a tie group larger than its
+//! page in an order that depends on `offset` but never varies can hide
+//! members for ever. Such groups are counted and logged.
+//!
+//! **Progress is durable by position.** Each checkpoint saves the next
+//! offset, the pass's `since` and *T0*. A restart resumes the pass there: by
+//! A2 every event not yet read is still at or after that offset.
+//!
+//! # Bounded memory, whatever the timestamps
+//!
+//! `seen` keeps the ids the next pass can meet again (created after *W −
+//! lookback* minus the precision margin), the ids of the last
+//! [`RECENT_IDS`] ids this pass delivered (page shifts re-read those), and the
+//! ids of earlier passes until this one ends. An event outside every window
+//! (far past or far future: a bogus clock, or a listing that returns it on
+//! every pass) is delivered, counted, and remembered among at most
+//! [`STRAY_CAP`] strays; it never moves *W*. A backfill of any length in any
+//! order therefore keeps the lookback window and a few pages.
+//!
+//! # Nothing silent
+//!
+//! Every element a page holds is delivered, or skipped as a repeat of a
+//! delivered element with the same content, or dead-lettered with a reason.
+//! An id that comes back with other content is delivered again, marked
+//! `id_reused`. Ids keep their JSON type (`7` is not `"7"`); an element
+//! without an id is keyed by a hash of its bytes. A page full of events
+//! from before the window means the API ignores `since`: the source stops
+//! with that error rather than replay the tenant's history.
 //!
 //! The cursor is pure logic without I/O, so it is unit- and property-tested
-//! on its own; the [`store`] persists it.
+//! on its own (against the hostile listing model of
+//! [`crate::simulator::listing`]); the [`store`] persists it.
 
+mod group;
+mod legacy;
+pub mod state;
 pub mod store;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::source::page::{Item, Malformed, RawEvent};
+pub use self::state::{
+    Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassProgress,
+    RECENT_IDS, STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
+};
+use self::group::Group;
+pub use self::group::GroupReport;
+pub use crate::model::{EventKey, Item, Malformed, RawEvent};
+use crate::model::KeySet;
+pub use crate::pipeline::Ack;
 
-/// Version of the state file layout.
-pub const STATE_VERSION: u32 = 1;
+/// How far ahead of the local clock (or the server's `Date`) a `created_at`
+/// may be and still count as the present (ms).
+pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
-/// Tolerance below the window start, in ms. An API may display
-/// `created_at` at a coarser precision than it filters `since` on (seconds
-/// instead of milliseconds); events shown up to this much before the window
-/// start are still checked against `seen` rather than dropped, and `seen`
-/// keeps ids that far back.
-pub const PRECISION_MARGIN_MS: i64 = 1000;
+/// A server `Date` further behind the local clock than this (ms) is not
+/// used to lower the pass start (a broken header would freeze the
+/// watermark); the events' own timestamps still bound it.
+pub const MAX_DATE_SKEW_MS: i64 = 60 * 60 * 1000;
 
-/// The persistent part of the cursor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CursorState {
-    /// Layout version ([`STATE_VERSION`]).
-    pub version: u32,
-    /// The source this state belongs to.
-    pub source: String,
-    /// Events created before this (epoch ms) are out of scope.
-    pub floor_ms: i64,
-    /// Every in-scope event created before `watermark_ms - lookback` is
-    /// delivered.
-    pub watermark_ms: i64,
-    /// Delivered ids with their `created_at` (epoch ms), for deduplication.
-    #[serde(with = "seen_list")]
-    pub seen: HashMap<String, i64>,
-    /// Events acknowledged by every sink since this state was created.
-    #[serde(default)]
-    pub delivered_total: u64,
-    /// Events sent to the dead-letter file since this state was created.
-    #[serde(default)]
-    pub dead_lettered_total: u64,
-    /// Time ranges `(lo, hi]` (epoch ms) that newest-first passes read
-    /// through: every in-scope event created in one is delivered and no new
-    /// one can appear there, so their ids need not be kept.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub covered: Vec<(i64, i64)>,
+/// How many times over each member of an oversized tie group must have been
+/// seen, since the last new one, before the group counts as read.
+pub const GROUP_SIGHTINGS: u64 = 14;
+
+/// After this many consecutive full pages with the same ids at growing
+/// offsets the API is taken to ignore `offset`. (A few in a row happen
+/// honestly: events inserted ahead of the read position can shift the
+/// listing by exactly one step.)
+const IDENTICAL_PAGES: u32 = 50;
+
+/// A page of events ignoring `since`: this many before the window, and
+/// nearly all of the page.
+const IGNORED_SINCE_MIN: usize = 10;
+
+/// Checkpoint progress without new events every this many pages.
+const EMPTY_PAGE_CHECKPOINT: u64 = 16;
+
+/// Why the cursor can not go on with this source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    /// A page held almost nothing but events from before the window.
+    #[error(
+        "the API returned {count} of {total} events created before since={since}; it ignores the `since` parameter (or shows created_at coarser than 1 s). auditfwd stopped this source instead of replaying the tenant's history; check base_url, or report it to the API's vendor"
+    )]
+    IgnoresSince {
+        /// Events before the window in the page.
+        count: usize,
+        /// Timestamped events in the page.
+        total: usize,
+        /// The window start, RFC 3339.
+        since: String,
+    },
 }
 
-impl CursorState {
-    /// A fresh state: nothing delivered, scope starting at `floor`.
-    pub fn new(source: &str, floor: DateTime<Utc>) -> Self {
-        let floor_ms = floor.timestamp_millis();
-        Self {
-            version: STATE_VERSION,
-            source: source.to_string(),
-            floor_ms,
-            watermark_ms: floor_ms,
-            seen: HashMap::new(),
-            delivered_total: 0,
-            dead_lettered_total: 0,
-            covered: Vec::new(),
-        }
-    }
-
-    /// Applies a durable checkpoint (used when replaying the journal).
-    pub fn apply(&mut self, checkpoint: &Checkpoint) {
-        for (key, ms) in &checkpoint.acked {
-            self.seen.insert(key.clone(), *ms);
-        }
-        self.watermark_ms = self.watermark_ms.max(checkpoint.watermark_ms);
-        self.delivered_total += checkpoint.delivered;
-        self.dead_lettered_total += checkpoint.dead_lettered;
-        if let Some(covered) = &checkpoint.covered {
-            self.covered = covered.clone();
-        }
-        if let Some(range) = checkpoint.forget {
-            self.forget(range);
-        }
-    }
-
-    /// Forgets the ids created inside `(lo, hi]`, a covered range.
-    fn forget(&mut self, (lo, hi): (i64, i64)) {
-        self.seen.retain(|_, ms| *ms <= lo || *ms > hi);
-    }
-
-    /// Whether `ms` lies in a covered range.
-    pub fn is_covered(&self, ms: i64) -> bool {
-        in_ranges(&self.covered, ms)
-    }
-
-    /// Start of the window a pass reads: `max(W - lookback, floor)`.
-    pub fn window_start(&self, lookback: Duration) -> i64 {
-        let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
-        self.watermark_ms
-            .saturating_sub(lookback_ms)
-            .max(self.floor_ms)
-    }
-
-    /// Forgets ids that no pass can return any more: older than
-    /// `window_start` minus the precision margin.
-    pub fn prune(&mut self, window_start: i64) {
-        let keep_from = window_start.saturating_sub(PRECISION_MARGIN_MS);
-        self.seen.retain(|_, ms| *ms >= keep_from);
-        self.covered.retain(|(_, hi)| *hi >= keep_from);
-    }
-}
-
-fn in_ranges(ranges: &[(i64, i64)], ms: i64) -> bool {
-    ranges.iter().any(|(lo, hi)| *lo < ms && ms <= *hi)
-}
-
-/// Sorted, with overlapping or touching ranges merged.
-fn merge_ranges(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
-    ranges.sort_unstable();
-    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
-    for (lo, hi) in ranges {
-        match merged.last_mut() {
-            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
-            _ => merged.push((lo, hi)),
-        }
-    }
-    merged
-}
-
-/// `seen` as a list of `[id, created_ms]`, oldest first, so the state file
-/// is stable and readable.
-mod seen_list {
-    use std::collections::HashMap;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(seen: &HashMap<String, i64>, s: S) -> Result<S::Ok, S::Error> {
-        let mut list: Vec<(&String, &i64)> = seen.iter().collect();
-        list.sort_by(|a, b| a.1.cmp(b.1).then_with(|| a.0.cmp(b.0)));
-        s.collect_seq(list)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<String, i64>, D::Error> {
-        Ok(Vec::<(String, i64)>::deserialize(d)?.into_iter().collect())
-    }
-}
-
-/// A change to the cursor that must be made durable before it counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Keys acknowledged by every sink, with their `created_at` (ms).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub acked: Vec<(String, i64)>,
-    /// The watermark after this change.
-    pub watermark_ms: i64,
-    /// How many events of `acked` went through the sinks (or were left out
-    /// by the source's `actions` filter).
-    #[serde(default)]
-    pub delivered: u64,
-    /// How many of `acked` went to the dead-letter file.
-    #[serde(default)]
-    pub dead_lettered: u64,
-    /// The covered ranges after this change, when they changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub covered: Option<Vec<(i64, i64)>>,
-    /// Ids created in this range are forgotten (it is covered).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forget: Option<(i64, i64)>,
-}
-
-/// The query of a pass.
+/// What a pass asks the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassQuery {
+pub struct PassPlan {
     /// `since` to send: one millisecond before the window start.
     pub since: DateTime<Utc>,
-    /// The window start.
+    /// The window start (epoch ms).
     pub window_start_ms: i64,
+    /// This pass continues one a restart interrupted.
+    pub resumed: bool,
 }
 
-/// New events of one page, to deliver; commit it once acknowledged.
-#[derive(Debug, Default)]
+/// What to do next in a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read the page at this offset.
+    Fetch(u64),
+    /// The pass is over.
+    Done(Outcome),
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything visible at the pass start was read.
+    Complete,
+    /// The API returns the same page at every offset; the watermark stays.
+    OffsetIgnored,
+}
+
+/// One page as fetched, for [`Cursor::admit`].
+#[derive(Debug)]
+pub struct PageIn {
+    /// The offset it was asked for.
+    pub offset: u64,
+    /// The `limit` it was asked for.
+    pub limit: u32,
+    /// Its elements, in order.
+    pub items: Vec<Item>,
+    /// `pagination.total`, if any.
+    pub total: Option<u64>,
+    /// Requested after the previous page's response had arrived (else it
+    /// was prefetched and must chain).
+    pub sequential: bool,
+    /// Local time when it arrived.
+    pub now: DateTime<Utc>,
+    /// The response's `Date`, if any.
+    pub server_date: Option<DateTime<Utc>>,
+}
+
+/// The answer to a page.
+#[derive(Debug)]
+pub enum Admission {
+    /// The new elements of the page.
+    Batch(Batch),
+    /// A prefetched page that does not provably chain with the one before:
+    /// nothing changed; read [`Cursor::next`] sequentially instead.
+    Rejected,
+}
+
+/// What [`Cursor::admit`] found in a page, for metrics and logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AdmitStats {
+    /// Already delivered with the same content (or twice in this page).
+    pub duplicates: u64,
+    /// Delivered again: an id seen before with other content.
+    pub reused_ids: u64,
+    /// Outside every window (far past or far future), new.
+    pub strays: u64,
+    /// The server's `Date` is far behind the local clock (ms).
+    pub date_skew_ms: Option<i64>,
+    /// An oversized tie group finished: its time, size, and whether the
+    /// sampling gave up before confirming it complete.
+    pub tie_group: Option<GroupReport>,
+}
+
+/// New elements of one page, to deliver; commit it once acknowledged.
+#[derive(Debug)]
 pub struct Batch {
     /// Events to deliver, in page order.
     pub events: Vec<RawEvent>,
     /// Elements to write to the dead-letter file.
     pub dead: Vec<Malformed>,
-    /// Dedup keys of both, with the `created_at` used for pruning.
-    keys: Vec<(String, i64)>,
-    /// Indices in the page of the items taken, while selecting.
-    chosen: Vec<usize>,
-    /// Position (created ms) of the last event in the page, for the
-    /// oldest-first watermark advance.
-    last_position_ms: Option<i64>,
-    /// Counters for metrics.
+    /// What the page held besides.
     pub stats: AdmitStats,
+    ticket: u64,
+    acked: Vec<Acked>,
+    update: Box<Update>,
 }
 
 impl Batch {
@@ -267,361 +269,659 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.dead.is_empty()
     }
+
+    /// Names this batch to the pipeline, whose [`Ack`] must carry it back.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// What the pass reads once this batch is committed: the poller may
+    /// request it now, since this page has arrived.
+    pub fn next(&self) -> Next {
+        self.update.next
+    }
 }
 
-/// What [`Cursor::admit`] skipped.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AdmitStats {
-    /// Already delivered (or twice in this page).
-    pub duplicates: u64,
-    /// Older than the window start.
-    pub before_window: u64,
-}
-
-/// Observed sort order of the listing within a pass.
-#[derive(Debug, Default, Clone, Copy)]
-struct Order {
-    increases: u64,
-    decreases: u64,
+/// What committing a batch changes in the pass.
+#[derive(Debug)]
+struct Update {
+    next: Next,
+    mode: Mode,
+    front: KeySet,
+    page_keys: Vec<EventKey>,
+    identical: u32,
+    newest_ms: Option<i64>,
     last_ms: Option<i64>,
+    resume_offset: u64,
+    offset: u64,
+    overlap: u64,
+    total_agreed: Option<bool>,
+    steps: (u64, u64),
 }
 
-impl Order {
-    fn observe(&mut self, ms: i64) {
-        if let Some(last) = self.last_ms {
-            if ms > last {
-                self.increases += 1;
-            } else if ms < last {
-                self.decreases += 1;
-            }
-        }
-        self.last_ms = Some(ms);
-    }
-
-    /// Oldest-first as far as we can tell: some increase, never a decrease.
-    fn oldest_first(&self) -> bool {
-        self.increases > 0 && self.decreases == 0
-    }
+/// How the pass reads.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Page after page, stepping back over the boundary's ties.
+    Normal,
+    /// Inside a tie group larger than a page.
+    Group(Box<Group>),
 }
 
-/// How many pages behind the read position ids are forgotten in a covered
-/// range: a page shift of up to this many pages still finds its repeats in
-/// `seen` (a larger one looks like disorder and costs duplicates, not loss).
-const FORGET_DELAY_PAGES: usize = 8;
+/// What the cursor learned of the server (not durable: relearned cheaply).
+#[derive(Debug, Default, Clone)]
+struct Learned {
+    /// Largest page the server returned.
+    cap: u64,
+    /// Passes in a row whose end `pagination.total` predicted.
+    total_agreements: u32,
+}
 
-/// What a newest-first pass has read through (see the module docs).
-#[derive(Debug, Default)]
-struct Descending {
-    /// Ranges of earlier passes, trusted for skipping.
-    base: Vec<(i64, i64)>,
-    /// Lower end of this pass's range (exclusive), once claimed.
-    lo: Option<i64>,
-    /// Lower ends of the last pages, oldest first, for the forget delay.
-    recent: std::collections::VecDeque<i64>,
-    /// Some page had strictly decreasing timestamps.
-    evidence: bool,
-    /// The listing is not sorted newest-first: claim and skip nothing.
-    not_newest_first: bool,
+impl Learned {
+    fn total_trusted(&self) -> bool {
+        self.total_agreements >= 3
+    }
 }
 
 #[derive(Debug)]
-struct Pass {
-    /// Events created before this are covered already (window start minus
-    /// the precision margin).
-    keep_from_ms: i64,
-    /// Pass start: the local clock, lowered to the server's `Date` if that
-    /// is earlier (a fast local clock must not advance the watermark).
-    t0_ms: i64,
-    newest_ms: Option<i64>,
-    order: Order,
-    desc: Descending,
+struct Run {
+    progress: PassProgress,
+    next: Next,
+    mode: Mode,
+    /// Keys of the last page's front (witnesses for a prefetched page).
+    front: KeySet,
+    /// Sorted keys of the last page (to spot an API ignoring `offset`).
+    page_keys: Vec<EventKey>,
+    identical: u32,
+    /// Offset of the last page admitted.
+    last_offset: Option<u64>,
+    /// Position (ms) of the last timestamped element, for untimed ones.
+    last_ms: Option<i64>,
+    /// Largest server `Date` seen (ms), for the future cutoff.
+    server_ms: Option<i64>,
+    /// The first response's `Date` was checked.
+    date_checked: bool,
+    /// Pages since the last durable checkpoint.
+    unsaved: u64,
+    /// Steps up and down between consecutive times within pages.
+    steps: (u64, u64),
 }
 
 /// The cursor of one source (logic only; see the module documentation).
 #[derive(Debug)]
 pub struct Cursor {
     state: CursorState,
-    lookback: Duration,
-    pass: Option<Pass>,
+    lookback_ms: i64,
+    run: Option<Run>,
+    learned: Learned,
+    tickets: u64,
 }
 
 impl Cursor {
-    /// A cursor over `state` (a replayed journal may hold ids that are
-    /// already outside the window; they are dropped here).
-    pub fn new(mut state: CursorState, lookback: Duration) -> Self {
-        state.prune(state.window_start(lookback));
+    /// A cursor over `state` (ids already outside the window are dropped,
+    /// unless a pass is in progress).
+    pub fn new(mut state: CursorState, lookback: std::time::Duration) -> Self {
+        let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+        if state.pass.is_none() {
+            state.prune(lookback_ms);
+        }
         Self {
             state,
-            lookback,
-            pass: None,
+            lookback_ms,
+            run: None,
+            learned: Learned::default(),
+            tickets: 0,
         }
     }
 
-    /// The current state.
+    /// The current durable state.
     pub fn state(&self) -> &CursorState {
         &self.state
     }
 
-    /// Starts a pass at local time `now`; returns what to ask the API.
-    pub fn begin_pass(&mut self, now: DateTime<Utc>) -> PassQuery {
-        let window_start_ms = self.state.window_start(self.lookback);
-        self.pass = Some(Pass {
-            keep_from_ms: window_start_ms.saturating_sub(PRECISION_MARGIN_MS),
-            t0_ms: now.timestamp_millis(),
-            newest_ms: None,
-            order: Order::default(),
-            desc: Descending {
-                base: self.state.covered.clone(),
-                ..Descending::default()
-            },
-        });
-        PassQuery {
-            since: DateTime::from_timestamp_millis(window_start_ms - 1)
-                .unwrap_or(DateTime::UNIX_EPOCH),
-            window_start_ms,
-        }
+    /// The lookback (ms).
+    pub fn lookback_ms(&self) -> i64 {
+        self.lookback_ms
     }
 
-    /// Lowers the pass start to the server's clock reading (first response's
-    /// `Date`, one-second resolution, so its start is used).
-    pub fn observe_server_time(&mut self, server_now: DateTime<Utc>) {
-        if let Some(pass) = &mut self.pass {
-            let server_ms = server_now.timestamp_millis() / 1000 * 1000;
-            pass.t0_ms = pass.t0_ms.min(server_ms);
-        }
-    }
-
-    /// Picks the events of a page that are new. Nothing changes in the
-    /// durable state until the batch is [committed](Cursor::commit).
-    pub fn admit(&mut self, items: Vec<Item>) -> Batch {
-        let lookback_ms = i64::try_from(self.lookback.as_millis()).unwrap_or(i64::MAX);
-        let pass = self.pass.as_mut().expect("admit inside a pass");
-        // A page is one snapshot of the listing: its own order is evidence.
-        let mut previous: Option<i64> = None;
-        for item in &items {
-            if let Item::Event(event) = item {
-                let ms = event.created_ms();
-                // Timestamps shown at a coarser precision than the listing
-                // sorts on may rise by less than the margin.
-                match previous {
-                    Some(p) if ms > p.saturating_add(PRECISION_MARGIN_MS) => {
-                        pass.desc.not_newest_first = true
-                    }
-                    Some(p) if ms < p => pass.desc.evidence = true,
-                    _ => {}
-                }
-                previous = Some(ms);
-            }
-        }
-        let hi = pass
-            .t0_ms
-            .saturating_sub(lookback_ms)
-            .saturating_sub(PRECISION_MARGIN_MS);
-        let (order, newest) = (pass.order, pass.newest_ms);
-        let mut batch = loop {
-            match Self::select(&self.state, pass, &items, hi) {
-                Some(batch) => break batch,
-                None => {
-                    // Disorder found midway: select again trusting no range.
-                    pass.desc.not_newest_first = true;
-                    (pass.order, pass.newest_ms) = (order, newest);
-                }
-            }
+    /// Starts a pass at local time `now`, or resumes the one a restart
+    /// interrupted.
+    pub fn begin_pass(&mut self, now: DateTime<Utc>) -> PassPlan {
+        let (progress, resumed) = match self.state.pass {
+            Some(progress) => (progress, true),
+            None => (
+                PassProgress {
+                    since_ms: self.state.window_start(self.lookback_ms),
+                    t0_ms: now.timestamp_millis(),
+                    newest_ms: None,
+                    offset: 0,
+                    first_ack: self.state.acked_no,
+                    lookback_ms: self.lookback_ms,
+                    hold_ms: None,
+                },
+                false,
+            ),
         };
-        let mut chosen = std::mem::take(&mut batch.chosen).into_iter().peekable();
-        for (index, item) in items.into_iter().enumerate() {
-            if chosen.next_if_eq(&index).is_none() {
+        self.run = Some(Run {
+            progress,
+            next: Next::Fetch(progress.offset),
+            mode: Mode::Normal,
+            front: KeySet::default(),
+            page_keys: Vec::new(),
+            identical: 0,
+            last_offset: None,
+            last_ms: None,
+            server_ms: None,
+            date_checked: resumed,
+            unsaved: 0,
+            steps: (0, 0),
+        });
+        PassPlan {
+            since: DateTime::from_timestamp_millis(progress.since_ms.saturating_sub(1))
+                .unwrap_or(DateTime::UNIX_EPOCH),
+            window_start_ms: progress.since_ms,
+            resumed,
+        }
+    }
+
+    /// What to read next in the pass.
+    pub fn next(&self) -> Next {
+        self.run.as_ref().expect("inside a pass").next
+    }
+
+    /// Offsets worth fetching ahead, once `batch` is committed, after a
+    /// request at `after`: empty unless the pass pages forward normally.
+    /// Each leaves some overlap with the page before it, so that it can
+    /// carry a witness (see the module documentation).
+    pub fn lookahead(&self, batch: &Batch, after: u64, count: usize) -> Vec<u64> {
+        let cap = self.learned.cap;
+        if !matches!(batch.update.mode, Mode::Normal)
+            || !matches!(batch.update.next, Next::Fetch(_))
+            || cap < 2
+        {
+            return Vec::new();
+        }
+        let step = cap.saturating_sub(batch.update.overlap.min(cap / 2)).max(1);
+        (1..=count as u64).map(|i| after + i * step).collect()
+    }
+
+    /// The largest page the server has returned so far.
+    pub fn page_cap(&self) -> u64 {
+        self.learned.cap
+    }
+
+    /// Picks the new elements of a page. Nothing changes until the batch is
+    /// [committed](Cursor::commit) (or [skipped](Cursor::skip) when empty).
+    pub fn admit(&mut self, page: PageIn) -> Result<Admission, CursorError> {
+        let run = self.run.as_mut().expect("admit inside a pass");
+        let expected = match run.next {
+            Next::Fetch(offset) => offset,
+            Next::Done(_) => panic!("admit after the pass ended"),
+        };
+        if page.sequential {
+            debug_assert_eq!(page.offset, expected, "sequential pages come in order");
+        } else if !matches!(run.mode, Mode::Normal)
+            || !page.items.iter().any(|i| run.front.contains(&i.key()))
+        {
+            return Ok(Admission::Rejected);
+        }
+
+        let mut stats = AdmitStats::default();
+        let now_ms = page.now.timestamp_millis();
+        if let Some(date) = page.server_date {
+            let date_ms = date.timestamp_millis();
+            run.server_ms = Some(run.server_ms.map_or(date_ms, |s| s.max(date_ms)));
+            if !run.date_checked {
+                run.date_checked = true;
+                if date_ms < run.progress.t0_ms - MAX_DATE_SKEW_MS {
+                    stats.date_skew_ms = Some(run.progress.t0_ms - date_ms);
+                } else {
+                    // `Date` has one-second resolution: use its start.
+                    run.progress.t0_ms = run.progress.t0_ms.min(date_ms / 1000 * 1000);
+                }
+            }
+        }
+        let ceiling = now_ms.max(run.server_ms.unwrap_or(now_ms)) + FUTURE_TOLERANCE_MS;
+        let keep_from = run.progress.since_ms.saturating_sub(PRECISION_MARGIN_MS);
+
+        // Classify every element: new, repeat, reused id; in or out of
+        // every window.
+        let n = page.items.len();
+        let mut sane_ms: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut pending: crate::model::KeyMap<u64> = Default::default();
+        let mut newest = run.progress.newest_ms;
+        let mut last_ms = run.last_ms;
+        let (mut past, mut timed) = (0usize, 0usize);
+        let mut acked = Vec::new();
+        let mut events = Vec::new();
+        let mut dead = Vec::new();
+        let mut keys = Vec::with_capacity(n);
+        let sampling = match &run.mode {
+            Mode::Group(group) => group.sampling(),
+            Mode::Normal => None,
+        };
+        // Times first. An element without a usable time may have been
+        // created any time up to now: it is remembered as if created now,
+        // so that no window that can return it again forgets it.
+        for item in &page.items {
+            let shown = item.created_ms();
+            let sane = match shown {
+                Some(ms) if ms < keep_from => {
+                    past += 1;
+                    timed += 1;
+                    None
+                }
+                Some(ms) if ms > ceiling => {
+                    timed += 1;
+                    None
+                }
+                Some(ms) => {
+                    timed += 1;
+                    last_ms = Some(ms);
+                    if matches!(item, Item::Event(_)) {
+                        newest = Some(newest.map_or(ms, |x| x.max(ms)));
+                    }
+                    Some(ms)
+                }
+                None => None,
+            };
+            sane_ms.push(sane);
+        }
+        for (index, item) in page.items.into_iter().enumerate() {
+            let key = item.key();
+            let content = item.content();
+            keys.push(key);
+            let shown = item.created_ms();
+            let stray = shown.is_some() && sane_ms[index].is_none();
+            let ms = match (shown, sane_ms[index]) {
+                (_, Some(ms)) => ms,
+                (Some(ms), None) => ms,
+                (None, None) => now_ms.max(keep_from),
+            };
+            if let Some(sample) = sampling
+                && !sample.takes(page.offset + index as u64, sane_ms[index])
+            {
+                // A sample is read for the group only: the pages around it
+                // are read in order, before or after it.
                 continue;
             }
-            match item {
-                Item::Event(event) => batch.events.push(event),
-                Item::Malformed(bad) => batch.dead.push(bad),
+            let verdict = judge(&self.state, &pending, key, content);
+            if let Verdict::New(k) | Verdict::Reused(k) = verdict {
+                pending.insert(k, content);
             }
-        }
-        batch
-    }
-
-    /// Picks the new items of a page (their indices in `chosen`); `None`
-    /// when the page shows the listing is not sorted newest-first although
-    /// the pass trusted it to be.
-    fn select(state: &CursorState, pass: &mut Pass, items: &[Item], hi: i64) -> Option<Batch> {
-        let mut batch = Batch::default();
-        let mut in_batch = std::collections::HashSet::new();
-        let trusted = !pass.desc.not_newest_first;
-        for (index, item) in items.iter().enumerate() {
-            match item {
-                Item::Event(event) => {
-                    let ms = event.created_ms();
-                    pass.order.observe(ms);
-                    batch.last_position_ms = Some(ms);
-                    pass.newest_ms = Some(pass.newest_ms.map_or(ms, |n| n.max(ms)));
-                    if ms < pass.keep_from_ms {
-                        batch.stats.before_window += 1;
-                    } else if state.seen.contains_key(&event.id)
-                        || !in_batch.insert(event.id.clone())
-                        || (trusted && in_ranges(&pass.desc.base, ms))
-                    {
-                        batch.stats.duplicates += 1;
-                    } else if trusted && pass.desc.lo.is_some_and(|lo| lo < ms && ms <= hi) {
-                        // A new event inside what this pass read through:
-                        // impossible in a newest-first listing.
-                        return None;
-                    } else {
-                        batch.keys.push((event.id.clone(), ms));
-                        batch.chosen.push(index);
+            match verdict {
+                Verdict::Repeat => stats.duplicates += 1,
+                Verdict::New(map_key) | Verdict::Reused(map_key) => {
+                    let reused = matches!(verdict, Verdict::Reused(_));
+                    if stray {
+                        stats.strays += 1;
                     }
-                }
-                Item::Malformed(bad) => {
-                    let key = bad.dedup_key();
-                    // Without a usable created_at the element is kept in
-                    // `seen` as if it sat at the last position read, which is
-                    // where the listing put it.
-                    let ms = bad
-                        .created_at
-                        .map(|t| t.timestamp_millis())
-                        .or(pass.order.last_ms)
-                        .unwrap_or(pass.keep_from_ms)
-                        .max(pass.keep_from_ms);
-                    if state.seen.contains_key(&key)
-                        || !in_batch.insert(key.clone())
-                        || (trusted && in_ranges(&pass.desc.base, ms))
-                    {
-                        batch.stats.duplicates += 1;
-                    } else {
-                        batch.keys.push((key, ms));
-                        batch.chosen.push(index);
+                    acked.push(Acked {
+                        key: map_key,
+                        ms,
+                        content,
+                        stray,
+                    });
+                    match item {
+                        Item::Event(mut event) => {
+                            if reused {
+                                stats.reused_ids += 1;
+                                event.id_reused = true;
+                            }
+                            events.push(event);
+                        }
+                        Item::Malformed(bad) => dead.push(bad),
                     }
                 }
             }
         }
-        Some(batch)
-    }
-
-    /// Records a batch whose events every sink acknowledged. Returns the
-    /// checkpoint to persist before anything else happens.
-    pub fn commit(&mut self, batch: &Batch) -> Checkpoint {
-        let lookback_ms = i64::try_from(self.lookback.as_millis()).unwrap_or(i64::MAX);
-        let pass = self.pass.as_mut().expect("commit inside a pass");
-        for (key, ms) in &batch.keys {
-            self.state.seen.insert(key.clone(), *ms);
+        if past >= IGNORED_SINCE_MIN && past * 10 >= timed * 9 {
+            return Err(CursorError::IgnoresSince {
+                count: past,
+                total: timed,
+                since: DateTime::from_timestamp_millis(run.progress.since_ms)
+                    .map(|t| auditfwd_sink::format_millis(&t))
+                    .unwrap_or_default(),
+            });
         }
-        // Counted from the keys: the poller moves `events` out to deliver them.
-        let dead_lettered = batch.dead.len() as u64;
-        let delivered = batch.keys.len() as u64 - dead_lettered;
-        self.state.delivered_total += delivered;
-        self.state.dead_lettered_total += dead_lettered;
-        if pass.order.oldest_first()
-            && let Some(position) = batch.last_position_ms
+        let new_items = acked.len();
+
+        // The boundary: trailing elements sharing the last shown time (and
+        // untimed or out-of-window ones among them).
+        let last_sane = sane_ms.iter().rev().find_map(|m| *m);
+        let k = match last_sane {
+            // Nothing tells where this page's elements sort: any of them
+            // may tie with the next one.
+            None => n,
+            Some(t) => sane_ms
+                .iter()
+                .rev()
+                .take_while(|m| m.is_none_or(|ms| ms == t))
+                .count(),
+        };
+        let front: KeySet = keys[..n - k].iter().copied().collect();
+        let cap_before = self.learned.cap;
+        self.learned.cap = self.learned.cap.max(n as u64);
+        let short = (n as u64) < u64::from(page.limit) && (n as u64) < cap_before;
+        let total_matches = page.total == Some(page.offset + n as u64);
+
+        let mut sorted_keys = keys.clone();
+        sorted_keys.sort_unstable();
+        let identical = if page.sequential
+            && matches!(run.mode, Mode::Normal)
+            && n >= 2
+            && !short
+            && run.last_offset != Some(page.offset)
+            && sorted_keys == run.page_keys
         {
-            // Everything before this position was read (oldest first), and
-            // whatever still arrives behind it was created after
-            // position - lookback: safe to advance.
-            let to = position.min(pass.t0_ms);
-            self.advance(to);
+            run.identical + 1
+        } else {
+            0
+        };
+
+        let shape = Shape {
+            offset: page.offset,
+            n: n as u64,
+            k: k as u64,
+            short,
+            new_items,
+            unknown_tail: sane_ms.iter().rev().take_while(|m| m.is_none()).count() as u64,
+        };
+        let mut total_agreed = None;
+        let trusted = self.learned.total_trusted();
+        // Which way times run along the listing, by the steps seen so far
+        // (this page's included).
+        let (mut up, mut down) = run.steps;
+        let mut previous: Option<i64> = None;
+        for ms in sane_ms.iter().flatten() {
+            match previous {
+                Some(p) if *ms > p => up += 1,
+                Some(p) if *ms < p => down += 1,
+                _ => {}
+            }
+            previous = Some(*ms);
         }
-        let (covered, forget) = self.cover(batch.last_position_ms, lookback_ms);
-        Checkpoint {
-            acked: batch.keys.clone(),
-            watermark_ms: self.state.watermark_ms,
+        let steps = (up, down);
+        let ascending = match up.cmp(&down) {
+            std::cmp::Ordering::Greater => Some(true),
+            std::cmp::Ordering::Less => Some(false),
+            std::cmp::Ordering::Equal => None,
+        };
+        let (next, mode, resume_offset) = match &run.mode {
+            Mode::Normal => {
+                let (next, mode, resume) = decide(
+                    &shape,
+                    &keys,
+                    last_sane,
+                    total_matches && trusted,
+                    ascending,
+                );
+                if let Next::Done(_) = next {
+                    total_agreed = Some(total_matches);
+                }
+                (next, mode, resume)
+            }
+            Mode::Group(group) => {
+                let mut group = group.clone();
+                let step = group.page(&shape, &keys, &sane_ms, self.learned.cap.max(1));
+                stats.tie_group = step.report;
+                match step.next {
+                    Some(offset) => {
+                        let start = group.start;
+                        (Next::Fetch(offset), Mode::Group(group), start)
+                    }
+                    None => {
+                        // The group is read: go on from the page where it
+                        // ended, as if it had just been read normally.
+                        let end = group.end().expect("a finished group has an end");
+                        decide(&end.shape, &end.keys, end.last_sane, false, ascending)
+                    }
+                }
+            }
+        };
+        let next = if identical >= IDENTICAL_PAGES {
+            Next::Done(Outcome::OffsetIgnored)
+        } else {
+            next
+        };
+        let overlap = (k as u64 + 1).max(2);
+        // Only a page read in normal mode can vouch for the next one.
+        let front = if matches!(mode, Mode::Normal) && matches!(run.mode, Mode::Normal) {
+            front
+        } else {
+            KeySet::default()
+        };
+
+        self.tickets += 1;
+        Ok(Admission::Batch(Batch {
+            events,
+            dead,
+            stats,
+            ticket: self.tickets,
+            acked,
+            update: Box::new(Update {
+                next,
+                mode,
+                front,
+                page_keys: sorted_keys,
+                identical,
+                newest_ms: newest,
+                last_ms,
+                resume_offset,
+                offset: page.offset,
+                overlap,
+                total_agreed,
+                steps,
+            }),
+        }))
+    }
+
+    /// Records a batch every sink acknowledged (`ack` comes from the
+    /// pipeline for this batch). Returns the checkpoint to make durable
+    /// before anything else happens.
+    pub fn commit(&mut self, batch: Batch, ack: Ack) -> Checkpoint {
+        assert_eq!(
+            ack.ticket(),
+            batch.ticket,
+            "an acknowledgement is for the batch it was given"
+        );
+        let dead_lettered = batch.dead.len() as u64;
+        let delivered = batch.acked.len() as u64 - dead_lettered;
+        self.apply_update(batch.acked, *batch.update, delivered, dead_lettered, true)
+            .expect("a commit always checkpoints")
+    }
+
+    /// Moves past a page that brought nothing to deliver. Returns a
+    /// checkpoint of the progress every few such pages (none is needed for
+    /// correctness: a restart would only read them again).
+    pub fn skip(&mut self, batch: Batch) -> Option<Checkpoint> {
+        assert!(
+            batch.acked.is_empty(),
+            "only a batch without new elements can be skipped"
+        );
+        self.apply_update(Vec::new(), *batch.update, 0, 0, false)
+    }
+
+    fn apply_update(
+        &mut self,
+        acked: Vec<Acked>,
+        update: Update,
+        delivered: u64,
+        dead_lettered: u64,
+        force: bool,
+    ) -> Option<Checkpoint> {
+        let run = self.run.as_mut().expect("commit inside a pass");
+        run.unsaved += 1;
+        run.next = update.next;
+        run.mode = update.mode;
+        run.front = update.front;
+        run.page_keys = update.page_keys;
+        run.identical = update.identical;
+        run.last_offset = Some(update.offset);
+        run.last_ms = update.last_ms;
+        run.progress.newest_ms = update.newest_ms;
+        run.progress.offset = update.resume_offset;
+        run.steps = update.steps;
+        if let Mode::Group(group) = &run.mode {
+            run.progress.hold_ms = Some(group.time());
+        }
+        if let Some(agreed) = update.total_agreed {
+            self.learned.total_agreements = if agreed {
+                self.learned.total_agreements.saturating_add(1)
+            } else {
+                0
+            };
+        }
+        if !force && run.unsaved < EMPTY_PAGE_CHECKPOINT {
+            return None;
+        }
+        run.unsaved = 0;
+        let checkpoint = Checkpoint {
+            seq: self.state.seq + 1,
+            acked,
             delivered,
             dead_lettered,
-            covered,
-            forget,
-        }
+            pass: Some(run.progress),
+            end: None,
+        };
+        self.state.apply(&checkpoint);
+        Some(checkpoint)
     }
 
-    /// Extends this newest-first pass's covered range down to `position`
-    /// (the last event of a delivered page) and forgets the ids a few pages
-    /// behind it; or withdraws every range once the listing proved not to
-    /// be sorted. Returns the checkpoint's `covered` and `forget`.
-    #[allow(clippy::type_complexity)]
-    fn cover(
-        &mut self,
-        position: Option<i64>,
-        lookback_ms: i64,
-    ) -> (Option<Vec<(i64, i64)>>, Option<(i64, i64)>) {
-        let pass = self.pass.as_mut().expect("inside a pass");
-        let desc = &mut pass.desc;
-        if desc.not_newest_first {
-            desc.base.clear();
-            if self.state.covered.is_empty() {
-                return (None, None);
-            }
-            self.state.covered.clear();
-            return (Some(Vec::new()), None);
-        }
-        let hi = pass
-            .t0_ms
-            .saturating_sub(lookback_ms)
-            .saturating_sub(PRECISION_MARGIN_MS);
-        let Some(position) = position else {
-            return (None, None);
+    /// Ends the pass (after [`Next::Done`], or early on shutdown with
+    /// `complete = false`, which keeps the position for the restart).
+    /// Returns the checkpoint to make durable.
+    pub fn finish_pass(&mut self) -> Checkpoint {
+        let run = self.run.take().expect("finish inside a pass");
+        let end = match run.next {
+            Next::Done(Outcome::Complete) => Some(PassEnd {
+                watermark_ms: run.progress.end_watermark(),
+                lookback_ms: run.progress.lookback_ms,
+            }),
+            Next::Done(Outcome::OffsetIgnored) => Some(PassEnd {
+                watermark_ms: None,
+                lookback_ms: run.progress.lookback_ms,
+            }),
+            // Interrupted: save where it was, to resume there.
+            Next::Fetch(_) => None,
         };
-        // Events shown up to the precision margin above the last one may
-        // still sort after it: the range starts above them.
-        let position = position.saturating_add(PRECISION_MARGIN_MS);
-        if !desc.evidence || pass.order.oldest_first() || position >= hi {
-            return (None, None);
-        }
-        let lo = desc.lo.map_or(position, |lo| lo.min(position));
-        desc.lo = Some(lo);
-        desc.recent.push_back(lo);
-        let mut ranges = desc.base.clone();
-        ranges.push((lo, hi));
-        self.state.covered = merge_ranges(ranges);
-        let forget = if desc.recent.len() > FORGET_DELAY_PAGES {
-            let behind = desc.recent.pop_front().expect("not empty");
-            Some((behind, hi))
-        } else {
-            None
-        };
-        if let Some(range) = forget {
-            self.state.forget(range);
-        }
-        (Some(self.state.covered.clone()), forget)
-    }
-
-    /// Ends a pass. `complete` means the pass reached a short page; only a
-    /// complete pass may advance the watermark.
-    pub fn finish_pass(&mut self, complete: bool) -> Checkpoint {
-        let pass = self.pass.take().expect("finish inside a pass");
-        if complete && let Some(newest) = pass.newest_ms {
-            self.advance(newest.min(pass.t0_ms));
-        }
-        let covered = if pass.desc.not_newest_first && !self.state.covered.is_empty() {
-            self.state.covered.clear();
-            Some(Vec::new())
-        } else {
-            None
-        };
-        Checkpoint {
+        let checkpoint = Checkpoint {
+            seq: self.state.seq + 1,
             acked: Vec::new(),
-            watermark_ms: self.state.watermark_ms,
             delivered: 0,
             dead_lettered: 0,
-            covered,
-            forget: None,
-        }
+            pass: if end.is_some() {
+                None
+            } else {
+                Some(run.progress)
+            },
+            end,
+        };
+        self.state.apply(&checkpoint);
+        checkpoint
     }
 
-    fn advance(&mut self, to_ms: i64) {
-        if to_ms > self.state.watermark_ms {
-            self.state.watermark_ms = to_ms;
-            let start = self.state.window_start(self.lookback);
-            self.state.prune(start);
-            // Ids below the new start were just forgotten; the rest of this
-            // pass must treat such events as covered, not as new.
-            if let Some(pass) = &mut self.pass {
-                pass.keep_from_ms = pass
-                    .keep_from_ms
-                    .max(start.saturating_sub(PRECISION_MARGIN_MS));
-            }
-        }
+    /// How far behind now the watermark is.
+    pub fn lag(&self, now: DateTime<Utc>) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            (now.timestamp_millis() - self.state.watermark_ms).max(0) as u64,
+        )
     }
+}
 
-    /// How far behind the newest delivered window the cursor is.
-    pub fn lag(&self, now: DateTime<Utc>) -> Duration {
-        Duration::from_millis((now.timestamp_millis() - self.state.watermark_ms).max(0) as u64)
+/// The shape of a page, for deciding where to read next.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    offset: u64,
+    n: u64,
+    k: u64,
+    short: bool,
+    new_items: usize,
+    /// Trailing elements without a usable time.
+    unknown_tail: u64,
+}
+
+/// Where a page read in normal mode leads: the next offset (stepping back
+/// over its boundary), a tie group larger than a page (a full page whose
+/// elements all share one time), or the end of the pass. Returns the next
+/// step, the mode, and the offset a restart resumes at.
+fn decide(
+    p: &Shape,
+    keys: &[EventKey],
+    last_sane: Option<i64>,
+    total_says_end: bool,
+    ascending: Option<bool>,
+) -> (Next, Mode, u64) {
+    match normal_next(p, total_says_end) {
+        Next::Fetch(_) if p.k == p.n && p.n > 0 && !p.short => {
+            // A page without any usable time is a group of unknown time:
+            // its members are the elements without one.
+            let t = last_sane.unwrap_or(group::UNKNOWN_TIME);
+            let group = Group::start(t, p.offset, keys.iter().copied(), ascending);
+            // Read on from the page's end, but before its trailing elements of
+            // unknown time: they may belong to what follows.
+            let step = if p.unknown_tail < p.n {
+                p.n - p.unknown_tail
+            } else {
+                p.n
+            };
+            (
+                Next::Fetch(p.offset + step),
+                Mode::Group(Box::new(group)),
+                p.offset,
+            )
+        }
+        Next::Fetch(offset) => (Next::Fetch(offset), Mode::Normal, offset),
+        done => (done, Mode::Normal, p.offset),
+    }
+}
+
+/// Where a page leads, tie groups aside.
+fn normal_next(p: &Shape, total_says_end: bool) -> Next {
+    if p.n == 0 {
+        return Next::Done(Outcome::Complete);
+    }
+    if p.short && (p.new_items == 0 || total_says_end) {
+        return Next::Done(Outcome::Complete);
+    }
+    Next::Fetch(p.offset + p.n - p.k)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    /// Delivered before with this content.
+    Repeat,
+    /// Never delivered: remember it under this key.
+    New(EventKey),
+    /// The id was delivered with other content: deliver this version too,
+    /// remembered under a key of its own.
+    Reused(EventKey),
+}
+
+/// Decides what an element with `key` and `content` is, given what the
+/// state and this page (`pending`: keys taken in this page) hold.
+fn judge(
+    state: &CursorState,
+    pending: &crate::model::KeyMap<u64>,
+    key: EventKey,
+    content: u64,
+) -> Verdict {
+    let known_as = |k: &EventKey| {
+        pending
+            .get(k)
+            .copied()
+            .or_else(|| state.seen.get(k).map(|e| e.content))
+            .or_else(|| state.strays.get(k))
+    };
+    let version = key.version(content);
+    match known_as(&key) {
+        // This version may be remembered under its own key, if the first
+        // version's entry was pruned before it.
+        None if known_as(&version).is_some() => Verdict::Repeat,
+        None => Verdict::New(key),
+        Some(c) if c == content || c == UNKNOWN_CONTENT => Verdict::Repeat,
+        Some(_) if known_as(&version).is_some() => Verdict::Repeat,
+        Some(_) => Verdict::Reused(version),
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::legacy;
 use super::{Checkpoint, CursorState, STATE_VERSION};
 
 /// Errors of a state store; each says which file and what to do.
@@ -204,22 +205,63 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Converts a layout-1 snapshot and its journal to the current layout
+    /// and saves it (see [`legacy`]).
+    fn upgrade(&mut self, bytes: &[u8]) -> Result<CursorState, StoreError> {
+        let journal = match fs::read_to_string(&self.journal_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err(&self.journal_path, "read the journal")(e)),
+        };
+        let state = legacy::upgrade(bytes, &journal, &self.source).map_err(|reason| {
+            StoreError::Corrupt {
+                path: self.snapshot_path.clone(),
+                reason,
+            }
+        })?;
+        tracing::info!(source = %self.source, "state upgraded from layout 1 to layout {STATE_VERSION}");
+        self.snapshot(&state)?;
+        Ok(state)
+    }
+}
+
+/// The `version` field of a snapshot.
+fn layout_version(bytes: &[u8]) -> Result<u32, String> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    serde_json::from_slice::<Version>(bytes)
+        .map(|v| v.version)
+        .map_err(|e| e.to_string())
+}
+
 impl StateStore for FileStore {
     fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
         let mut state = match fs::read(&self.snapshot_path) {
             Ok(bytes) => {
                 self.snapshot_bytes = bytes.len() as u64;
+                let version = layout_version(&bytes).map_err(|reason| StoreError::Corrupt {
+                    path: self.snapshot_path.clone(),
+                    reason,
+                })?;
+                if version == legacy::VERSION {
+                    return self.upgrade(&bytes).map(Some);
+                }
+                if version != STATE_VERSION {
+                    return Err(StoreError::Corrupt {
+                        path: self.snapshot_path.clone(),
+                        reason: format!(
+                            "layout version {version} is not {STATE_VERSION}; it was written by another auditfwd version"
+                        ),
+                    });
+                }
                 let state: CursorState =
                     serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                         path: self.snapshot_path.clone(),
                         reason: e.to_string(),
                     })?;
-                if state.version != STATE_VERSION {
-                    return Err(StoreError::Corrupt {
-                        path: self.snapshot_path.clone(),
-                        reason: format!("layout version {} is not {STATE_VERSION}", state.version),
-                    });
-                }
                 if state.source != self.source {
                     return Err(StoreError::Corrupt {
                         path: self.snapshot_path.clone(),
@@ -274,8 +316,9 @@ impl StateStore for FileStore {
             .map_err(io_err(dir, "fsync the state directory"))?;
         self.snapshot_bytes = bytes.len() as u64;
         // The snapshot now holds everything: empty the journal. A crash
-        // before this point replays old checkpoints onto the new snapshot,
-        // which is harmless (acks are idempotent, the watermark only grows).
+        // before this point replays old checkpoints onto the new snapshot;
+        // their sequence numbers are not above the snapshot's, so they are
+        // skipped (nothing is counted twice, nothing older wins).
         let path = self.journal_path.clone();
         let journal = self.open_journal()?;
         journal
@@ -296,24 +339,29 @@ impl StateStore for FileStore {
 /// the daemon runs).
 pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError> {
     let snapshot_path = FileStore::snapshot_path(dir, source);
+    let journal_path = dir.join(format!("{source}.journal"));
+    let journal = fs::read_to_string(&journal_path).unwrap_or_default();
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: snapshot_path.clone(),
+        reason,
+    };
     let mut state = match fs::read(&snapshot_path) {
-        Ok(bytes) => Some(serde_json::from_slice::<CursorState>(&bytes).map_err(|e| {
-            StoreError::Corrupt {
-                path: snapshot_path.clone(),
-                reason: e.to_string(),
+        Ok(bytes) => {
+            if layout_version(&bytes).map_err(corrupt)? == legacy::VERSION {
+                return legacy::upgrade(&bytes, &journal, source)
+                    .map(Some)
+                    .map_err(corrupt);
             }
-        })?),
+            Some(serde_json::from_slice::<CursorState>(&bytes).map_err(|e| corrupt(e.to_string()))?)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err(&snapshot_path, "read")(e)),
     };
-    let journal_path = dir.join(format!("{source}.journal"));
-    if let Ok(text) = fs::read_to_string(&journal_path) {
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-            if let Ok(cp) = serde_json::from_str::<Checkpoint>(line) {
-                state
-                    .get_or_insert_with(|| CursorState::new(source, chrono::DateTime::UNIX_EPOCH))
-                    .apply(&cp);
-            }
+    for line in journal.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        if let Ok(cp) = serde_json::from_str::<Checkpoint>(line) {
+            state
+                .get_or_insert_with(|| CursorState::new(source, chrono::DateTime::UNIX_EPOCH))
+                .apply(&cp);
         }
     }
     Ok(state)
@@ -324,12 +372,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn cp(ids: &[(&str, i64)], w: i64) -> Checkpoint {
+    use crate::cursor::Acked;
+    use crate::model::EventKey;
+
+    fn cp(seq: u64, ids: &[(&str, i64)]) -> Checkpoint {
         Checkpoint {
-            acked: ids.iter().map(|(i, m)| (i.to_string(), *m)).collect(),
-            watermark_ms: w,
+            seq,
+            acked: ids
+                .iter()
+                .map(|(i, m)| Acked {
+                    key: EventKey::string_id(i),
+                    ms: *m,
+                    content: 1,
+                    stray: false,
+                })
+                .collect(),
             delivered: ids.len() as u64,
-            dead_lettered: 0,
             ..Checkpoint::default()
         }
     }
@@ -344,10 +402,7 @@ mod tests {
             chrono::DateTime::from_timestamp_millis(1000).unwrap(),
         );
         store.snapshot(&state).unwrap();
-        for (i, c) in [
-            cp(&[("a", 1000), ("b", 1001)], 1000),
-            cp(&[("c", 1005)], 1005),
-        ]
+        for (i, c) in [cp(1, &[("a", 1000), ("b", 1001)]), cp(2, &[("c", 1005)])]
         .iter()
         .enumerate()
         {
@@ -380,7 +435,7 @@ mod tests {
     fn torn_journal_line_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = FileStore::open(dir.path(), "acme").unwrap();
-        store.commit(&cp(&[("a", 5)], 5)).unwrap();
+        store.commit(&cp(1, &[("a", 5)])).unwrap();
         drop(store);
         let mut f = OpenOptions::new()
             .append(true)
@@ -389,8 +444,11 @@ mod tests {
         f.write_all(b"{\"acked\":[[\"b\",6]],\"water").unwrap();
         let mut store = FileStore::open(dir.path(), "acme").unwrap();
         let state = store.load().unwrap().unwrap();
-        assert_eq!(state.seen.keys().collect::<Vec<_>>(), ["a"]);
-        store.commit(&cp(&[("c", 7)], 7)).unwrap();
+        assert_eq!(
+            state.seen.keys().collect::<Vec<_>>(),
+            [&EventKey::string_id("a")]
+        );
+        store.commit(&cp(2, &[("c", 7)])).unwrap();
         drop(store);
         let state = FileStore::open(dir.path(), "acme")
             .unwrap()
@@ -398,7 +456,39 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(state.seen.len(), 2);
-        assert_eq!(state.watermark_ms, 7);
+        assert_eq!(state.seq, 2);
+    }
+
+    #[test]
+    fn a_journal_replayed_onto_a_newer_snapshot_counts_nothing_twice() {
+        // A crash after the snapshot was renamed into place but before the
+        // journal was emptied leaves checkpoints the snapshot already holds.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        let mut state = CursorState::new("acme", chrono::DateTime::UNIX_EPOCH);
+        let (one, two, three) = (
+            cp(1, &[("a", 5), ("b", 6)]),
+            cp(2, &[("c", 7)]),
+            cp(3, &[("d", 8)]),
+        );
+        for c in [&one, &two] {
+            store.commit(c).unwrap();
+            state.apply(c);
+        }
+        store.snapshot(&state).unwrap();
+        for c in [&one, &two, &three] {
+            store.commit(c).unwrap();
+        }
+        state.apply(&three);
+        drop(store);
+        let loaded = FileStore::open(dir.path(), "acme")
+            .unwrap()
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.delivered_total, 4, "each checkpoint counted once");
+        assert_eq!(loaded, state);
+        assert_eq!(peek(dir.path(), "acme").unwrap().unwrap(), state);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! Tests and the demo run it in-process; `auditfwd simulate` runs it alone.
 
 mod hostile;
+pub mod listing;
 mod server;
 mod world;
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use hostile::NASTY;
+pub use listing::{ListingConfig, SortOrder, TieOrder, TotalMode};
 use world::World;
 pub use world::{Expect, SimEvent, SimUser};
 
@@ -50,15 +52,57 @@ pub struct SimConfig {
     /// New events per second while running.
     #[arg(long, default_value_t = 2.0)]
     pub insert_rate: f64,
-    /// Listing order.
+    /// Listing order (`inserted-*`: by a hidden sequence, whatever
+    /// created_at says).
     #[arg(long, value_enum, default_value_t = SortOrder::NewestFirst)]
     pub order: SortOrder,
     /// Whether `since` includes events created exactly at that instant.
     #[arg(long)]
     pub since_inclusive: bool,
+    /// Order of events on one millisecond: a fresh random one per request
+    /// (SQL ORDER BY without a tiebreaker) or stable.
+    #[arg(long, value_enum, default_value_t = TieOrder::Shuffled)]
+    pub ties: TieOrder,
+    /// At most this many events per page, whatever `limit` asks.
+    #[arg(long)]
+    pub page_cap: Option<usize>,
+    /// What `pagination.total` says: exact, absent, too-low, constant:N,
+    /// capped:N.
+    #[arg(long, default_value = "exact")]
+    pub total: TotalMode,
+    /// Show created_at to the second only (stored and filtered to the ms).
+    #[arg(long)]
+    pub coarse_time: bool,
     /// Share of events created on the same millisecond as the previous one.
     #[arg(long, default_value_t = 0.0)]
     pub tie_ratio: f64,
+    /// Share of live inserts that are a bulk operation: `burst_size` events
+    /// on one millisecond.
+    #[arg(long, default_value_t = 0.0)]
+    pub burst_ratio: f64,
+    /// Events of one bulk operation.
+    #[arg(long, default_value_t = 150)]
+    pub burst_size: usize,
+    /// Share of events whose created_at is shown as a bogus time (9999,
+    /// 1970, 0001) while stored correctly.
+    #[arg(long, default_value_t = 0.0)]
+    pub bogus_time_ratio: f64,
+    /// Share of live events stored in the year 9999 (in every window).
+    #[arg(long, default_value_t = 0.0)]
+    pub future_ratio: f64,
+    /// Share of events that reuse an earlier event's id with new content.
+    #[arg(long, default_value_t = 0.0)]
+    pub reuse_ratio: f64,
+    /// Share of events with a numeric id (half of them colliding with a
+    /// string id of the same digits).
+    #[arg(long, default_value_t = 0.0)]
+    pub numeric_id_ratio: f64,
+    /// Share of events holding a byte that is not UTF-8 (dead letters).
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_utf8_ratio: f64,
+    /// Share of events with about 1 MiB of details.
+    #[arg(long, default_value_t = 0.0)]
+    pub huge_ratio: f64,
     /// Share of live events that appear late (created in the past).
     #[arg(long, default_value_t = 0.0)]
     pub late_ratio: f64,
@@ -90,6 +134,9 @@ pub struct SimConfig {
     /// client's timeout.
     #[arg(long, default_value_t = 0.0)]
     pub stall_rate: f64,
+    /// Share of responses whose body never ends.
+    #[arg(long, default_value_t = 0.0)]
+    pub endless_rate: f64,
     /// Share of users-API requests answered with a 5xx (instead of
     /// error_rate).
     #[arg(long, default_value_t = 0.0)]
@@ -108,15 +155,6 @@ pub struct SimConfig {
     pub users: usize,
 }
 
-/// Listing order of the audit-log API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SortOrder {
-    /// Newest event first.
-    NewestFirst,
-    /// Oldest event first.
-    OldestFirst,
-}
-
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
@@ -127,7 +165,19 @@ impl Default for SimConfig {
             insert_rate: 2.0,
             order: SortOrder::NewestFirst,
             since_inclusive: false,
+            ties: TieOrder::Shuffled,
+            page_cap: None,
+            total: TotalMode::Exact,
+            coarse_time: false,
             tie_ratio: 0.0,
+            burst_ratio: 0.0,
+            burst_size: 150,
+            bogus_time_ratio: 0.0,
+            future_ratio: 0.0,
+            reuse_ratio: 0.0,
+            numeric_id_ratio: 0.0,
+            invalid_utf8_ratio: 0.0,
+            huge_ratio: 0.0,
             late_ratio: 0.0,
             late_max: Duration::from_secs(2),
             hostile_ratio: 0.0,
@@ -138,6 +188,7 @@ impl Default for SimConfig {
             drop_rate: 0.0,
             truncate_rate: 0.0,
             stall_rate: 0.0,
+            endless_rate: 0.0,
             users_error_rate: 0.0,
             users_stall_rate: 0.0,
             customer_id: "5f1e0c0a0b0c0d0e0f101112".into(),
@@ -148,15 +199,26 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// Every adversity switched on at once: ties, late events, hostile and
-    /// malformed events, latency, 5xx, 429, dropped connections and
-    /// truncated bodies. Order and `since` semantics are left to the caller.
+    /// Every adversity switched on at once: ties in a fresh order per
+    /// request, bulk operations larger than a page, late events, bogus and
+    /// far-future timestamps, reused and numeric ids, hostile, malformed and
+    /// non-UTF-8 events, latency, 5xx, 429, dropped connections, truncated
+    /// and endless bodies. Order, `since` semantics, page cap and totals are
+    /// left to the caller.
     pub fn adversarial(seed: u64) -> Self {
         Self {
             seed,
+            ties: TieOrder::Shuffled,
             tie_ratio: 0.3,
+            burst_ratio: 0.002,
+            burst_size: 130,
             late_ratio: 0.15,
             late_max: Duration::from_millis(1500),
+            bogus_time_ratio: 0.005,
+            future_ratio: 0.001,
+            reuse_ratio: 0.005,
+            numeric_id_ratio: 0.01,
+            invalid_utf8_ratio: 0.003,
             hostile_ratio: 0.05,
             malformed_ratio: 0.01,
             latency: Duration::from_millis(15),
@@ -164,12 +226,20 @@ impl SimConfig {
             throttle_rate: 0.05,
             drop_rate: 0.03,
             truncate_rate: 0.03,
+            endless_rate: 0.01,
             ..Self::default()
         }
     }
 
-    pub(crate) fn newest_first(&self) -> bool {
-        self.order == SortOrder::NewestFirst
+    /// How the listing pages.
+    pub fn listing(&self) -> ListingConfig {
+        ListingConfig {
+            order: self.order,
+            since_inclusive: self.since_inclusive,
+            ties: self.ties,
+            page_cap: self.page_cap,
+            total: self.total,
+        }
     }
 }
 
@@ -187,6 +257,9 @@ pub struct TruthEvent {
     pub expect: Expect,
     /// The action as served, when a string.
     pub action: Option<String>,
+    /// It reuses the id of an earlier event, with other content: it must be
+    /// delivered too, marked `id_reused`.
+    pub reused: bool,
 }
 
 /// Counters of what the simulator answered.
@@ -204,6 +277,8 @@ pub struct SimStats {
     pub dropped: u64,
     /// Truncated bodies.
     pub truncated: u64,
+    /// Bodies that never end.
+    pub endless: u64,
     /// Requests left hanging.
     pub stalled: u64,
     /// 401s.
@@ -293,13 +368,13 @@ impl Simulator {
         world.advance(now_ms());
         world
             .events()
-            .iter()
             .map(|e| TruthEvent {
                 seq: e.seq,
                 id: e.id.clone(),
                 created_ms: e.created_ms,
                 expect: e.expect,
                 action: e.action.clone(),
+                reused: e.reused,
             })
             .collect()
     }

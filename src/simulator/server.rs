@@ -48,6 +48,8 @@ enum Delivery {
     Drop,
     /// Body cut short, framing intact.
     Truncate,
+    /// The body goes on for ever.
+    Endless,
 }
 
 /// Auth, rate limit and random faults shared by every API route. `Ok`
@@ -137,6 +139,8 @@ async fn gate_with(
             Delivery::Drop
         } else if roll < config.drop_rate + config.truncate_rate {
             Delivery::Truncate
+        } else if roll < config.drop_rate + config.truncate_rate + config.endless_rate {
+            Delivery::Endless
         } else {
             Delivery::Whole
         };
@@ -175,9 +179,24 @@ async fn gate_with(
     }
 }
 
-fn respond(shared: &Shared, body: String, delivery: Delivery) -> Response {
-    let bytes = body.into_bytes();
+fn respond(shared: &Shared, body: impl Into<Vec<u8>>, delivery: Delivery) -> Response {
+    let bytes: Vec<u8> = body.into();
     match delivery {
+        Delivery::Endless => {
+            shared.stats.lock().unwrap().endless += 1;
+            // The page, then blanks for ever: only a client that bounds what
+            // it reads gets past this.
+            let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+            let rest = futures_util::stream::repeat_with(|| Ok(vec![b' '; 64 << 10]));
+            let mut response = Response::new(Body::from_stream(
+                futures_util::StreamExt::chain(first, rest),
+            ));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Delivery::Whole => {
             shared.stats.lock().unwrap().pages_served += 1;
             ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
@@ -252,17 +271,19 @@ async fn audit_logs(
             limit,
         )
     };
-    let mut body = String::with_capacity(page.iter().map(|e| e.json.len() + 1).sum::<usize>() + 96);
-    body.push_str("{\"data\":[");
+    let mut body: Vec<u8> =
+        Vec::with_capacity(page.iter().map(|e| e.json.len() + 1).sum::<usize>() + 96);
+    body.extend_from_slice(b"{\"data\":[");
     for (i, e) in page.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(&e.json);
+        body.extend_from_slice(&e.json);
     }
-    body.push_str(&format!(
-        "],\"pagination\":{{\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}}}"
-    ));
+    let total = total.map(|t| format!("\"total\":{t},")).unwrap_or_default();
+    body.extend_from_slice(
+        format!("],\"pagination\":{{{total}\"limit\":{limit},\"offset\":{offset}}}}}").as_bytes(),
+    );
     respond(&shared, body, delivery)
 }
 
@@ -389,7 +410,7 @@ async fn users_v1(
 async fn truth(State(shared): State<Arc<Shared>>) -> Response {
     let mut world = shared.world.lock().unwrap();
     world.advance(now_ms());
-    let events: Vec<_> = world.events().iter().map(|e| e.as_ref().clone()).collect();
+    let events: Vec<_> = world.events().map(|e| e.as_ref().clone()).collect();
     axum::Json(json!({ "frozen": world.is_frozen(), "events": events })).into_response()
 }
 

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::SimConfig;
 use super::hostile;
+use super::listing::Listing;
 
 /// What the forwarder must do with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,9 +44,11 @@ pub struct SimEvent {
     pub expect: Expect,
     /// The acting user id, if a string.
     pub user_id: Option<String>,
-    /// The event's JSON as served.
+    /// It reuses an earlier event's id with other content.
+    pub reused: bool,
+    /// The event's JSON as served (possibly not UTF-8).
     #[serde(skip)]
-    pub json: Arc<str>,
+    pub json: Arc<[u8]>,
 }
 
 /// A user of the tenant, served by the users APIs.
@@ -93,12 +96,30 @@ const LAST: &[&str] = &[
     "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Allen", "Knuth",
 ];
 
+/// The year 9999, where a far-future event is stored.
+const FAR_FUTURE_MS: i64 = 253_402_300_799_000;
+
+/// Bogus `created_at` texts an API may show for a correctly stored event.
+const BOGUS_TIMES: &[&str] = &[
+    "9999-12-31T23:59:59.999Z",
+    "1970-01-01T00:00:00.000Z",
+    "0001-01-01T00:00:00Z",
+];
+
 /// The tenant's state.
 pub struct World {
     config: SimConfig,
     rng: StdRng,
-    /// Visible events sorted by (created_ms, seq).
-    listing: Vec<Arc<SimEvent>>,
+    /// Shuffles tie groups, per request.
+    order_rng: StdRng,
+    /// Every visible event.
+    listing: Listing<Arc<SimEvent>>,
+    /// Ids of deliverable string-id events, for reuse.
+    reusable: Vec<String>,
+    /// Next numeric id.
+    next_number: u64,
+    /// A string id that collides with a numeric one, for the next event.
+    colliding: Option<String>,
     users: Vec<SimUser>,
     seq: u64,
     last_created_ms: i64,
@@ -120,9 +141,6 @@ fn uuid(rng: &mut impl Rng) -> String {
     )
 }
 
-fn iso(ms: i64) -> String {
-    auditfwd_sink::format_millis(&chrono::DateTime::from_timestamp_millis(ms).expect("valid ms"))
-}
 
 impl World {
     /// A world starting at `start_ms` with its backlog already visible.
@@ -149,10 +167,15 @@ impl World {
             .collect();
         let span_ms = config.backlog_span.as_millis() as i64;
         let backlog = config.backlog;
+        let order_rng = StdRng::seed_from_u64(config.seed ^ 0x0dde_7ede);
         let mut world = Self {
             config,
             rng,
-            listing: Vec::new(),
+            order_rng,
+            listing: Listing::default(),
+            reusable: Vec::new(),
+            next_number: 1000,
+            colliding: None,
             users,
             seq: 0,
             last_created_ms: start_ms - span_ms,
@@ -184,6 +207,17 @@ impl World {
                 break;
             }
             self.live += 1;
+            if self.rng.random_bool(self.config.burst_ratio.clamp(0.0, 1.0)) {
+                // A bulk operation: many events on one millisecond.
+                for _ in 0..self.config.burst_size {
+                    self.insert(due, due);
+                }
+                continue;
+            }
+            if self.rng.random_bool(self.config.future_ratio.clamp(0.0, 1.0)) {
+                self.insert(FAR_FUTURE_MS, due);
+                continue;
+            }
             let created = if self.rng.random_bool(self.config.tie_ratio) {
                 // A burst: same millisecond as the previous event (if that
                 // one was late, no later than late_max allows).
@@ -216,12 +250,37 @@ impl World {
     fn insert(&mut self, created_ms: i64, visible_ms: i64) {
         let seq = self.seq;
         self.seq += 1;
-        self.last_created_ms = created_ms;
+        if created_ms != FAR_FUTURE_MS {
+            self.last_created_ms = created_ms;
+        }
         let event = self.generate(seq, created_ms, visible_ms);
-        let pos = self
-            .listing
-            .partition_point(|e| (e.created_ms, e.seq) < (created_ms, seq));
-        self.listing.insert(pos, Arc::new(event));
+        self.listing.insert(created_ms, seq, Arc::new(event));
+    }
+
+    /// `created_at` as this tenant shows it.
+    fn show_time(&mut self, created_ms: i64) -> String {
+        let rng = &mut self.rng;
+        if rng.random_bool(self.config.bogus_time_ratio.clamp(0.0, 1.0)) {
+            return BOGUS_TIMES.choose(rng).expect("non-empty").to_string();
+        }
+        let precision = if self.config.coarse_time {
+            chrono::SecondsFormat::Secs
+        } else {
+            chrono::SecondsFormat::Millis
+        };
+        let shown_ms = if self.config.coarse_time {
+            created_ms.div_euclid(1000) * 1000
+        } else {
+            created_ms
+        };
+        let at = chrono::DateTime::from_timestamp_millis(shown_ms).expect("valid ms");
+        // The same instant in several valid spellings.
+        if rng.random_range(0..20) == 0 {
+            at.with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).expect("offset"))
+                .to_rfc3339_opts(precision, false)
+        } else {
+            at.to_rfc3339_opts(precision, true)
+        }
     }
 
     fn generate(&mut self, seq: u64, created_ms: i64, visible_ms: i64) -> SimEvent {
@@ -240,39 +299,52 @@ impl World {
             })
             .map(|a| (a.0, a.1))
             .expect("weights cover the range");
-        let id = uuid(rng);
+        let mut id = json!(uuid(rng));
+        let mut reused = false;
+        if let Some(text) = self.colliding.take() {
+            id = json!(text);
+        } else if rng.random_bool(self.config.numeric_id_ratio.clamp(0.0, 1.0)) {
+            let n = self.next_number;
+            self.next_number += 1;
+            id = json!(n);
+            if rng.random_bool(0.5) {
+                self.colliding = Some(n.to_string());
+            }
+        } else if !self.reusable.is_empty()
+            && rng.random_bool(self.config.reuse_ratio.clamp(0.0, 1.0))
+        {
+            id = json!(self.reusable.choose(rng).expect("non-empty").clone());
+            reused = true;
+        }
+        let rng = &mut self.rng;
         let user_id = if rng.random_bool(0.1) {
             uuid(rng) // a user that no longer exists (404 on enrichment)
         } else {
             self.users.choose(rng).expect("users").id.clone()
         };
-        // Timestamps in several valid spellings of the same instant, some
-        // only to the second (as APIs that store less precision do).
-        let created_text = match rng.random_range(0..20) {
-            0 => chrono::DateTime::from_timestamp_millis(created_ms)
-                .expect("valid")
-                .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).expect("offset"))
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-            1 => chrono::DateTime::from_timestamp_millis(created_ms)
-                .expect("valid")
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            _ => iso(created_ms),
-        };
+        let entity_id = uuid(rng);
+        let ip = rng.random_range(1..255);
+        let created_text = self.show_time(created_ms);
+        let rng = &mut self.rng;
         let mut event = json!({
             "id": id,
             "action": action,
             "entity_type": entity_type,
-            "entity_id": uuid(rng),
+            "entity_id": entity_id,
             "user_id": user_id,
-            "details": { "ip": format!("198.51.100.{}", rng.random_range(1..255)), "user_agent": "Mozilla/5.0" },
+            "details": { "ip": format!("198.51.100.{ip}"), "user_agent": "Mozilla/5.0" },
             "created_at": created_text,
         });
         if action == "ROLE_CHANGED" {
             event["details"]["new_role"] = json!(ROLES.choose(rng).expect("roles"));
         }
         let mut expect = Expect::Deliver;
+        let mut invalid_utf8 = false;
         let roll: f64 = rng.random();
-        if roll < self.config.malformed_ratio {
+        if reused {
+            // Other content under an old id: never malformed, never hostile.
+            event["details"]["reused_from_seq"] = json!(seq);
+        } else if roll < self.config.malformed_ratio {
             expect = Expect::DeadLetter;
             event["details"] = json!({ "sim_seq": seq });
             match rng.random_range(0..8) {
@@ -300,11 +372,35 @@ impl World {
                 event.as_object_mut().expect("object").remove("entity_type");
             }
             event["details"] = hostile::details(rng);
+        } else if roll
+            < self.config.malformed_ratio + self.config.hostile_ratio + self.config.invalid_utf8_ratio
+        {
+            expect = Expect::DeadLetter;
+            invalid_utf8 = true;
+            event["details"] = json!({ "sim_seq": seq, "note": "bad@@BYTE@@byte" });
+        } else if rng.random_bool(self.config.huge_ratio.clamp(0.0, 1.0)) {
+            event["details"]["blob"] = json!("x".repeat(1 << 20));
         }
         let served_id = match &event["id"] {
             Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) if expect == Expect::Deliver => Some(n.to_string()),
             _ => None,
         };
+        if expect == Expect::Deliver
+            && !reused
+            && let Value::String(s) = &event["id"]
+        {
+            self.reusable.push(s.clone());
+        }
+        let mut json = event.to_string().into_bytes();
+        if invalid_utf8 {
+            let marker = b"@@BYTE@@";
+            let at = json
+                .windows(marker.len())
+                .position(|w| w == marker)
+                .expect("marker present");
+            json.splice(at..at + marker.len(), [0xC3, 0x28]);
+        }
         SimEvent {
             seq,
             id: served_id,
@@ -313,13 +409,14 @@ impl World {
             action: event["action"].as_str().map(str::to_string),
             expect,
             user_id: event["user_id"].as_str().map(str::to_string),
-            json: Arc::from(event.to_string()),
+            reused,
+            json: Arc::from(json),
         }
     }
 
     /// Every visible event, oldest first.
-    pub fn events(&self) -> &[Arc<SimEvent>] {
-        &self.listing
+    pub fn events(&self) -> impl Iterator<Item = &Arc<SimEvent>> {
+        self.listing.iter()
     }
 
     /// The tenant's users.
@@ -327,48 +424,24 @@ impl World {
         &self.users
     }
 
-    /// One page of the listing: events with `created_ms > since` (or `>=`
-    /// when inclusive), optionally of one action, in the configured order.
-    /// Returns the page and the total.
+    /// One page of the listing as the configured API serves it, with the
+    /// total it reports.
     pub fn page(
-        &self,
+        &mut self,
         since_ms: Option<i64>,
         action: Option<&str>,
         offset: usize,
         limit: usize,
-    ) -> (Vec<Arc<SimEvent>>, usize) {
-        let start = match since_ms {
-            None => 0,
-            Some(s) if self.config.since_inclusive => {
-                self.listing.partition_point(|e| e.created_ms < s)
-            }
-            Some(s) => self.listing.partition_point(|e| e.created_ms <= s),
-        };
-        let window = &self.listing[start..];
-        let matches = |e: &&Arc<SimEvent>| action.is_none_or(|a| e.action.as_deref() == Some(a));
-        let total = if action.is_some() {
-            window.iter().filter(matches).count()
-        } else {
-            window.len()
-        };
-        let page: Vec<Arc<SimEvent>> = if self.config.newest_first() {
-            window
-                .iter()
-                .rev()
-                .filter(matches)
-                .skip(offset)
-                .take(limit)
-                .cloned()
-                .collect()
-        } else {
-            window
-                .iter()
-                .filter(matches)
-                .skip(offset)
-                .take(limit)
-                .cloned()
-                .collect()
-        };
-        (page, total)
+    ) -> (Vec<Arc<SimEvent>>, Option<u64>) {
+        let config = self.config.listing();
+        let of_action = |e: &Arc<SimEvent>| action.is_none_or(|a| e.action.as_deref() == Some(a));
+        self.listing.page(
+            &config,
+            since_ms,
+            action.is_some().then_some(&of_action as &dyn Fn(&Arc<SimEvent>) -> bool),
+            offset,
+            limit,
+            &mut self.order_rng,
+        )
     }
 }

@@ -89,6 +89,14 @@ pub enum FetchError {
     /// The body is not a usable page: retry.
     #[error(transparent)]
     Body(#[from] PageError),
+    /// The body is larger than `max_body`: retry with a smaller page.
+    #[error(
+        "the response body is larger than max_body ({limit} bytes); auditfwd asks again with a smaller limit (raise max_body for events this large)"
+    )]
+    TooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
 }
 
 fn detail(message: &Option<String>) -> String {
@@ -107,6 +115,7 @@ impl FetchError {
                 | FetchError::Server { .. }
                 | FetchError::Transport(_)
                 | FetchError::Body(_)
+                | FetchError::TooLarge { .. }
         )
     }
 
@@ -131,6 +140,7 @@ impl FetchError {
             FetchError::Transport(e) if e.is_timeout() => "timeout",
             FetchError::Transport(_) => "transport",
             FetchError::Body(_) => "bad_body",
+            FetchError::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -141,6 +151,7 @@ pub struct ApiClient {
     base: reqwest::Url,
     key: Secret,
     limiter: Arc<Limiter>,
+    max_body: u64,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -165,6 +176,7 @@ impl ApiClient {
             base: config.base_url.clone(),
             key: config.api_key.clone(),
             limiter,
+            max_body: config.max_body,
         })
     }
 
@@ -196,7 +208,7 @@ impl ApiClient {
             .map_err(FetchError::Transport)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(FetchError::Transport)?;
+        let body = self.read_body(response).await?;
         if status.is_success() {
             return Ok((body, headers));
         }
@@ -229,6 +241,25 @@ impl ApiClient {
                 message,
             },
         })
+    }
+
+    /// Reads a body of at most `max_body` bytes: a larger (or endless) one
+    /// is cut off with [`FetchError::TooLarge`] instead of filling memory.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<bytes::Bytes, FetchError> {
+        let limit = self.max_body;
+        if response.content_length().is_some_and(|len| len > limit) {
+            return Err(FetchError::TooLarge { limit });
+        }
+        let mut body = bytes::BytesMut::with_capacity(
+            response.content_length().unwrap_or(64 << 10).min(limit) as usize,
+        );
+        while let Some(chunk) = response.chunk().await.map_err(FetchError::Transport)? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Fetches one page of `/api/v1/audit-logs` (one attempt).

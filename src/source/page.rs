@@ -5,6 +5,11 @@
 //! judged on its own: one that has a usable `id` and `created_at` is kept,
 //! however odd its other fields; one without is reported as [`Malformed`] and
 //! goes to the dead-letter file. Nothing in a page is silently dropped.
+//!
+//! A body that is not valid UTF-8 is salvaged rather than retried forever:
+//! the bad bytes are replaced so the envelope parses, and exactly the
+//! elements that held them become [`Malformed`] (their text keeps the bad
+//! bytes as `\xHH`); the rest of the page is delivered.
 
 use std::sync::Arc;
 
@@ -12,6 +17,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+
+pub use crate::model::{Item, Malformed, RawEvent};
+use crate::model::{EventKey, bytes_hash, object_hash};
 
 /// One parsed response.
 #[derive(Debug)]
@@ -22,59 +30,6 @@ pub struct Page {
     pub total: Option<u64>,
     /// `pagination.limit`, when present and a non-negative integer.
     pub limit: Option<u64>,
-}
-
-/// One element of `data`.
-#[derive(Debug)]
-pub enum Item {
-    /// An event with a usable id and timestamp.
-    Event(RawEvent),
-    /// An element that can not be forwarded.
-    Malformed(Malformed),
-}
-
-/// An event with the two fields the cursor needs, plus the rest untouched.
-#[derive(Debug, Clone)]
-pub struct RawEvent {
-    /// The id (integers are accepted and written in decimal).
-    pub id: String,
-    /// `created_at`, in UTC.
-    pub created_at: DateTime<Utc>,
-    /// The whole event object.
-    pub value: serde_json::Map<String, Value>,
-    /// The event's JSON text exactly as received.
-    pub raw: Arc<str>,
-}
-
-impl RawEvent {
-    /// `created_at` in epoch milliseconds, the cursor's unit.
-    pub fn created_ms(&self) -> i64 {
-        self.created_at.timestamp_millis()
-    }
-}
-
-/// An element that can not be forwarded, with the reason.
-#[derive(Debug, Clone)]
-pub struct Malformed {
-    /// The id, if one was readable.
-    pub id: Option<String>,
-    /// `created_at`, if one was readable.
-    pub created_at: Option<DateTime<Utc>>,
-    /// Why it can not be forwarded.
-    pub reason: String,
-    /// The element's JSON text as received.
-    pub raw: Arc<str>,
-}
-
-impl Malformed {
-    /// The key that deduplicates this element across passes: its id, or its
-    /// whole text when it has none.
-    pub fn dedup_key(&self) -> String {
-        match &self.id {
-            Some(id) => id.clone(),
-            None => format!("raw:{}", self.raw),
-        }
-    }
 }
 
 /// Why a response body is unusable.
@@ -98,7 +53,17 @@ struct Envelope<'a> {
 
 /// Parses a response body.
 pub fn parse(body: &[u8]) -> Result<Page, PageError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(PageError::NotJson)?;
+    match std::str::from_utf8(body) {
+        Ok(text) => parse_text(text, &Repairs::default()),
+        Err(_) => {
+            let (text, repairs) = Repairs::repair(body);
+            parse_text(&text, &repairs)
+        }
+    }
+}
+
+fn parse_text(text: &str, repairs: &Repairs<'_>) -> Result<Page, PageError> {
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(PageError::NotJson)?;
     let data = envelope.data.ok_or(PageError::NoData)?;
     let elements: Vec<&RawValue> =
         serde_json::from_str(data.get()).map_err(|_| PageError::NoData)?;
@@ -109,18 +74,108 @@ pub fn parse(body: &[u8]) -> Result<Page, PageError> {
             .and_then(|p| p.get(key))
             .and_then(Value::as_u64)
     };
+    let base = text.as_ptr() as usize;
+    let items = elements
+        .into_iter()
+        .map(|element| {
+            let start = element.get().as_ptr() as usize - base;
+            let end = start + element.get().len();
+            match repairs.original(start, end) {
+                None => parse_item(element),
+                Some(original) => repaired_item(element, &original),
+            }
+        })
+        .collect();
     Ok(Page {
-        items: elements.into_iter().map(parse_item).collect(),
+        items,
         total: number("total"),
         limit: number("limit"),
     })
 }
 
+/// Where a body that was not UTF-8 was repaired: each replacement's
+/// position in the repaired text, and the original bytes.
+#[derive(Default)]
+struct Repairs<'a> {
+    body: &'a [u8],
+    /// (position in the repaired text, position in the body, bad bytes).
+    at: Vec<(usize, usize, usize)>,
+}
+
+impl<'a> Repairs<'a> {
+    fn repair(body: &'a [u8]) -> (String, Self) {
+        let mut text = String::with_capacity(body.len() + 16);
+        let mut at = Vec::new();
+        let mut original = 0;
+        for chunk in body.utf8_chunks() {
+            text.push_str(chunk.valid());
+            original += chunk.valid().len();
+            if !chunk.invalid().is_empty() {
+                at.push((text.len(), original, chunk.invalid().len()));
+                text.push(char::REPLACEMENT_CHARACTER);
+                original += chunk.invalid().len();
+            }
+        }
+        (text, Self { body, at })
+    }
+
+    /// The original bytes of the repaired span `start..end`, rendered with
+    /// each bad byte as `\xHH`, if the span holds a repair.
+    fn original(&self, start: usize, end: usize) -> Option<String> {
+        let first = self.at.partition_point(|r| r.0 < start);
+        if self.at.get(first).is_none_or(|r| r.0 >= end) {
+            return None;
+        }
+        // Each repair turned `bad` bytes into the 3 bytes of U+FFFD.
+        let shift = |upto: usize| -> isize {
+            self.at[..upto]
+                .iter()
+                .map(|r| r.2 as isize - 3)
+                .sum::<isize>()
+        };
+        let last = self.at.partition_point(|r| r.0 < end);
+        let from = (start as isize + shift(first)) as usize;
+        let to = (end as isize + shift(last)) as usize;
+        let mut out = String::new();
+        for chunk in self.body[from..to].utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+        Some(out)
+    }
+}
+
+/// An element that held bytes that are not UTF-8: dead-lettered with its
+/// original bytes, keyed like the event it was (so a re-read is a repeat).
+fn repaired_item(element: &RawValue, original: &str) -> Item {
+    let reason = "event contains bytes that are not UTF-8 (kept as \\xHH in `event`)".to_string();
+    let (id, key, created_at) = match parse_item(element) {
+        Item::Event(e) => (Some(e.id), e.key, Some(e.created_at)),
+        Item::Malformed(m) => (m.id, m.key, m.created_at),
+    };
+    Item::Malformed(Malformed {
+        id,
+        key,
+        content: bytes_hash(original.as_bytes()),
+        created_at,
+        reason,
+        raw: Arc::from(original),
+    })
+}
+
 fn parse_item(element: &RawValue) -> Item {
     let raw: Arc<str> = Arc::from(element.get());
-    let malformed = |id: Option<String>, created_at, reason: String| {
+    let malformed = |id: Option<(String, EventKey)>, created_at, reason: String| {
+        let (id, key) = match id {
+            Some((id, key)) => (Some(id), key),
+            None => (None, EventKey::raw(raw.as_bytes())),
+        };
         Item::Malformed(Malformed {
             id,
+            key,
+            content: bytes_hash(raw.as_bytes()),
             created_at,
             reason,
             raw: raw.clone(),
@@ -138,10 +193,15 @@ fn parse_item(element: &RawValue) -> Item {
         Err(e) => return malformed(None, None, format!("event is not valid JSON: {e}")),
     };
     let id = match value.get("id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok((s.clone(), EventKey::string_id(s))),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {
+            let text = n.to_string();
+            let key = EventKey::number_id(&text);
+            Ok((text, key))
+        }
         Some(Value::String(_)) => Err("`id` is empty".to_string()),
         None | Some(Value::Null) => Err("`id` is missing".to_string()),
+        Some(Value::Number(_)) => Err("`id` is a number that is not an integer".to_string()),
         Some(other) => Err(format!("`id` is a {}, not a string", kind(other))),
     };
     let created_at = match value.get("created_at") {
@@ -152,12 +212,18 @@ fn parse_item(element: &RawValue) -> Item {
         Some(other) => Err(format!("`created_at` is a {}, not a string", kind(other))),
     };
     match (id, created_at) {
-        (Ok(id), Ok(created_at)) => Item::Event(RawEvent {
-            id,
-            created_at,
-            value,
-            raw,
-        }),
+        (Ok((id, key)), Ok(created_at)) => {
+            let content = object_hash(&value);
+            Item::Event(RawEvent {
+                id,
+                key,
+                content,
+                created_at,
+                value,
+                raw,
+                id_reused: false,
+            })
+        }
         (Ok(id), Err(reason)) => malformed(Some(id), None, reason),
         (Err(reason), Ok(created_at)) => malformed(None, Some(created_at), reason),
         (Err(a), Err(b)) => malformed(None, None, format!("{a}; {b}")),

@@ -2,10 +2,18 @@
 //! page, each page delivered through the pipeline and checkpointed before
 //! the next one counts.
 //!
+//! The cursor decides which offset to read and when a pass is over; the
+//! poller does the I/O. While a page is delivered, the next one is already
+//! being fetched (requested after the page before it arrived, so it chains
+//! by timing), and up to `prefetch` more are fetched ahead at offsets that
+//! overlap a little; the cursor accepts those only when they provably
+//! chain (see [`crate::cursor`]).
+//!
 //! The loop returns how long to wait after each pass (the poll interval once
 //! caught up) and `select!`s that wait against shutdown. On shutdown it
-//! finishes the batch in flight, checkpoints, and returns.
+//! finishes the batch in flight, saves the pass's position, and returns.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,12 +26,12 @@ use super::client::{ApiClient, FetchError, Fetched, PageQuery};
 use super::progress::Progress;
 use crate::config::SourceConfig;
 use crate::cursor::store::{StateStore, StoreError};
-use crate::cursor::{Checkpoint, Cursor};
+use crate::cursor::{Admission, Batch, Checkpoint, Cursor, CursorError, Next, Outcome, PageIn};
 use crate::deadletter::DeadLetter;
 use crate::normalize::normalize;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::retry::Backoff;
-use crate::telemetry::{Health, Metrics, Status};
+use crate::telemetry::{Health, Metrics, SourceLabel, Status};
 
 /// Why a source stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,15 @@ pub enum SourceError {
         #[source]
         error: StoreError,
     },
+    /// The API's listing can not be paged safely.
+    #[error("source `{source_name}` stopped: {error}")]
+    Listing {
+        /// Source name.
+        source_name: String,
+        /// What the cursor found.
+        #[source]
+        error: CursorError,
+    },
 }
 
 enum PassError {
@@ -53,14 +70,9 @@ enum PassError {
     Fatal(SourceError),
 }
 
-/// How a pass ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PassEnd {
-    /// Reached a short page: caught up.
-    Complete,
-    /// Gave up on a listing that never ends (the API ignores `offset`?).
-    Incomplete,
-}
+/// Consecutive failures of one page after which the source reports itself
+/// failed in `/health` (it keeps retrying).
+const FAILED_AFTER: u32 = 10;
 
 /// Fetches pages with retries; cheap to clone so prefetches can run as
 /// their own tasks while the current page is delivered.
@@ -73,15 +85,48 @@ struct Fetcher {
     health: Health,
 }
 
-/// A page fetched ahead, with the offset it was asked for.
-struct Ahead {
+/// A page being fetched.
+struct InFlight {
     offset: u64,
-    task: tokio::task::JoinHandle<Result<Fetched, PassError>>,
+    /// How many pages of this pass had arrived when it was requested.
+    after: u64,
+    task: tokio::task::JoinHandle<Result<(Fetched, u32), PassError>>,
 }
 
-impl Drop for Ahead {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Per-source metric handles, resolved once.
+struct SourceMetrics {
+    received: prometheus_client::metrics::counter::Counter,
+    delivered: prometheus_client::metrics::counter::Counter,
+    duplicate: prometheus_client::metrics::counter::Counter,
+    reused: prometheus_client::metrics::counter::Counter,
+    out_of_window: prometheus_client::metrics::counter::Counter,
+    tie_groups: prometheus_client::metrics::counter::Counter,
+    pages: prometheus_client::metrics::counter::Counter,
+    backlog: prometheus_client::metrics::gauge::Gauge,
+    lag: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    up: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl SourceMetrics {
+    fn new(metrics: &Metrics, label: &SourceLabel) -> Self {
+        Self {
+            received: metrics.events_received.get_or_create(label).clone(),
+            delivered: metrics.events_delivered.get_or_create(label).clone(),
+            duplicate: metrics.events_duplicate.get_or_create(label).clone(),
+            reused: metrics.events_reused_id.get_or_create(label).clone(),
+            out_of_window: metrics.events_out_of_window.get_or_create(label).clone(),
+            tie_groups: metrics.tie_groups_oversized.get_or_create(label).clone(),
+            pages: metrics.pages_fetched.get_or_create(label).clone(),
+            backlog: metrics.backlog_events.get_or_create(label).clone(),
+            lag: metrics.cursor_lag_seconds.get_or_create(label).clone(),
+            up: metrics.source_up.get_or_create(label).clone(),
+        }
     }
 }
 
@@ -93,23 +138,38 @@ pub struct Poller {
     cursor: Cursor,
     store: Arc<Mutex<Box<dyn StateStore>>>,
     pipeline: Pipeline,
-    metrics: Metrics,
+    counters: SourceMetrics,
     health: Health,
+    date_warned: bool,
+}
+
+/// What a poller is built from, besides its cursor and store.
+pub struct PollerParts {
+    /// The source's configuration.
+    pub config: SourceConfig,
+    /// Its HTTP client (shared with enrichment).
+    pub client: Arc<ApiClient>,
+    /// User enrichment, when configured.
+    pub enricher: Option<crate::enrich::Enricher>,
+    /// The fan-out to the sinks.
+    pub pipeline: Pipeline,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Health board.
+    pub health: Health,
 }
 
 impl Poller {
     /// A poller over a loaded cursor.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: SourceConfig,
-        client: Arc<ApiClient>,
-        enricher: Option<crate::enrich::Enricher>,
-        cursor: Cursor,
-        store: Box<dyn StateStore>,
-        pipeline: Pipeline,
-        metrics: Metrics,
-        health: Health,
-    ) -> Self {
+    pub fn new(parts: PollerParts, cursor: Cursor, store: Box<dyn StateStore>) -> Self {
+        let PollerParts {
+            config,
+            client,
+            enricher,
+            pipeline,
+            metrics,
+            health,
+        } = parts;
         let fetcher = Fetcher {
             client,
             source: config.name.clone(),
@@ -117,6 +177,7 @@ impl Poller {
             metrics: metrics.clone(),
             health: health.clone(),
         };
+        let counters = SourceMetrics::new(&metrics, &Metrics::source(&config.name));
         Self {
             config,
             fetcher,
@@ -124,8 +185,9 @@ impl Poller {
             cursor,
             store: Arc::new(Mutex::new(store)),
             pipeline,
-            metrics,
+            counters,
             health,
+            date_warned: false,
         }
     }
 
@@ -135,13 +197,13 @@ impl Poller {
 
     /// Polls until `shutdown` or a fatal error.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SourceError> {
-        let label = Metrics::source(&self.config.name);
-        self.metrics.source_up.get_or_create(&label).set(1);
+        self.counters.up.set(1);
         self.health.set(&self.component(), Status::Ok);
         self.report_lag();
         tracing::info!(
             source = %self.config.name,
-            window_start = %chrono::DateTime::from_timestamp_millis(self.cursor.state().window_start(self.config.lookback)).unwrap_or_default(),
+            window_start = %chrono::DateTime::from_timestamp_millis(self.cursor.state().window_start(self.cursor.lookback_ms())).unwrap_or_default(),
+            resuming = self.cursor.state().pass.is_some(),
             "polling"
         );
         loop {
@@ -150,7 +212,7 @@ impl Poller {
                 Err(PassError::Shutdown) => break,
                 Err(PassError::Fatal(error)) => {
                     tracing::error!(source = %self.config.name, error = %error, "source stopped; other sources continue");
-                    self.metrics.source_up.get_or_create(&label).set(0);
+                    self.counters.up.set(0);
                     self.health
                         .set(&self.component(), Status::Failed(error.to_string()));
                     return Err(error);
@@ -166,127 +228,139 @@ impl Poller {
         Ok(())
     }
 
-    async fn pass(&mut self, shutdown: &CancellationToken) -> Result<PassEnd, PassError> {
-        let label = Metrics::source(&self.config.name);
-        let query = self.cursor.begin_pass(Utc::now());
+    fn spawn_fetch(
+        &self,
+        query: PageQuery,
+        after: u64,
+        shutdown: &CancellationToken,
+    ) -> InFlight {
+        let fetcher = self.fetcher.clone();
+        let stop = shutdown.clone();
+        let offset = query.offset;
+        InFlight {
+            offset,
+            after,
+            task: tokio::spawn(async move { fetcher.fetch(query, &stop).await }),
+        }
+    }
+
+    async fn pass(&mut self, shutdown: &CancellationToken) -> Result<Outcome, PassError> {
+        let plan = self.cursor.begin_pass(Utc::now());
+        if plan.resumed {
+            tracing::info!(source = %self.config.name, offset = ?self.cursor.next(), "resuming the pass a restart interrupted");
+        }
         let limit = self.config.page_size;
         let action = match self.config.actions.as_slice() {
             [one] => Some(one.clone()),
             _ => None,
         };
-        let page_query = |offset| PageQuery {
-            since: query.since,
+        let query = |offset| PageQuery {
+            since: plan.since,
             limit,
             offset,
             action: action.clone(),
         };
-        let mut offset = 0u64;
-        let mut pages = 0u64;
-        let mut max_pages = u64::MAX;
-        let mut previous_total: Option<u64> = None;
-        let mut ahead: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut arrived = 0u64;
         let mut progress = Progress::new(Instant::now());
-        let end = loop {
-            let fetched = match ahead.pop_front() {
-                Some(mut prefetched) => {
-                    debug_assert_eq!(prefetched.offset, offset);
-                    let fetched = (&mut prefetched.task)
+        let outcome = loop {
+            let offset = match self.cursor.next() {
+                Next::Fetch(offset) => offset,
+                Next::Done(outcome) => break outcome,
+            };
+            let (fetched, asked, sequential) = match inflight.pop_front() {
+                Some(mut ahead) => {
+                    let sequential = ahead.offset == offset && ahead.after >= arrived;
+                    let result = (&mut ahead.task)
                         .await
                         .unwrap_or(Err(PassError::Shutdown))?;
-                    // A page fetched ahead may have been served before the
-                    // page before it. It continues that page only if both
-                    // saw the same listing (same total: the listing only
-                    // grows); otherwise ask again, now, after it.
-                    match (fetched.page.total, previous_total) {
-                        (Some(now), Some(before)) if now == before => fetched,
-                        _ => {
-                            ahead.clear();
-                            tracing::debug!(source = %self.config.name, offset, "listing changed under a prefetched page; fetching it again");
-                            self.fetcher.fetch(page_query(offset), shutdown).await?
+                    let at = ahead.offset;
+                    (result, at, sequential)
+                }
+                None => (
+                    self.fetcher.fetch(query(offset), shutdown).await?,
+                    offset,
+                    true,
+                ),
+            };
+            let ((fetched, used_limit), asked) = (fetched, asked);
+            arrived += 1;
+            let returned = fetched.page.items.len() as u64;
+            let total = fetched.page.total;
+            let admission = self
+                .cursor
+                .admit(PageIn {
+                    offset: asked,
+                    limit: used_limit,
+                    items: fetched.page.items,
+                    total,
+                    sequential,
+                    now: Utc::now(),
+                    server_date: fetched.server_date,
+                })
+                .map_err(|error| {
+                    PassError::Fatal(SourceError::Listing {
+                        source_name: self.config.name.clone(),
+                        error,
+                    })
+                })?;
+            let batch = match admission {
+                Admission::Batch(batch) => batch,
+                Admission::Rejected => {
+                    tracing::debug!(source = %self.config.name, offset = asked, "a prefetched page does not chain with the one before; reading sequentially");
+                    inflight.clear();
+                    continue;
+                }
+            };
+            self.counters.pages.inc();
+            self.counters.received.inc_by(returned);
+            if let Some(total) = total {
+                self.counters
+                    .backlog
+                    .set(total.saturating_sub(asked + returned) as i64);
+            }
+            if let Some(report) =
+                progress.page(Instant::now(), returned, total, u64::from(limit))
+            {
+                tracing::info!(source = %self.config.name, read = report.read, total = report.total, "backfill: {report}");
+            }
+            // Fetch what comes next while this page is delivered.
+            match batch.next() {
+                Next::Fetch(next) => {
+                    if inflight.front().is_none_or(|a| a.offset != next) {
+                        inflight.clear();
+                        inflight.push_back(self.spawn_fetch(query(next), arrived, shutdown));
+                    }
+                    let depth = self.config.prefetch as usize;
+                    let have = inflight.len().saturating_sub(1);
+                    if depth > have {
+                        let last = inflight.back().map_or(next, |a| a.offset);
+                        for ahead in self.cursor.lookahead(&batch, last, depth - have) {
+                            inflight.push_back(self.spawn_fetch(query(ahead), arrived, shutdown));
                         }
                     }
                 }
-                None => self.fetcher.fetch(page_query(offset), shutdown).await?,
-            };
-            pages += 1;
-            if pages == 1 {
-                if let Some(date) = fetched.server_date {
-                    self.cursor.observe_server_time(date);
-                }
-                // A listing can grow while we page, but not without bound: a
-                // pass much longer than the first `total` means the API is
-                // not honouring `offset`.
-                if let Some(total) = fetched.page.total {
-                    max_pages = (total / u64::from(limit) + 1) * 4 + 100;
-                }
+                Next::Done(_) => inflight.clear(),
             }
-            let returned = fetched.page.items.len() as u64;
-            let effective_limit = fetched
-                .page
-                .limit
-                .filter(|l| *l > 0 && *l <= u64::from(limit))
-                .unwrap_or(u64::from(limit));
-            previous_total = fetched.page.total;
-            if let Some(report) = progress.page(
-                Instant::now(),
-                returned,
-                fetched.page.total,
-                effective_limit,
-            ) {
-                tracing::info!(source = %self.config.name, read = report.read, total = report.total, "backfill: {report}");
-            }
-            if let Some(total) = fetched.page.total {
-                let remaining = total.saturating_sub(offset + returned);
-                self.metrics
-                    .backlog_events
-                    .get_or_create(&label)
-                    .set(remaining as i64);
-                // Fetch the next pages while this one is delivered.
-                if returned == effective_limit {
-                    let mut next = offset + returned + ahead.len() as u64 * effective_limit;
-                    while ahead.len() < self.config.prefetch as usize && next < total {
-                        let fetcher = self.fetcher.clone();
-                        let q = page_query(next);
-                        let stop = shutdown.clone();
-                        ahead.push_back(Ahead {
-                            offset: next,
-                            task: tokio::spawn(async move { fetcher.fetch(q, &stop).await }),
-                        });
-                        next += effective_limit;
-                    }
-                }
-            }
-            self.metrics.pages_fetched.get_or_create(&label).inc();
-            self.metrics
-                .events_received
-                .get_or_create(&label)
-                .inc_by(returned);
-
-            self.deliver_page(fetched, shutdown).await?;
-
-            offset += returned;
-            if returned < effective_limit {
-                break PassEnd::Complete;
-            }
+            self.deliver(batch, shutdown).await?;
             if shutdown.is_cancelled() {
-                // The batch in flight is delivered and saved; stop here. The
-                // pass is incomplete, so the watermark stays.
-                let checkpoint = self.cursor.finish_pass(false);
+                // The batch in flight is delivered and saved; save where the
+                // pass is, so the restart resumes it.
+                drop(inflight);
+                let checkpoint = self.cursor.finish_pass();
                 self.commit(checkpoint).await?;
                 return Err(PassError::Shutdown);
             }
-            if pages >= max_pages {
-                tracing::warn!(source = %self.config.name, pages, "the listing does not end; is the API ignoring `offset`? ending this pass without advancing");
-                break PassEnd::Incomplete;
-            }
-            // Prefetched pages were asked at offsets assuming full pages of
-            // `effective_limit`; drop them if that assumption broke.
-            if ahead.front().is_some_and(|a| a.offset != offset) {
-                ahead.clear();
-            }
         };
-        drop(ahead);
-        self.metrics.backlog_events.get_or_create(&label).set(0);
+        drop(inflight);
+        self.counters.backlog.set(0);
+        if outcome == Outcome::OffsetIgnored {
+            tracing::warn!(source = %self.config.name, "the API returned the same page for several offsets; it seems to ignore `offset`. Ending this pass without moving the watermark");
+            self.health.set(
+                &self.component(),
+                Status::Degraded("the API seems to ignore `offset`".into()),
+            );
+        }
         if progress.is_backfill() {
             let report = progress.report(Instant::now());
             tracing::info!(
@@ -297,24 +371,39 @@ impl Poller {
                 report.rate
             );
         }
-        let checkpoint = self.cursor.finish_pass(end == PassEnd::Complete);
+        let checkpoint = self.cursor.finish_pass();
         self.commit(checkpoint).await?;
-        Ok(end)
+        Ok(outcome)
     }
 
-    /// Admits, delivers and checkpoints the new events of one page.
-    async fn deliver_page(
-        &mut self,
-        fetched: Fetched,
-        shutdown: &CancellationToken,
-    ) -> Result<(), PassError> {
-        let label = Metrics::source(&self.config.name);
-        let mut batch = self.cursor.admit(fetched.page.items);
-        self.metrics
-            .events_duplicate
-            .get_or_create(&label)
-            .inc_by(batch.stats.duplicates + batch.stats.before_window);
+    /// Delivers and checkpoints the new elements of one admitted page.
+    async fn deliver(&mut self, mut batch: Batch, shutdown: &CancellationToken) -> Result<(), PassError> {
+        let stats = batch.stats.clone();
+        self.counters.duplicate.inc_by(stats.duplicates);
+        self.counters.reused.inc_by(stats.reused_ids);
+        self.counters.out_of_window.inc_by(stats.strays);
+        if stats.strays > 0 {
+            tracing::warn!(source = %self.config.name, count = stats.strays, "events dated far outside the window (a bogus clock?); delivered, they never move the cursor");
+        }
+        if let Some(skew) = stats.date_skew_ms
+            && !self.date_warned
+        {
+            self.date_warned = true;
+            tracing::warn!(source = %self.config.name, behind = %humantime::format_duration(std::time::Duration::from_secs((skew / 1000) as u64)), "the server's Date header is far behind the local clock; it is not used to place the cursor (event timestamps are)");
+        }
+        if let Some(group) = stats.tie_group {
+            self.counters.tie_groups.inc();
+            let at = chrono::DateTime::from_timestamp_millis(group.created_ms).unwrap_or_default();
+            if group.confirmed {
+                tracing::warn!(source = %self.config.name, size = group.size, created_at = %at, "more events share one created_at than fit in a page; read them by re-sampling the group (see README, the guarantee)");
+            } else {
+                tracing::warn!(source = %self.config.name, size = group.size, created_at = %at, "more events share one created_at than fit in a page and re-reading did not confirm every one was seen; some of this group may be missing");
+            }
+        }
         if batch.is_empty() {
+            if let Some(checkpoint) = self.cursor.skip(batch) {
+                self.commit(checkpoint).await?;
+            }
             return Ok(());
         }
         let received_at = Utc::now();
@@ -343,21 +432,18 @@ impl Poller {
                 }
             })
             .collect();
-        match self.pipeline.deliver(&events, dead).await {
-            Ok(()) => {}
+        let ack = match self.pipeline.deliver(batch.ticket(), &events, dead).await {
+            Ok(ack) => ack,
             Err(PipelineError::Stopped(_)) => {
                 debug_assert!(shutdown.is_cancelled());
                 return Err(PassError::Shutdown);
             }
-        }
+        };
         let delivered = events.len() as u64;
-        let checkpoint = self.cursor.commit(&batch);
+        let checkpoint = self.cursor.commit(batch, ack);
         self.commit(checkpoint).await?;
+        self.counters.delivered.inc_by(delivered);
         self.report_lag();
-        self.metrics
-            .events_delivered
-            .get_or_create(&label)
-            .inc_by(delivered);
         Ok(())
     }
 
@@ -366,24 +452,17 @@ impl Poller {
     /// that starts at the beginning of the tenant's history has no lag to
     /// tell until its first pass ends (the backlog gauge shows progress
     /// meanwhile), so the series appears only then.
-    fn report_lag(&self) {
+    fn report_lag(&mut self) {
         if self.cursor.state().watermark_ms <= 0 {
             return;
         }
-        self.metrics
-            .cursor_lag_seconds
-            .get_or_create(&Metrics::source(&self.config.name))
+        self.counters
+            .lag
             .set(self.cursor.lag(Utc::now()).as_secs_f64());
     }
 
     /// Makes a checkpoint durable; compacts the store when it asks.
     async fn commit(&mut self, checkpoint: Checkpoint) -> Result<(), PassError> {
-        if checkpoint.covered.as_ref().is_some_and(Vec::is_empty) {
-            tracing::warn!(
-                source = %self.config.name,
-                "the API's listing is not sorted newest-first after all; deduplicating by id alone from now on (more memory during a backfill, nothing is lost)"
-            );
-        }
         let store = self.store.clone();
         let wants_snapshot = tokio::task::spawn_blocking(move || {
             store
@@ -425,12 +504,15 @@ impl Fetcher {
 
     /// Fetches one page, retrying transient failures with backoff (429
     /// honours `Retry-After`) until it succeeds, a fatal error, or shutdown.
+    /// A body over `max_body` is asked again with half the `limit`. Returns
+    /// the page and the `limit` that fetched it.
     async fn fetch(
         &self,
-        query: PageQuery,
+        mut query: PageQuery,
         shutdown: &CancellationToken,
-    ) -> Result<Fetched, PassError> {
+    ) -> Result<(Fetched, u32), PassError> {
         let mut backoff = Backoff::new(self.retry);
+        let mut failed = false;
         loop {
             let result = tokio::select! {
                 r = self.client.audit_page(&query).fuse() => r,
@@ -441,9 +523,11 @@ impl Fetcher {
                     self.metrics.request(&self.source, "ok");
                     if backoff.attempts() > 0 {
                         tracing::info!(source = %self.source, attempts = backoff.attempts() + 1, "API reachable again");
+                    }
+                    if backoff.attempts() >= 3 || failed {
                         self.health.set(&self.component(), Status::Ok);
                     }
-                    return Ok(fetched);
+                    return Ok((fetched, query.limit));
                 }
                 Err(error) => {
                     self.metrics.request(&self.source, error.label());
@@ -453,9 +537,26 @@ impl Fetcher {
                             error,
                         }));
                     }
+                    if matches!(error, FetchError::TooLarge { .. }) && query.limit > 1 {
+                        query.limit = query.limit.div_ceil(2);
+                        tracing::warn!(source = %self.source, offset = query.offset, limit = query.limit, error = %error, "asking for a smaller page");
+                        continue;
+                    }
                     let delay = backoff.next_delay(error.retry_after());
                     let attempt = backoff.attempts();
-                    if attempt >= 3 {
+                    if attempt >= FAILED_AFTER && matches!(error, FetchError::Body(_) | FetchError::TooLarge { .. }) {
+                        // Retrying goes on, but an operator must know: this
+                        // page blocks the source.
+                        failed = true;
+                        self.health.set(
+                            &self.component(),
+                            Status::Failed(format!(
+                                "the page at offset {} can not be read ({attempt} attempts): {error}",
+                                query.offset
+                            )),
+                        );
+                        tracing::error!(source = %self.source, error = %error, attempt, offset = query.offset, retry_in = ?delay, "a page stays unreadable; retrying");
+                    } else if attempt >= 3 {
                         tracing::warn!(source = %self.source, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
                         self.health.set(
                             &self.component(),

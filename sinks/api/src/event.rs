@@ -37,6 +37,10 @@ pub struct Event {
     /// When auditfwd fetched it.
     #[serde(serialize_with = "rfc3339_millis")]
     pub received_at: DateTime<Utc>,
+    /// The API served this id before with other content: this is another
+    /// version, delivered too (omitted when false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub id_reused: bool,
     /// The acting user resolved through the users API, when enrichment is on
     /// and succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]

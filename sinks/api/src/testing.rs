@@ -39,6 +39,7 @@ pub fn hostile_events(source: &str) -> Vec<Event> {
                 .timestamp_millis_opt(1_770_000_000_000 + i as i64)
                 .unwrap(),
             received_at: Utc.timestamp_millis_opt(1_770_000_000_500).unwrap(),
+            id_reused: false,
             user: None,
             raw: Arc::from(
                 serde_json::json!({ "id": format!("hostile-{i}"), "action": s }).to_string(),
@@ -67,6 +68,7 @@ pub fn sample_events(source: &str, n: usize) -> Vec<Event> {
                 .timestamp_millis_opt(1_770_000_000_000 + i as i64)
                 .unwrap(),
             received_at: Utc.timestamp_millis_opt(1_770_000_100_000).unwrap(),
+            id_reused: false,
             user: None,
             raw: Arc::from(format!("{{\"id\":\"evt-{i}\"}}")),
         })
