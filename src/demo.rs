@@ -47,11 +47,11 @@ pub struct DemoOptions {
 pub struct DemoReport {
     /// Events the tenant holds that must be delivered.
     pub expected: usize,
-    /// Distinct ids found in the output.
+    /// Records found in the output.
     pub delivered: usize,
-    /// Expected ids not found.
+    /// Expected events not found.
     pub missing: usize,
-    /// Ids found more than once.
+    /// Ids found more often than the tenant holds them, or never served.
     pub duplicates: usize,
     /// Malformed events in the tenant.
     pub expected_dead: usize,
@@ -296,22 +296,15 @@ fn verify(out: &Path, truth: &[crate::simulator::TruthEvent]) -> DemoReport {
             }
         }
     }
-    let expected: Vec<&str> = truth
-        .iter()
-        .filter(|e| e.expect == Expect::Deliver)
-        .filter_map(|e| e.id.as_deref())
-        .collect();
+    let verdict = crate::simulator::Verdict::of(truth, &counts);
     let dead_lines = fs::read_to_string(out.join("state/dead-letter/demo-tenant.jsonl"))
         .map(|t| t.lines().count())
         .unwrap_or(0);
     DemoReport {
-        expected: expected.len(),
-        delivered: counts.len(),
-        missing: expected
-            .iter()
-            .filter(|id| !counts.contains_key(**id))
-            .count(),
-        duplicates: counts.values().filter(|c| **c > 1).count(),
+        expected: verdict.expected,
+        delivered: counts.values().sum(),
+        missing: verdict.missing.len(),
+        duplicates: verdict.duplicates.len() + verdict.unexpected.len(),
         expected_dead: truth
             .iter()
             .filter(|e| e.expect == Expect::DeadLetter)

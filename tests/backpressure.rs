@@ -205,18 +205,18 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     compare(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
-/// SPEC §2 "memory stays bounded", issue: "dedup state bounded (lookback
-/// window)": halfway through a newest-first backfill the cursor holds the
-/// ids of a few pages, not of everything delivered so far, and the rest of
-/// the backfill still arrives exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
+/// SPEC §2 "memory stays bounded": halfway through a backfill, in any
+/// listing order, the cursor holds the ids of the lookback window and the
+/// last few thousand delivered, not of everything delivered so far; the
+/// pass's position is saved; and the rest of the backfill still arrives
+/// exactly once.
+async fn a_backfill_keeps_a_bounded_dedup_state(order: auditfwd::simulator::SortOrder) {
     let sim = tenant(SimConfig {
-        backlog: 6000,
+        backlog: 12_000,
         backlog_span: Duration::from_secs(6 * 3600),
         insert_rate: 5.0,
         tie_ratio: 0.3,
-        order: auditfwd::simulator::SortOrder::NewestFirst,
+        order,
         ..SimConfig::default()
     })
     .await;
@@ -224,36 +224,38 @@ async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
     let memory = MemorySink::new("gated");
     let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
 
-    // 30 pages of 100 (a little less new per page where live inserts shift
-    // the listing and a page repeats a few events).
-    gate.add_permits(30);
+    // 80 pages of 100 (a little less new per page: each steps back over
+    // its last element, and live inserts shift the listing).
+    gate.add_permits(80);
     assert!(
-        wait_for(Duration::from_secs(30), || gate.available_permits() == 0
-            && memory.records().len() >= 2500)
+        wait_for(Duration::from_secs(60), || gate.available_permits() == 0
+            && memory.records().len() >= 7000)
         .await
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let state = store::peek(&dir.path().join("state"), "tenant")
         .unwrap()
         .unwrap();
-    assert!(state.delivered_total >= 2500);
+    assert!(state.delivered_total >= 7000);
     assert!(
-        !state.covered.is_empty(),
-        "the pass recorded no range it read through"
+        state.pass.is_some_and(|p| p.offset >= 7000),
+        "the pass's position is saved: {:?}",
+        state.pass
     );
+    let bound = auditfwd::cursor::RECENT_IDS as usize + 500;
     assert!(
-        state.seen.len() <= 1200,
-        "{} ids kept after {} events delivered",
+        state.seen.len() <= bound,
+        "{order:?}: {} ids kept after {} events delivered (bound {bound})",
         state.seen.len(),
         state.delivered_total
     );
 
-    gate.add_permits(10_000);
+    gate.add_permits(100_000);
     sim.freeze();
     let truth = sim.truth();
     let expected = deliverable(&truth).len();
     assert!(
-        wait_for(Duration::from_secs(30), || memory.records().len()
+        wait_for(Duration::from_secs(60), || memory.records().len()
             >= expected)
         .await
     );
@@ -261,6 +263,21 @@ async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
     fwd.stop().await.unwrap();
     let lines = received(&memory);
     compare(&truth, &id_counts(&lines)).assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
+    a_backfill_keeps_a_bounded_dedup_state(auditfwd::simulator::SortOrder::NewestFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oldest_first_backfill_keeps_a_bounded_dedup_state() {
+    a_backfill_keeps_a_bounded_dedup_state(auditfwd::simulator::SortOrder::OldestFirst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_sorted_by_a_hidden_sequence_keeps_a_bounded_dedup_state() {
+    a_backfill_keeps_a_bounded_dedup_state(auditfwd::simulator::SortOrder::InsertedFirst).await;
 }
 
 /// SPEC §2: a slow or dead sink stops the poller *for that source*: a

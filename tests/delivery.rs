@@ -1,30 +1,47 @@
-//! SPEC §2: every event the tenant holds arrives exactly once, whatever the
-//! API does: either sort order, inclusive or exclusive `since`, many events
-//! on one millisecond, events inserted while paging, late events, hostile
-//! fields, and 5xx, 429, dropped connections and truncated bodies all at once.
+//! SPEC §1 and §2: every event the tenant holds arrives exactly once,
+//! whatever the API does: any sort order (by `created_at` either way, or by
+//! a hidden insertion sequence), inclusive or exclusive `since`, ties in a
+//! fresh order on every request and bulk operations larger than a page,
+//! page caps below `limit`, totals that are exact, capped, constant, too
+//! low or absent, created_at shown to the second, late events, bogus and
+//! far-future timestamps, reused and numeric ids, hostile, malformed and
+//! non-UTF-8 events, and 5xx, 429, dropped connections, truncated and
+//! endless bodies, all at once.
 
 use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
-use auditfwd::simulator::SortOrder;
+use auditfwd::simulator::{SimConfig, SortOrder, TotalMode};
 
 use crate::support::*;
 
-async fn delivers_everything_exactly_once(
+/// One API behaviour to survive.
+struct Api {
     order: SortOrder,
     since_inclusive: bool,
     page_size: u32,
+    page_cap: Option<usize>,
+    total: TotalMode,
+    coarse_time: bool,
     seed: u64,
-) {
-    let sim = tenant(auditfwd::simulator::SimConfig {
-        order,
-        since_inclusive,
-        ..adversarial(seed)
+}
+
+async fn delivers_everything_exactly_once(api: Api) {
+    let sim = tenant(SimConfig {
+        order: api.order,
+        since_inclusive: api.since_inclusive,
+        page_cap: api.page_cap,
+        total: api.total,
+        coarse_time: api.coarse_time,
+        // A bulk operation larger than a page every few seconds.
+        burst_ratio: 0.006,
+        ..adversarial(api.seed)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup {
-        page_size,
+        page_size: api.page_size,
+        extra_source: "max_body = \"2MiB\"",
         ..Setup::new(dir.path())
     };
     let fwd = Forwarder::start(App::new(parse_config(&config_text(
@@ -34,35 +51,48 @@ async fn delivers_everything_exactly_once(
     ))));
 
     // Live phase: inserts keep coming; run until every kind of failure has
-    // been injected at least once (so the test can not pass vacuously).
+    // been injected at least once and a bulk operation larger than a page
+    // happened (so the test can not pass vacuously).
     let started = Instant::now();
-    let all_faults_seen = wait_for(Duration::from_secs(40), || {
+    let page = api.page_cap.unwrap_or(usize::MAX).min(api.page_size as usize);
+    let all_faults_seen = wait_for(Duration::from_secs(60), || {
         let s = sim.stats();
         started.elapsed() > Duration::from_secs(5)
             && s.errors > 0
             && s.throttled > 0
             && s.dropped > 0
             && s.truncated > 0
+            && s.endless > 0
+            && largest_tie(&sim.truth()) > page
     })
     .await;
     assert!(
         all_faults_seen,
-        "the tenant did not inject every fault kind: {:?}",
-        sim.stats()
+        "the tenant did not inject every fault kind: {:?}, largest tie {}",
+        sim.stats(),
+        largest_tie(&sim.truth())
     );
 
     // Stop inserts and let the forwarder catch up.
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    let caught_up = wait_for(Duration::from_secs(30), || {
-        compare(&truth, &id_counts(&read_lines(&out)))
-            .missing
-            .is_empty()
+    let oversized = || {
+        fwd.metrics
+            .tie_groups_oversized
+            .get_or_create(&auditfwd::telemetry::Metrics::source("tenant"))
+            .get()
+    };
+    let caught_up = wait_for(Duration::from_secs(60), || {
+        oversized() > 0
+            && compare(&truth, &id_counts(&read_lines(&out)))
+                .missing
+                .is_empty()
     })
     .await;
     // A few more polls: nothing may be delivered twice in steady state.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let oversized = oversized();
     fwd.stop().await.expect("clean shutdown");
 
     let lines = read_lines(&out);
@@ -80,46 +110,127 @@ async fn delivers_everything_exactly_once(
             "every record names its source: {line}"
         );
     }
+    assert_reused_ids_marked(&truth, &lines);
     assert_dead_letters(&truth, &dir.path().join("state/dead-letter/tenant.jsonl"));
+    assert!(oversized > 0, "no tie group larger than a page was read");
     let stats = sim.stats();
     eprintln!(
-        "{order:?} inclusive={since_inclusive} page_size={page_size}: {} events exactly once; tenant served {} pages, {} 5xx, {} 429, {} drops, {} truncated",
+        "{:?} inclusive={} page={} cap={:?} total={:?}: {} events exactly once; tenant served {} pages, {} 5xx, {} 429, {} drops, {} truncated, {} endless; {oversized} oversized tie groups",
+        api.order,
+        api.since_inclusive,
+        api.page_size,
+        api.page_cap,
+        api.total,
         verdict.expected,
         stats.pages_served,
         stats.errors,
         stats.throttled,
         stats.dropped,
-        stats.truncated
+        stats.truncated,
+        stats.endless,
     );
+}
+
+/// The most events the tenant holds on one millisecond.
+fn largest_tie(truth: &[auditfwd::simulator::TruthEvent]) -> usize {
+    let mut per_ms = std::collections::HashMap::new();
+    for e in truth {
+        *per_ms.entry(e.created_ms).or_insert(0) += 1;
+    }
+    per_ms.into_values().max().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newest_first_with_exclusive_since() {
-    delivers_everything_exactly_once(SortOrder::NewestFirst, false, 100, 11).await;
+    delivers_everything_exactly_once(Api {
+        order: SortOrder::NewestFirst,
+        since_inclusive: false,
+        page_size: 100,
+        page_cap: None,
+        total: TotalMode::Exact,
+        coarse_time: false,
+        seed: 11,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn newest_first_with_inclusive_since() {
-    delivers_everything_exactly_once(SortOrder::NewestFirst, true, 37, 12).await;
+async fn newest_first_with_inclusive_since_a_page_cap_and_a_capped_total() {
+    delivers_everything_exactly_once(Api {
+        order: SortOrder::NewestFirst,
+        since_inclusive: true,
+        page_size: 100,
+        page_cap: Some(40),
+        total: TotalMode::Capped(500),
+        coarse_time: false,
+        seed: 12,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oldest_first_with_exclusive_since() {
-    delivers_everything_exactly_once(SortOrder::OldestFirst, false, 100, 13).await;
+async fn oldest_first_with_exclusive_since_seconds_only_and_no_total() {
+    delivers_everything_exactly_once(Api {
+        order: SortOrder::OldestFirst,
+        since_inclusive: false,
+        page_size: 100,
+        page_cap: None,
+        total: TotalMode::Absent,
+        coarse_time: true,
+        seed: 13,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oldest_first_with_inclusive_since() {
-    delivers_everything_exactly_once(SortOrder::OldestFirst, true, 37, 14).await;
+async fn oldest_first_with_inclusive_since_and_a_constant_total() {
+    delivers_everything_exactly_once(Api {
+        order: SortOrder::OldestFirst,
+        since_inclusive: true,
+        page_size: 37,
+        page_cap: None,
+        total: TotalMode::Constant(1000),
+        coarse_time: false,
+        seed: 14,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorted_by_a_hidden_sequence_with_a_total_too_low() {
+    delivers_everything_exactly_once(Api {
+        order: SortOrder::InsertedFirst,
+        since_inclusive: false,
+        page_size: 50,
+        page_cap: None,
+        total: TotalMode::TooLow,
+        coarse_time: false,
+        seed: 15,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_inserted_first_with_a_page_cap() {
+    delivers_everything_exactly_once(Api {
+        order: SortOrder::InsertedLast,
+        since_inclusive: true,
+        page_size: 100,
+        page_cap: Some(30),
+        total: TotalMode::Exact,
+        coarse_time: true,
+        seed: 16,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_requests_time_out_and_are_retried() {
-    let sim = tenant(auditfwd::simulator::SimConfig {
+    let sim = tenant(SimConfig {
         backlog: 800,
         insert_rate: 10.0,
         stall_rate: 0.15,
-        ..auditfwd::simulator::SimConfig::default()
+        ..SimConfig::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

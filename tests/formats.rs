@@ -678,6 +678,7 @@ prop_compose! {
             details,
             created_at: Utc.timestamp_millis_opt(ms).unwrap(),
             received_at: Utc.timestamp_millis_opt(ms).unwrap(),
+            id_reused: false,
             user: user.map(|(email, name, enabled)| UserInfo { email, name, enabled, ..UserInfo::default() }),
             raw: Arc::from("{}"),
         }

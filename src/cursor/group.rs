@@ -4,12 +4,14 @@
 //! member.
 //!
 //! The group is first read forward until a page shows where it ends. If it
-//! spanned more than one page, pages inside it are then sampled at varying
-//! offsets: with a fresh random order per request, every page samples the
-//! group's members uniformly. Sampling stops once, since the last new
-//! member, the members were seen [`GROUP_SIGHTINGS`] times over; a member
-//! then escaped with probability about e^−14. The group's position is
-//! re-estimated from every page (inserts ahead of it shift it later).
+//! spanned more than one page it is then read again, round after round,
+//! each round from a little before where it last began (at a varying
+//! alignment) forward through its end. Inserts ahead of the group only move
+//! it later, so a round that starts before it always walks into it, however
+//! far it moved. With a fresh random order per request every page samples
+//! the members uniformly; the rounds stop once, since the last new member,
+//! the members were seen [`GROUP_SIGHTINGS`] times over (a member then
+//! escaped with probability about e^−14).
 
 use super::{GROUP_SIGHTINGS, Shape};
 use crate::model::{EventKey, KeySet};
@@ -17,30 +19,6 @@ use crate::model::{EventKey, KeySet};
 /// The time of a "group" of elements whose time is unknown (a full page
 /// without one usable `created_at`).
 pub(super) const UNKNOWN_TIME: i64 = i64::MIN;
-
-/// Which elements of a sample count, while a group is sampled.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Sample {
-    t: i64,
-    lo: u64,
-    hi: u64,
-}
-
-impl Sample {
-    /// Whether a sample takes the element at `position` shown at `time`
-    /// (`None`: unknown): members anywhere, and inside the group's
-    /// positions what may be one (an element of unknown time; in a group
-    /// of unknown time, anything). Other elements sort before or after the
-    /// group and are read in order.
-    pub(super) fn takes(&self, position: u64, time: Option<i64>) -> bool {
-        let inside = (self.lo..self.hi).contains(&position);
-        match time {
-            Some(t) if t == self.t => true,
-            None => inside,
-            Some(_) => self.t == UNKNOWN_TIME && inside,
-        }
-    }
-}
 
 /// A finished oversized tie group, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +32,19 @@ pub struct GroupReport {
     pub confirmed: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Phase {
-    /// Reading forward through the group.
+    /// Reading forward through the group the first time.
     Scan { pages: u32 },
-    /// Sampling inside it.
-    Sample {
-        lo: u64,
-        hi: u64,
+    /// Reading it again, round after round.
+    Rounds {
+        /// The current round has reached the group.
+        inside: bool,
+        /// Member sightings since the last new member.
         since_new: u64,
+        /// Pages read in rounds.
         requests: u64,
+        /// Most pages to spend on rounds.
         budget: u64,
     },
 }
@@ -71,52 +52,38 @@ enum Phase {
 /// One oversized tie group being read.
 #[derive(Debug, Clone)]
 pub(super) struct Group {
-    /// The shared `created_at` (epoch ms).
+    /// The shared `created_at` (epoch ms), or [`UNKNOWN_TIME`].
     t: i64,
     /// Offset of the first page inside the group: a restart reads the group
     /// again from here.
     pub(super) start: u64,
+    /// Where the group began when last seen (a round starts before it).
+    begins: u64,
     members: KeySet,
     phase: Phase,
-    /// Where the group ended: the page to continue from afterwards.
-    end: Option<EndPage>,
-    /// Whether times grow along the listing (seen where the group ended).
-    ascending: Option<bool>,
+    /// Offset of the page where the group ended: read again afterwards.
+    end: Option<u64>,
     rng: u64,
-}
-
-/// The page where a group ended, to carry on from once it is read.
-#[derive(Debug, Clone)]
-pub(super) struct EndPage {
-    pub(super) shape: Shape,
-    pub(super) keys: Vec<EventKey>,
-    pub(super) last_sane: Option<i64>,
 }
 
 /// What one page inside a group leads to.
 pub(super) struct Step {
     /// The next offset to read inside the group; `None` once it is read.
     pub(super) next: Option<u64>,
-    /// Set when the group is finished after sampling.
+    /// Set when the group is finished after rounds.
     pub(super) report: Option<GroupReport>,
 }
 
 impl Group {
-    /// A group found at `offset`, where a full page held only time `t`;
-    /// `ascending` is which way times ran on the pages read so far.
-    pub(super) fn start(
-        t: i64,
-        offset: u64,
-        keys: impl Iterator<Item = EventKey>,
-        ascending: Option<bool>,
-    ) -> Self {
+    /// A group found at `offset`, where a full page held only time `t`.
+    pub(super) fn start(t: i64, offset: u64, keys: impl Iterator<Item = EventKey>) -> Self {
         Self {
             t,
             start: offset,
+            begins: offset,
             members: keys.collect(),
             phase: Phase::Scan { pages: 1 },
             end: None,
-            ascending,
             rng: (t as u64 ^ offset.rotate_left(32)) | 1,
         }
     }
@@ -126,18 +93,11 @@ impl Group {
         self.t
     }
 
-    /// The group's estimated positions while it is sampled: elements a
-    /// sample shows elsewhere are left to the pages read in order.
-    pub(super) fn sampling(&self) -> Option<Sample> {
-        match self.phase {
-            Phase::Sample { lo, hi, .. } => Some(Sample { t: self.t, lo, hi }),
-            Phase::Scan { .. } => None,
-        }
-    }
-
-    /// The page where the group ended, once it did.
-    pub(super) fn end(&self) -> Option<EndPage> {
-        self.end.clone()
+    /// The offset of the page where the group ended, once it did: the pass
+    /// goes on by reading it again (what was there may have moved while
+    /// the group was read).
+    pub(super) fn end(&self) -> Option<u64> {
+        self.end
     }
 
     fn random(&mut self) -> u64 {
@@ -150,22 +110,51 @@ impl Group {
         x
     }
 
-    /// A random offset whose page of `cap` overlaps the group's estimated
-    /// positions `lo..hi`.
-    fn sample_offset(&mut self, lo: u64, hi: u64, cap: u64) -> u64 {
-        let from = lo.saturating_sub(cap.saturating_sub(1));
-        let to = hi.saturating_sub(1).max(from);
-        from + self.random() % (to - from + 1)
-    }
-
-    /// Whether an element shown at `time` is a member of the group: shown
-    /// at its time, or (in a group of unknown time) without one.
+    /// Whether an element shown at `time` (`None`: unknown) is a member:
+    /// shown at the group's time, or (in a group of unknown time) without
+    /// one.
     fn is_member(&self, time: Option<i64>) -> bool {
         if self.t == UNKNOWN_TIME {
             time.is_none()
         } else {
             time == Some(self.t)
         }
+    }
+
+    /// Which elements of the page at `offset` a round takes: members, and
+    /// elements of unknown time from where the group began on until it
+    /// ends (they may be members; one that is not was delivered already or
+    /// is new, and nothing is lost by taking it). What sorts before or after
+    /// the group is read in order by the pass. The first reading takes
+    /// everything.
+    pub(super) fn takes(&self, offset: u64, shown: &[Option<i64>]) -> Vec<bool> {
+        let Phase::Rounds { inside, .. } = self.phase else {
+            return vec![true; shown.len()];
+        };
+        let (mut inside, mut ended) = (inside, false);
+        shown
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if self.is_member(*m) {
+                    inside = true;
+                    true
+                } else if m.is_none() {
+                    (inside || offset + i as u64 >= self.begins) && !ended
+                } else {
+                    ended |= inside;
+                    false
+                }
+            })
+            .collect()
+    }
+
+    /// The offset a new round starts at: before where the group began, at a
+    /// varying alignment (an API whose order depends on `offset` then shows
+    /// other members).
+    fn round_start(&mut self, page: u64) -> u64 {
+        let back = 1 + self.random() % page.max(1);
+        self.begins.saturating_sub(back)
     }
 
     /// Takes one page read inside the group.
@@ -179,17 +168,32 @@ impl Group {
         let members: Vec<usize> = (0..keys.len())
             .filter(|i| self.is_member(shown[*i]))
             .collect();
+        // A member not at the page's start, after an element shown at
+        // another time: the group begins there now.
+        if let Some(first) = members.first()
+            && *first > 0
+            && shown[*first - 1].is_some()
+        {
+            self.begins = page.offset + *first as u64;
+        }
+        // The group ends in this page: an element shown at another time
+        // after its members (or after the page start, if none), or the end
+        // of the listing.
+        let ends_here = page.short
+            || page.n == 0
+            || shown[members.last().map_or(0, |i| i + 1)..]
+                .iter()
+                .any(|m| m.is_some() && !self.is_member(*m));
         match self.phase {
             Phase::Scan { pages } => {
                 for i in &members {
                     self.members.insert(keys[*i]);
                 }
-                // The group goes on past a full page of members (and of
-                // elements of unknown time, which may be members) that ends
-                // on a member shown at its time. One ending on elements of
-                // unknown time ends the scan here: they may tie with what
-                // follows, and the page is read again as a boundary once the
-                // group is.
+                // The first reading goes on past a full page of members (and
+                // of elements of unknown time, which may be members) that
+                // ends on a member shown at its time. One ending on elements
+                // of unknown time ends here: they may tie with what follows,
+                // and the page is read again as a boundary once the group is.
                 let all = shown.iter().all(|m| m.is_none() || self.is_member(*m));
                 let ends_on_member =
                     self.t == UNKNOWN_TIME || shown.last() == Some(&Some(self.t));
@@ -200,21 +204,7 @@ impl Group {
                         report: None,
                     };
                 }
-                // The first timed element after the group tells which way
-                // times run along the listing.
-                let after = members.last().map_or(0, |i| i + 1);
-                if let Some(u) = shown[after..]
-                    .iter()
-                    .find_map(|m| *m)
-                    .filter(|u| *u != self.t && self.t != UNKNOWN_TIME)
-                {
-                    self.ascending = Some(u > self.t);
-                }
-                self.end = Some(EndPage {
-                    shape: *page,
-                    keys: keys.to_vec(),
-                    last_sane: shown.iter().rev().find_map(|m| *m),
-                });
+                self.end = Some(page.offset);
                 // The group reaches up to the first element shown at another
                 // time (elements of unknown time before it may be members).
                 let extent = shown
@@ -228,24 +218,21 @@ impl Group {
                         report: None,
                     };
                 }
-                let hi = page.offset + extent as u64;
-                let budget = (40 * self.members.len() as u64 / cap.max(1)).max(20);
-                let (lo, hi) = (self.start, hi.max(self.start + 1));
-                self.phase = Phase::Sample {
-                    lo,
-                    hi,
+                let budget = (3 * (GROUP_SIGHTINGS + 2) * (self.members.len() as u64 / cap.max(1) + 2))
+                    .max(40);
+                self.phase = Phase::Rounds {
+                    inside: false,
                     since_new: 0,
                     requests: 0,
                     budget,
                 };
                 Step {
-                    next: Some(self.sample_offset(lo, hi, cap)),
+                    next: Some(self.round_start(cap)),
                     report: None,
                 }
             }
-            Phase::Sample {
-                mut lo,
-                mut hi,
+            Phase::Rounds {
+                mut inside,
                 mut since_new,
                 requests,
                 budget,
@@ -257,41 +244,11 @@ impl Group {
                         since_new += 1;
                     }
                 }
-                // Where the group is now: members tell; a page without one
-                // lies before it (the group moved on, behind inserts) or
-                // after it.
-                match (members.first(), members.last()) {
-                    (Some(first), Some(last)) => {
-                        if *first > 0 && shown[*first - 1].is_some() {
-                            lo = page.offset + *first as u64;
-                        }
-                        if *last + 1 < keys.len() && shown[*last + 1].is_some() {
-                            hi = page.offset + *last as u64 + 1;
-                        }
-                    }
-                    _ => {
-                        // Only an element shown at a time tells the side; a
-                        // group of unknown time has none.
-                        let first = shown.iter().find_map(|m| *m);
-                        let after = match (first, self.ascending) {
-                            _ if self.t == UNKNOWN_TIME => None,
-                            (Some(u), Some(ascending)) => Some((u > self.t) == ascending),
-                            _ => None,
-                        };
-                        match after {
-                            Some(true) => {
-                                hi = hi.min(page.offset);
-                                lo = lo.min(hi.saturating_sub(1));
-                            }
-                            Some(false) => lo = lo.max(page.offset + page.n),
-                            None => {}
-                        }
-                    }
-                }
-                let hi = hi.max(lo + 1);
+                inside |= !members.is_empty();
                 let requests = requests + 1;
                 let confirmed = since_new >= GROUP_SIGHTINGS * self.members.len() as u64;
-                if confirmed || requests >= budget {
+                let round_over = ends_here && (inside || page.n == 0 || page.short);
+                if round_over && confirmed || requests >= budget {
                     return Step {
                         next: None,
                         report: Some(GroupReport {
@@ -301,15 +258,20 @@ impl Group {
                         }),
                     };
                 }
-                self.phase = Phase::Sample {
-                    lo,
-                    hi,
+                let next = if round_over {
+                    inside = false;
+                    self.round_start(cap)
+                } else {
+                    page.offset + page.n.max(1)
+                };
+                self.phase = Phase::Rounds {
+                    inside,
                     since_new,
                     requests,
                     budget,
                 };
                 Step {
-                    next: Some(self.sample_offset(lo, hi, cap)),
+                    next: Some(next),
                     report: None,
                 }
             }

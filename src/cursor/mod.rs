@@ -296,7 +296,6 @@ struct Update {
     offset: u64,
     overlap: u64,
     total_agreed: Option<bool>,
-    steps: (u64, u64),
 }
 
 /// How the pass reads.
@@ -343,8 +342,6 @@ struct Run {
     date_checked: bool,
     /// Pages since the last durable checkpoint.
     unsaved: u64,
-    /// Steps up and down between consecutive times within pages.
-    steps: (u64, u64),
 }
 
 /// The cursor of one source (logic only; see the module documentation).
@@ -414,7 +411,6 @@ impl Cursor {
             server_ms: None,
             date_checked: resumed,
             unsaved: 0,
-            steps: (0, 0),
         });
         PassPlan {
             since: DateTime::from_timestamp_millis(progress.since_ms.saturating_sub(1))
@@ -496,10 +492,6 @@ impl Cursor {
         let mut events = Vec::new();
         let mut dead = Vec::new();
         let mut keys = Vec::with_capacity(n);
-        let sampling = match &run.mode {
-            Mode::Group(group) => group.sampling(),
-            Mode::Normal => None,
-        };
         // Times first. An element without a usable time may have been
         // created any time up to now: it is remembered as if created now,
         // so that no window that can return it again forgets it.
@@ -527,6 +519,10 @@ impl Cursor {
             };
             sane_ms.push(sane);
         }
+        let takes: Option<Vec<bool>> = match &run.mode {
+            Mode::Group(group) => Some(group.takes(page.offset, &sane_ms)),
+            Mode::Normal => None,
+        };
         for (index, item) in page.items.into_iter().enumerate() {
             let key = item.key();
             let content = item.content();
@@ -538,8 +534,8 @@ impl Cursor {
                 (Some(ms), None) => ms,
                 (None, None) => now_ms.max(keep_from),
             };
-            if let Some(sample) = sampling
-                && !sample.takes(page.offset + index as u64, sane_ms[index])
+            if let Some(takes) = &takes
+                && !takes[index]
             {
                 // A sample is read for the group only: the pages around it
                 // are read in order, before or after it.
@@ -629,33 +625,9 @@ impl Cursor {
         };
         let mut total_agreed = None;
         let trusted = self.learned.total_trusted();
-        // Which way times run along the listing, by the steps seen so far
-        // (this page's included).
-        let (mut up, mut down) = run.steps;
-        let mut previous: Option<i64> = None;
-        for ms in sane_ms.iter().flatten() {
-            match previous {
-                Some(p) if *ms > p => up += 1,
-                Some(p) if *ms < p => down += 1,
-                _ => {}
-            }
-            previous = Some(*ms);
-        }
-        let steps = (up, down);
-        let ascending = match up.cmp(&down) {
-            std::cmp::Ordering::Greater => Some(true),
-            std::cmp::Ordering::Less => Some(false),
-            std::cmp::Ordering::Equal => None,
-        };
         let (next, mode, resume_offset) = match &run.mode {
             Mode::Normal => {
-                let (next, mode, resume) = decide(
-                    &shape,
-                    &keys,
-                    last_sane,
-                    total_matches && trusted,
-                    ascending,
-                );
+                let (next, mode, resume) = decide(&shape, &keys, last_sane, total_matches && trusted);
                 if let Next::Done(_) = next {
                     total_agreed = Some(total_matches);
                 }
@@ -671,10 +643,11 @@ impl Cursor {
                         (Next::Fetch(offset), Mode::Group(group), start)
                     }
                     None => {
-                        // The group is read: go on from the page where it
-                        // ended, as if it had just been read normally.
+                        // The group is read: go on by reading again the page
+                        // where it ended (as it is now: what was there may
+                        // have moved meanwhile).
                         let end = group.end().expect("a finished group has an end");
-                        decide(&end.shape, &end.keys, end.last_sane, false, ascending)
+                        (Next::Fetch(end), Mode::Normal, end)
                     }
                 }
             }
@@ -711,7 +684,6 @@ impl Cursor {
                 offset: page.offset,
                 overlap,
                 total_agreed,
-                steps,
             }),
         }))
     }
@@ -761,7 +733,6 @@ impl Cursor {
         run.last_ms = update.last_ms;
         run.progress.newest_ms = update.newest_ms;
         run.progress.offset = update.resume_offset;
-        run.steps = update.steps;
         if let Mode::Group(group) = &run.mode {
             run.progress.hold_ms = Some(group.time());
         }
@@ -850,14 +821,13 @@ fn decide(
     keys: &[EventKey],
     last_sane: Option<i64>,
     total_says_end: bool,
-    ascending: Option<bool>,
 ) -> (Next, Mode, u64) {
     match normal_next(p, total_says_end) {
         Next::Fetch(_) if p.k == p.n && p.n > 0 && !p.short => {
             // A page without any usable time is a group of unknown time:
             // its members are the elements without one.
             let t = last_sane.unwrap_or(group::UNKNOWN_TIME);
-            let group = Group::start(t, p.offset, keys.iter().copied(), ascending);
+            let group = Group::start(t, p.offset, keys.iter().copied());
             // Read on from the page's end, but before its trailing elements of
             // unknown time: they may belong to what follows.
             let step = if p.unknown_tail < p.n {

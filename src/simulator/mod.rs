@@ -20,6 +20,7 @@
 mod hostile;
 pub mod listing;
 mod server;
+pub mod verdict;
 mod world;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use hostile::NASTY;
 pub use listing::{ListingConfig, SortOrder, TieOrder, TotalMode};
+pub use verdict::Verdict;
 use world::World;
 pub use world::{Expect, SimEvent, SimUser};
 
