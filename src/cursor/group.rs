@@ -60,6 +60,9 @@ pub(super) struct Group {
     /// Where the group began when last seen (a round starts before it).
     begins: u64,
     members: KeySet,
+    /// In a group of unknown time: the times of the neighbouring elements,
+    /// whose tie groups its elements may belong to (members too).
+    neighbours: Vec<i64>,
     phase: Phase,
     /// Offset of the page where the group ended: read again afterwards.
     end: Option<u64>,
@@ -75,13 +78,25 @@ pub(super) struct Step {
 }
 
 impl Group {
-    /// A group found at `offset`, where a full page held only time `t`.
-    pub(super) fn start(t: i64, offset: u64, keys: impl Iterator<Item = EventKey>) -> Self {
+    /// A group found at `offset`, where a full page held only time `t`
+    /// ([`UNKNOWN_TIME`]: no usable time; `before` is then the last time
+    /// read before it).
+    pub(super) fn start(
+        t: i64,
+        offset: u64,
+        keys: impl Iterator<Item = EventKey>,
+        before: Option<i64>,
+    ) -> Self {
         Self {
             t,
             start: offset,
             begins: offset,
             members: keys.collect(),
+            neighbours: if t == UNKNOWN_TIME {
+                before.into_iter().collect()
+            } else {
+                Vec::new()
+            },
             phase: Phase::Scan { pages: 1 },
             end: None,
             rng: (t as u64 ^ offset.rotate_left(32)) | 1,
@@ -114,10 +129,10 @@ impl Group {
     /// shown at the group's time, or (in a group of unknown time) without
     /// one.
     fn is_member(&self, time: Option<i64>) -> bool {
-        if self.t == UNKNOWN_TIME {
-            time.is_none()
-        } else {
-            time == Some(self.t)
+        match time {
+            None => self.t == UNKNOWN_TIME,
+            Some(t) if self.t == UNKNOWN_TIME => self.neighbours.contains(&t),
+            Some(t) => t == self.t,
         }
     }
 
@@ -205,6 +220,13 @@ impl Group {
                     };
                 }
                 self.end = Some(page.offset);
+                // Elements of unknown time may tie with what follows them.
+                if self.t == UNKNOWN_TIME
+                    && let Some(after) = shown.iter().find_map(|m| *m)
+                    && !self.neighbours.contains(&after)
+                {
+                    self.neighbours.push(after);
+                }
                 // The group reaches up to the first element shown at another
                 // time (elements of unknown time before it may be members).
                 let extent = shown

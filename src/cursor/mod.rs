@@ -487,6 +487,7 @@ impl Cursor {
         let mut pending: crate::model::KeyMap<u64> = Default::default();
         let mut newest = run.progress.newest_ms;
         let mut last_ms = run.last_ms;
+        let time_before_page = run.last_ms;
         let (mut past, mut timed) = (0usize, 0usize);
         let mut acked = Vec::new();
         let mut events = Vec::new();
@@ -627,7 +628,13 @@ impl Cursor {
         let trusted = self.learned.total_trusted();
         let (next, mode, resume_offset) = match &run.mode {
             Mode::Normal => {
-                let (next, mode, resume) = decide(&shape, &keys, last_sane, total_matches && trusted);
+                let (next, mode, resume) = decide(
+                    &shape,
+                    &keys,
+                    last_sane,
+                    total_matches && trusted,
+                    time_before_page,
+                );
                 if let Next::Done(_) = next {
                     total_agreed = Some(total_matches);
                 }
@@ -821,13 +828,14 @@ fn decide(
     keys: &[EventKey],
     last_sane: Option<i64>,
     total_says_end: bool,
+    time_before: Option<i64>,
 ) -> (Next, Mode, u64) {
     match normal_next(p, total_says_end) {
         Next::Fetch(_) if p.k == p.n && p.n > 0 && !p.short => {
             // A page without any usable time is a group of unknown time:
             // its members are the elements without one.
             let t = last_sane.unwrap_or(group::UNKNOWN_TIME);
-            let group = Group::start(t, p.offset, keys.iter().copied());
+            let group = Group::start(t, p.offset, keys.iter().copied(), time_before);
             // Read on from the page's end, but before its trailing elements of
             // unknown time: they may belong to what follows.
             let step = if p.unknown_tail < p.n {
