@@ -40,6 +40,11 @@ pub struct DemoOptions {
     /// New events per second.
     #[arg(long, default_value_t = 25.0)]
     pub insert_rate: f64,
+    /// A nastier tenant still: pages capped at 40 events whatever `limit`
+    /// asks, a `pagination.total` capped at 500, created_at shown to the
+    /// second only, and more bulk operations and bogus times.
+    #[arg(long)]
+    pub chaos: bool,
 }
 
 /// What the demo verified at the end.
@@ -99,9 +104,10 @@ fn prepare_out(out: &Path) -> Result<(), DemoError> {
     .map_err(io)
 }
 
-/// The demo's tenant: adversarial but not hopeless.
+/// The demo's tenant: adversarial but not hopeless (or hopeless with
+/// `--chaos`).
 fn tenant(options: &DemoOptions) -> SimConfig {
-    SimConfig {
+    let base = SimConfig {
         backlog: options.backlog,
         insert_rate: options.insert_rate,
         error_rate: 0.03,
@@ -110,6 +116,18 @@ fn tenant(options: &DemoOptions) -> SimConfig {
         truncate_rate: 0.01,
         latency: Duration::from_millis(20),
         ..SimConfig::adversarial(options.seed)
+    };
+    if !options.chaos {
+        return base;
+    }
+    SimConfig {
+        page_cap: Some(40),
+        total: crate::simulator::TotalMode::Capped(500),
+        coarse_time: true,
+        burst_ratio: 0.01,
+        bogus_time_ratio: 0.02,
+        reuse_ratio: 0.01,
+        ..base
     }
 }
 
@@ -166,10 +184,15 @@ pub async fn run(
     let config = Config::parse(&text, Path::new("<demo>"), Path::new("."), &|_| None)
         .map_err(|e| DemoError::Run(e.to_string()))?;
     println!(
-        "auditfwd demo: simulated tenant at {} ({} events in backlog, {} new/s, with ties, late events, hostile and malformed events, 5xx, 429, drops, truncated bodies)",
+        "auditfwd demo: simulated tenant at {} ({} events in backlog, {} new/s, with ties in a fresh order per request, bulk operations, late events, bogus times, reused ids, hostile, malformed and non-UTF-8 events, 5xx, 429, drops, truncated and endless bodies{})",
         sim.base_url(),
         options.backlog,
-        options.insert_rate
+        options.insert_rate,
+        if options.chaos {
+            "; pages capped at 40, totals capped at 500, times shown to the second"
+        } else {
+            ""
+        }
     );
     println!(
         "forwarding into {}/demo-tenant/ (state in {}/state)",

@@ -54,7 +54,11 @@ enum Command {
         port: u16,
         #[command(flatten)]
         tenant: SimConfig,
-        /// Switch every adversity on (ties, late, hostile, malformed, faults).
+        /// Switch every adversity on: ties in a fresh order per request, bulk
+        /// operations, late, bogus and far-future times, reused and numeric
+        /// ids, hostile, malformed and non-UTF-8 events, 5xx, 429, drops,
+        /// truncated and endless bodies (order, page cap and totals stay as
+        /// given).
         #[arg(long)]
         chaos: bool,
     },
@@ -260,6 +264,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     insert_rate: tenant.insert_rate,
                     order: tenant.order,
                     since_inclusive: tenant.since_inclusive,
+                    page_cap: tenant.page_cap,
+                    total: tenant.total,
+                    coarse_time: tenant.coarse_time,
+                    ignore_since: tenant.ignore_since,
                     rate_limit: tenant.rate_limit,
                     users: tenant.users,
                     ..chaotic

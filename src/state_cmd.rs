@@ -80,7 +80,9 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
             Some(state) => {
                 // As the next run loads it: ids outside the window forgotten.
                 let lookback_ms = s.lookback.as_millis() as i64;
-                let state = crate::cursor::Cursor::new(state, s.lookback).state().clone();
+                let state = crate::cursor::Cursor::new(state, s.lookback)
+                    .state()
+                    .clone();
                 let lag = Utc::now().timestamp_millis() - state.watermark_ms;
                 writeln!(out, "  scope starts   {}", time(state.floor_ms)).ok();
                 writeln!(

@@ -54,7 +54,10 @@ async fn delivers_everything_exactly_once(api: Api) {
     // been injected at least once and a bulk operation larger than a page
     // happened (so the test can not pass vacuously).
     let started = Instant::now();
-    let page = api.page_cap.unwrap_or(usize::MAX).min(api.page_size as usize);
+    let page = api
+        .page_cap
+        .unwrap_or(usize::MAX)
+        .min(api.page_size as usize);
     let all_faults_seen = wait_for(Duration::from_secs(60), || {
         let s = sim.stats();
         started.elapsed() > Duration::from_secs(5)

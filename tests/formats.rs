@@ -51,7 +51,7 @@ fn variants(action: &str) -> Vec<Event> {
         user_id: None,
         details: Value::Null,
         id_reused: false,
-            user: None,
+        user: None,
         ..base(action)
     });
     // Values that do not fit their typed fields.

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod enrich;
 mod formats;
+mod hostile_pages;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod restart;

@@ -268,11 +268,11 @@ impl RawSource {
             }
         };
 
-        if self.page_size == 0 || self.page_size > MAX_PAGE_SIZE {
+        if self.page_size < 2 || self.page_size > MAX_PAGE_SIZE {
             problem(
                 "page_size",
                 format!(
-                    "{} is out of range; the API accepts 1 to {MAX_PAGE_SIZE}",
+                    "{} is out of range; use 2 to {MAX_PAGE_SIZE} (the API accepts up to {MAX_PAGE_SIZE}, and the cursor needs two events per page to step over ties)",
                     self.page_size
                 ),
             );

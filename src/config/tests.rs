@@ -133,7 +133,7 @@ format = "xml"
         "{shown}"
     );
     assert!(shown.contains("allow_http = true"), "{shown}");
-    assert!(shown.contains("the API accepts 1 to 100"), "{shown}");
+    assert!(shown.contains("use 2 to 100"), "{shown}");
     assert!(shown.contains("unknown field `pagesize`"), "{shown}");
     assert!(
         shown.contains("unknown sink type `kafak`; available: file, stdout"),

@@ -210,8 +210,7 @@ impl Group {
                 // of unknown time ends here: they may tie with what follows,
                 // and the page is read again as a boundary once the group is.
                 let all = shown.iter().all(|m| m.is_none() || self.is_member(*m));
-                let ends_on_member =
-                    self.t == UNKNOWN_TIME || shown.last() == Some(&Some(self.t));
+                let ends_on_member = self.t == UNKNOWN_TIME || shown.last() == Some(&Some(self.t));
                 if page.n > 0 && all && !page.short && ends_on_member {
                     self.phase = Phase::Scan { pages: pages + 1 };
                     return Step {
@@ -240,8 +239,9 @@ impl Group {
                         report: None,
                     };
                 }
-                let budget = (3 * (GROUP_SIGHTINGS + 2) * (self.members.len() as u64 / cap.max(1) + 2))
-                    .max(40);
+                let budget =
+                    (3 * (GROUP_SIGHTINGS + 2) * (self.members.len() as u64 / cap.max(1) + 2))
+                        .max(40);
                 self.phase = Phase::Rounds {
                     inside: false,
                     since_new: 0,

@@ -122,14 +122,14 @@ pub mod store;
 
 use chrono::{DateTime, Utc};
 
-pub use self::state::{
-    Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassProgress,
-    RECENT_IDS, STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
-};
 use self::group::Group;
 pub use self::group::GroupReport;
-pub use crate::model::{EventKey, Item, Malformed, RawEvent};
+pub use self::state::{
+    Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassProgress, RECENT_IDS,
+    STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
+};
 use crate::model::KeySet;
+pub use crate::model::{EventKey, Item, Malformed, RawEvent};
 pub use crate::pipeline::Ack;
 
 /// How far ahead of the local clock (or the server's `Date`) a `created_at`
@@ -802,7 +802,7 @@ impl Cursor {
     /// How far behind now the watermark is.
     pub fn lag(&self, now: DateTime<Utc>) -> std::time::Duration {
         std::time::Duration::from_millis(
-            (now.timestamp_millis() - self.state.watermark_ms).max(0) as u64,
+            (now.timestamp_millis() - self.state.watermark_ms).max(0) as u64
         )
     }
 }

@@ -352,7 +352,10 @@ pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError>
                     .map(Some)
                     .map_err(corrupt);
             }
-            Some(serde_json::from_slice::<CursorState>(&bytes).map_err(|e| corrupt(e.to_string()))?)
+            Some(
+                serde_json::from_slice::<CursorState>(&bytes)
+                    .map_err(|e| corrupt(e.to_string()))?,
+            )
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err(&snapshot_path, "read")(e)),
@@ -403,8 +406,8 @@ mod tests {
         );
         store.snapshot(&state).unwrap();
         for (i, c) in [cp(1, &[("a", 1000), ("b", 1001)]), cp(2, &[("c", 1005)])]
-        .iter()
-        .enumerate()
+            .iter()
+            .enumerate()
         {
             store.commit(c).unwrap();
             state.apply(c);

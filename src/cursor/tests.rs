@@ -102,7 +102,11 @@ fn repeats_are_skipped_reused_ids_delivered_again_and_id_types_kept() {
     );
     assert_eq!(ids(&b), ["a", "b", "x"]);
     assert_eq!(b.stats.duplicates, 1);
-    assert_eq!(b.next(), Next::Fetch(3), "one step back over the last element");
+    assert_eq!(
+        b.next(),
+        Next::Fetch(3),
+        "one step back over the last element"
+    );
     settle(&mut c, b);
     let numeric = Item::Event(RawEvent {
         key: EventKey::number_id("7"),
@@ -126,7 +130,11 @@ fn repeats_are_skipped_reused_ids_delivered_again_and_id_types_kept() {
         ))
         .unwrap(),
     );
-    assert_eq!(ids(&b), ["a", "7", "7", "y"], "new content, and 7 is not \"7\"");
+    assert_eq!(
+        ids(&b),
+        ["a", "7", "7", "y"],
+        "new content, and 7 is not \"7\""
+    );
     assert!(b.events[0].id_reused && !b.events[1].id_reused);
     assert_eq!((b.stats.duplicates, b.stats.reused_ids), (1, 1));
     assert_eq!(b.next(), Next::Fetch(7));
@@ -270,7 +278,10 @@ fn a_trusted_total_saves_the_confirming_request() {
     c.begin_pass(at(100_000));
     let b = batch(c.admit(page(0, 10, five, 100_000)).unwrap());
     settle(&mut c, b);
-    let b = batch(c.admit(page(4, 10, vec![ev("first0", 1000)], 100_000)).unwrap());
+    let b = batch(
+        c.admit(page(4, 10, vec![ev("first0", 1000)], 100_000))
+            .unwrap(),
+    );
     assert_eq!(b.next(), Next::Done(Outcome::Complete));
     settle(&mut c, b);
     c.finish_pass();
@@ -345,9 +356,14 @@ fn events_outside_every_window_are_delivered_once_and_never_move_the_watermark()
 fn a_page_of_history_means_the_api_ignores_since() {
     let mut c = Cursor::new(CursorState::new("s", at(1_000_000)), LOOKBACK);
     c.begin_pass(at(2_000_000));
-    let items = (0..20).map(|i| ev(&format!("old{i}"), 10_000 + i)).collect();
+    let items = (0..20)
+        .map(|i| ev(&format!("old{i}"), 10_000 + i))
+        .collect();
     let err = c.admit(page(0, 20, items, 2_000_000)).unwrap_err();
-    assert!(err.to_string().contains("ignores the `since` parameter"), "{err}");
+    assert!(
+        err.to_string().contains("ignores the `since` parameter"),
+        "{err}"
+    );
 }
 
 /// One pass over a fixed newest-first list of `(id, ms)` in pages of
@@ -448,7 +464,11 @@ fn a_restart_resumes_the_pass_where_its_last_checkpoint_was() {
     }
     durable.apply(&c.finish_pass());
     assert_eq!(&durable, c.state());
-    assert_eq!(c.state().watermark_ms, 9000, "the original pass start bounds it");
+    assert_eq!(
+        c.state().watermark_ms,
+        9000,
+        "the original pass start bounds it"
+    );
     assert_eq!(c.state().delivered_total, 3);
 }
 
@@ -462,7 +482,11 @@ fn a_graceful_stop_saves_the_position() {
     );
     settle(&mut c, b);
     let cp = c.finish_pass();
-    assert_eq!(cp.pass.unwrap().offset, 1, "after `a`, before the boundary `b`");
+    assert_eq!(
+        cp.pass.unwrap().offset,
+        1,
+        "after `a`, before the boundary `b`"
+    );
     assert!(cp.end.is_none());
     let mut c = Cursor::new(c.state().clone(), LOOKBACK);
     assert!(c.begin_pass(at(300_000)).resumed);
@@ -706,7 +730,13 @@ impl Tenant {
         self.all.push((stored, event));
     }
 
-    fn page(&self, since: i64, offset: u64, limit: usize, rng: &mut StdRng) -> (Vec<Item>, Option<u64>) {
+    fn page(
+        &self,
+        since: i64,
+        offset: u64,
+        limit: usize,
+        rng: &mut StdRng,
+    ) -> (Vec<Item>, Option<u64>) {
         let (events, total) =
             self.listing
                 .page(&self.config, Some(since), None, offset as usize, limit, rng);
@@ -821,7 +851,14 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                 eprintln!(
                     "  page {pass_pages} at offset {offset}, listing {}, mode {}, scenario {s:?}",
                     tenant.listing.len(),
-                    cursor.run.as_ref().map(|r| format!("{:?}", r.mode).chars().take(300).collect::<String>()).unwrap_or_default()
+                    cursor
+                        .run
+                        .as_ref()
+                        .map(|r| format!("{:?}", r.mode)
+                            .chars()
+                            .take(300)
+                            .collect::<String>())
+                        .unwrap_or_default()
                 );
             }
             prop_assert!(
@@ -875,9 +912,15 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
             if std::env::var_os("AUDITFWD_CURSOR_PAGES").is_some() {
                 eprintln!(
                     "r{round} p{pass_pages} @{asked} seq={sequential} [{seen_items}] new={:?} next={:?} mode={}",
-                    b.events.iter().map(|e| (format!("{:?}", e.key)[..6].to_string(), e.created_ms())).collect::<Vec<_>>(),
+                    b.events
+                        .iter()
+                        .map(|e| (format!("{:?}", e.key)[..6].to_string(), e.created_ms()))
+                        .collect::<Vec<_>>(),
                     b.next(),
-                    format!("{:?}", b.update.mode).chars().take(120).collect::<String>()
+                    format!("{:?}", b.update.mode)
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
                 );
             }
             new_in_pass += b.events.len() + b.dead.len();
@@ -890,7 +933,12 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
             let mode = cursor
                 .run
                 .as_ref()
-                .map(|r| format!("{:?}", r.mode).chars().take(160).collect::<String>())
+                .map(|r| {
+                    format!("{:?}", r.mode)
+                        .chars()
+                        .take(160)
+                        .collect::<String>()
+                })
                 .unwrap_or_default();
             for k in &got {
                 let n = delivered.entry(*k).or_default();
@@ -900,7 +948,11 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                     cursor.state().watermark_ms
                 );
                 if *n > 1 + allowance.get(k).copied().unwrap_or(0) {
-                    let shown = tenant.all.iter().find(|(_, e)| (e.key, e.content) == *k).map(|(st, e)| (*st, e.shown));
+                    let shown = tenant
+                        .all
+                        .iter()
+                        .find(|(_, e)| (e.key, e.content) == *k)
+                        .map(|(st, e)| (*st, e.shown));
                     prop_assert!(
                         false,
                         "{k:?} (stored, shown) {shown:?} delivered again at {here}; first at {}",
@@ -967,7 +1019,11 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         }
         if !interrupted {
             prop_assert!(durable.apply(&cursor.finish_pass()));
-            prop_assert_eq!(&durable, cursor.state(), "replayed checkpoints equal the live state");
+            prop_assert_eq!(
+                &durable,
+                cursor.state(),
+                "replayed checkpoints equal the live state"
+            );
         }
         now += rng.random_range(1..200);
         if frozen && !interrupted {
@@ -993,9 +1049,16 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         .iter()
         .filter(|k| !delivered.contains_key(*k))
         .map(|k| {
-            let (stored, e) = tenant.all.iter().find(|(_, e)| (e.key, e.content) == *k).unwrap();
+            let (stored, e) = tenant
+                .all
+                .iter()
+                .find(|(_, e)| (e.key, e.content) == *k)
+                .unwrap();
             let versions = tenant.all.iter().filter(|(_, o)| o.key == e.key).count();
-            format!("{k:?} stored {stored} shown {:?} versions {versions}", e.shown)
+            format!(
+                "{k:?} stored {stored} shown {:?} versions {versions}",
+                e.shown
+            )
         })
         .collect();
     prop_assert!(

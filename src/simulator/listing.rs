@@ -177,7 +177,10 @@ impl<T: Clone> Listing<T> {
             Some(s) => e.ms > s,
         };
         let passes = |e: &Entry<T>| filter.is_none_or(|f| f(&e.item));
-        let sorted = matches!(config.order, SortOrder::NewestFirst | SortOrder::OldestFirst);
+        let sorted = matches!(
+            config.order,
+            SortOrder::NewestFirst | SortOrder::OldestFirst
+        );
         // The listing in its order: a slice of the sorted events when it
         // can be, else the matching events collected.
         let view = if sorted {
@@ -296,8 +299,15 @@ mod tests {
         let l = listing();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let all = |c: &ListingConfig, since| {
-            l.page(c, since, None, 0, 100, &mut rand::rngs::StdRng::seed_from_u64(2))
-                .0
+            l.page(
+                c,
+                since,
+                None,
+                0,
+                100,
+                &mut rand::rngs::StdRng::seed_from_u64(2),
+            )
+            .0
         };
         let mut c = ListingConfig::default();
         assert_eq!(all(&c, Some(10)), [5, 3, 2, 1]);

@@ -75,6 +75,9 @@ pub struct SimConfig {
     /// Show created_at to the second only (stored and filtered to the ms).
     #[arg(long)]
     pub coarse_time: bool,
+    /// Ignore the `since` parameter (every request lists the whole history).
+    #[arg(long)]
+    pub ignore_since: bool,
     /// Share of events created on the same millisecond as the previous one.
     #[arg(long, default_value_t = 0.0)]
     pub tie_ratio: f64,
@@ -171,6 +174,7 @@ impl Default for SimConfig {
             page_cap: None,
             total: TotalMode::Exact,
             coarse_time: false,
+            ignore_since: false,
             tie_ratio: 0.0,
             burst_ratio: 0.0,
             burst_size: 150,

@@ -188,9 +188,9 @@ fn respond(shared: &Shared, body: impl Into<Vec<u8>>, delivery: Delivery) -> Res
             // it reads gets past this.
             let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
             let rest = futures_util::stream::repeat_with(|| Ok(vec![b' '; 64 << 10]));
-            let mut response = Response::new(Body::from_stream(
-                futures_util::StreamExt::chain(first, rest),
-            ));
+            let mut response = Response::new(Body::from_stream(futures_util::StreamExt::chain(
+                first, rest,
+            )));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -254,7 +254,9 @@ async fn audit_logs(
         Some(Ok(o)) => o as usize,
         Some(Err(_)) => return bad_request(&shared, "offset must be a non-negative integer"),
     };
+    let ignore_since = shared.config.lock().unwrap().ignore_since;
     let since = match params.get("since") {
+        _ if ignore_since => None,
         None => None,
         Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
             Ok(t) => Some(t.timestamp_millis()),

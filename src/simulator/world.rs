@@ -141,7 +141,6 @@ fn uuid(rng: &mut impl Rng) -> String {
     )
 }
 
-
 impl World {
     /// A world starting at `start_ms` with its backlog already visible.
     pub fn new(config: SimConfig, start_ms: i64) -> Self {
@@ -207,14 +206,20 @@ impl World {
                 break;
             }
             self.live += 1;
-            if self.rng.random_bool(self.config.burst_ratio.clamp(0.0, 1.0)) {
+            if self
+                .rng
+                .random_bool(self.config.burst_ratio.clamp(0.0, 1.0))
+            {
                 // A bulk operation: many events on one millisecond.
                 for _ in 0..self.config.burst_size {
                     self.insert(due, due);
                 }
                 continue;
             }
-            if self.rng.random_bool(self.config.future_ratio.clamp(0.0, 1.0)) {
+            if self
+                .rng
+                .random_bool(self.config.future_ratio.clamp(0.0, 1.0))
+            {
                 self.insert(FAR_FUTURE_MS, due);
                 continue;
             }
@@ -373,7 +378,9 @@ impl World {
             }
             event["details"] = hostile::details(rng);
         } else if roll
-            < self.config.malformed_ratio + self.config.hostile_ratio + self.config.invalid_utf8_ratio
+            < self.config.malformed_ratio
+                + self.config.hostile_ratio
+                + self.config.invalid_utf8_ratio
         {
             expect = Expect::DeadLetter;
             invalid_utf8 = true;
@@ -438,7 +445,9 @@ impl World {
         self.listing.page(
             &config,
             since_ms,
-            action.is_some().then_some(&of_action as &dyn Fn(&Arc<SimEvent>) -> bool),
+            action
+                .is_some()
+                .then_some(&of_action as &dyn Fn(&Arc<SimEvent>) -> bool),
             offset,
             limit,
             &mut self.order_rng,

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-pub use crate::model::{Item, Malformed, RawEvent};
 use crate::model::{EventKey, bytes_hash, object_hash};
+pub use crate::model::{Item, Malformed, RawEvent};
 
 /// One parsed response.
 #[derive(Debug)]
@@ -289,6 +289,36 @@ mod tests {
                 "ok c 1772361339817",
             ]
         );
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_dead_letters_only_its_event() {
+        let mut body = br#"{"data":[{"id":"a","created_at":"2026-03-01T10:35:39.817Z"},{"id":"b","created_at":"2026-03-01T10:35:39.818Z","details":{"ua":"x"#.to_vec();
+        body.push(0xFF);
+        body.extend_from_slice(br#"y"}},{"id":"c","created_at":"2026-03-01T10:35:39.819Z","details":"ok"}],"pagination":{"total":3}}"#);
+        let page = parse(&body).unwrap();
+        assert_eq!(page.total, Some(3));
+        let [Item::Event(a), Item::Malformed(b), Item::Event(c)] = &page.items[..] else {
+            panic!("{:?}", page.items);
+        };
+        assert_eq!((a.id.as_str(), c.id.as_str()), ("a", "c"));
+        assert_eq!(b.id.as_deref(), Some("b"));
+        assert_eq!(b.key, EventKey::string_id("b"), "keyed like the event it was");
+        assert!(b.created_at.is_some());
+        assert!(b.reason.contains("not UTF-8"), "{}", b.reason);
+        assert!(b.raw.contains(r"x\xFFy"), "original bytes kept: {}", b.raw);
+    }
+
+    #[test]
+    fn ids_keep_their_json_type() {
+        let body = br#"{"data":[{"id":7,"created_at":"2026-03-01T10:35:39.817Z"},{"id":"7","created_at":"2026-03-01T10:35:39.817Z"},{"id":7.5,"created_at":"2026-03-01T10:35:39.817Z"}]}"#;
+        let page = parse(body).unwrap();
+        let [Item::Event(n), Item::Event(s), Item::Malformed(f)] = &page.items[..] else {
+            panic!("{:?}", page.items);
+        };
+        assert_eq!((n.id.as_str(), s.id.as_str()), ("7", "7"));
+        assert_ne!(n.key, s.key);
+        assert!(f.reason.contains("not an integer"), "{}", f.reason);
     }
 
     #[test]

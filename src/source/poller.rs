@@ -228,12 +228,7 @@ impl Poller {
         Ok(())
     }
 
-    fn spawn_fetch(
-        &self,
-        query: PageQuery,
-        after: u64,
-        shutdown: &CancellationToken,
-    ) -> InFlight {
+    fn spawn_fetch(&self, query: PageQuery, after: u64, shutdown: &CancellationToken) -> InFlight {
         let fetcher = self.fetcher.clone();
         let stop = shutdown.clone();
         let offset = query.offset;
@@ -319,9 +314,7 @@ impl Poller {
                     .backlog
                     .set(total.saturating_sub(asked + returned) as i64);
             }
-            if let Some(report) =
-                progress.page(Instant::now(), returned, total, u64::from(limit))
-            {
+            if let Some(report) = progress.page(Instant::now(), returned, total, u64::from(limit)) {
                 tracing::info!(source = %self.config.name, read = report.read, total = report.total, "backfill: {report}");
             }
             // Fetch what comes next while this page is delivered.
@@ -377,7 +370,11 @@ impl Poller {
     }
 
     /// Delivers and checkpoints the new elements of one admitted page.
-    async fn deliver(&mut self, mut batch: Batch, shutdown: &CancellationToken) -> Result<(), PassError> {
+    async fn deliver(
+        &mut self,
+        mut batch: Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PassError> {
         let stats = batch.stats.clone();
         self.counters.duplicate.inc_by(stats.duplicates);
         self.counters.reused.inc_by(stats.reused_ids);
@@ -544,7 +541,9 @@ impl Fetcher {
                     }
                     let delay = backoff.next_delay(error.retry_after());
                     let attempt = backoff.attempts();
-                    if attempt >= FAILED_AFTER && matches!(error, FetchError::Body(_) | FetchError::TooLarge { .. }) {
+                    if attempt >= FAILED_AFTER
+                        && matches!(error, FetchError::Body(_) | FetchError::TooLarge { .. })
+                    {
                         // Retrying goes on, but an operator must know: this
                         // page blocks the source.
                         failed = true;

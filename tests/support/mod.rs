@@ -280,7 +280,11 @@ pub fn assert_dead_letters(truth: &[TruthEvent], dead_letter_file: &Path) {
             // bytes that are not UTF-8.
             text.strip_prefix("garbage-")
                 .or_else(|| text.split("\"sim_seq\":").nth(1))
-                .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
                 .and_then(|digits| digits.parse().ok())
         })
     };
