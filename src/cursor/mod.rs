@@ -136,6 +136,12 @@ pub use crate::pipeline::Ack;
 /// may be and still count as the present (ms).
 pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
+/// A `created_at` before 2000-01-01 is a bogus clock (an epoch-zero or
+/// year-one default), not history: such an event is delivered and kept
+/// among the strays whatever the window, and never suggests that the API
+/// ignores `since`.
+pub const PLAUSIBLE_SINCE_MS: i64 = 946_684_800_000;
+
 /// A server `Date` further behind the local clock than this (ms) is not
 /// used to lower the pass start (a broken header would freeze the
 /// watermark); the events' own timestamps still bound it.
@@ -349,6 +355,8 @@ struct Run {
 pub struct Cursor {
     state: CursorState,
     lookback_ms: i64,
+    /// [`PLAUSIBLE_SINCE_MS`], lowered by tests that use small times.
+    plausible_since_ms: i64,
     run: Option<Run>,
     learned: Learned,
     tickets: u64,
@@ -365,10 +373,18 @@ impl Cursor {
         Self {
             state,
             lookback_ms,
+            plausible_since_ms: PLAUSIBLE_SINCE_MS,
             run: None,
             learned: Learned::default(),
             tickets: 0,
         }
+    }
+
+    /// Takes times from `ms` on as plausible (tests use times near 1970).
+    #[cfg(test)]
+    pub(crate) fn with_plausible_since(mut self, ms: i64) -> Self {
+        self.plausible_since_ms = ms;
+        self
     }
 
     /// The current durable state.
@@ -449,6 +465,7 @@ impl Cursor {
     /// Picks the new elements of a page. Nothing changes until the batch is
     /// [committed](Cursor::commit) (or [skipped](Cursor::skip) when empty).
     pub fn admit(&mut self, page: PageIn) -> Result<Admission, CursorError> {
+        let plausible_since = self.plausible_since_ms;
         let run = self.run.as_mut().expect("admit inside a pass");
         let expected = match run.next {
             Next::Fetch(offset) => offset,
@@ -499,6 +516,10 @@ impl Cursor {
         for item in &page.items {
             let shown = item.created_ms();
             let sane = match shown {
+                Some(ms) if ms < plausible_since => {
+                    timed += 1;
+                    None
+                }
                 Some(ms) if ms < keep_from => {
                     past += 1;
                     timed += 1;

@@ -72,7 +72,7 @@ fn settle(c: &mut Cursor, b: Batch) -> Option<Checkpoint> {
 const LOOKBACK: Duration = Duration::from_secs(10);
 
 fn fresh() -> Cursor {
-    Cursor::new(CursorState::new("s", at(0)), LOOKBACK)
+    Cursor::new(CursorState::new("s", at(0)), LOOKBACK).with_plausible_since(i64::MIN)
 }
 
 // ---------------------------------------------------------------------------
@@ -80,7 +80,8 @@ fn fresh() -> Cursor {
 
 #[test]
 fn first_pass_asks_one_ms_before_the_window() {
-    let mut c = Cursor::new(CursorState::new("s", at(100_000)), LOOKBACK);
+    let mut c =
+        Cursor::new(CursorState::new("s", at(100_000)), LOOKBACK).with_plausible_since(i64::MIN);
     let plan = c.begin_pass(at(200_000));
     assert_eq!(plan.window_start_ms, 100_000);
     assert_eq!(plan.since, at(99_999));
@@ -314,7 +315,8 @@ fn a_trusted_total_saves_the_confirming_request() {
 
 #[test]
 fn events_outside_every_window_are_delivered_once_and_never_move_the_watermark() {
-    let mut c = Cursor::new(CursorState::new("s", at(500_000)), LOOKBACK);
+    let mut c =
+        Cursor::new(CursorState::new("s", at(500_000)), LOOKBACK).with_plausible_since(i64::MIN);
     let listing = vec![
         ev("future", 253_402_300_799_999),
         ev("now", 900_000),
@@ -354,7 +356,8 @@ fn events_outside_every_window_are_delivered_once_and_never_move_the_watermark()
 
 #[test]
 fn a_page_of_history_means_the_api_ignores_since() {
-    let mut c = Cursor::new(CursorState::new("s", at(1_000_000)), LOOKBACK);
+    let mut c =
+        Cursor::new(CursorState::new("s", at(1_000_000)), LOOKBACK).with_plausible_since(i64::MIN);
     c.begin_pass(at(2_000_000));
     let items = (0..20)
         .map(|i| ev(&format!("old{i}"), 10_000 + i))
@@ -448,7 +451,7 @@ fn a_restart_resumes_the_pass_where_its_last_checkpoint_was() {
             .unwrap(),
     );
     assert_eq!(ids(&b), ["c"]);
-    let mut c = Cursor::new(durable.clone(), LOOKBACK);
+    let mut c = Cursor::new(durable.clone(), LOOKBACK).with_plausible_since(i64::MIN);
     let plan = c.begin_pass(at(200_000));
     assert!(plan.resumed);
     assert_eq!(c.next(), Next::Fetch(1), "resumes at the saved offset");
@@ -488,7 +491,7 @@ fn a_graceful_stop_saves_the_position() {
         "after `a`, before the boundary `b`"
     );
     assert!(cp.end.is_none());
-    let mut c = Cursor::new(c.state().clone(), LOOKBACK);
+    let mut c = Cursor::new(c.state().clone(), LOOKBACK).with_plausible_since(i64::MIN);
     assert!(c.begin_pass(at(300_000)).resumed);
     assert_eq!(c.next(), Next::Fetch(1));
 }
@@ -681,6 +684,8 @@ struct Tenant {
 }
 
 const FAR_FUTURE: i64 = 253_402_300_799_999;
+/// The model's times are near 1970: bogus ones lie below this.
+const PLAUSIBLE: i64 = 100_000;
 const BOGUS: [i64; 3] = [FAR_FUTURE, 0, -62_135_596_800_000];
 
 impl Tenant {
@@ -811,7 +816,7 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
 
     let floor = now - 60_000;
     let mut durable = CursorState::new("s", at(floor));
-    let mut cursor = Cursor::new(durable.clone(), lookback);
+    let mut cursor = Cursor::new(durable.clone(), lookback).with_plausible_since(PLAUSIBLE);
     let mut delivered: HashMap<(EventKey, u64), u32> = HashMap::new();
     let mut first_seen: HashMap<(EventKey, u64), String> = HashMap::new();
     let mut allowance: HashMap<(EventKey, u64), u32> = HashMap::new();
@@ -994,7 +999,7 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                 for k in got {
                     *allowance.entry(k).or_default() += 1;
                 }
-                cursor = Cursor::new(durable.clone(), lookback);
+                cursor = Cursor::new(durable.clone(), lookback).with_plausible_since(PLAUSIBLE);
                 interrupted = true;
                 break;
             }
@@ -1004,7 +1009,7 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
             if !frozen && rng.random_bool(s.crash_ratio / 2.0) {
                 // A graceful stop in the middle of a pass: position saved.
                 prop_assert!(durable.apply(&cursor.finish_pass()));
-                cursor = Cursor::new(durable.clone(), lookback);
+                cursor = Cursor::new(durable.clone(), lookback).with_plausible_since(PLAUSIBLE);
                 interrupted = true;
                 break;
             }

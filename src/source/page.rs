@@ -303,7 +303,11 @@ mod tests {
         };
         assert_eq!((a.id.as_str(), c.id.as_str()), ("a", "c"));
         assert_eq!(b.id.as_deref(), Some("b"));
-        assert_eq!(b.key, EventKey::string_id("b"), "keyed like the event it was");
+        assert_eq!(
+            b.key,
+            EventKey::string_id("b"),
+            "keyed like the event it was"
+        );
         assert!(b.created_at.is_some());
         assert!(b.reason.contains("not UTF-8"), "{}", b.reason);
         assert!(b.raw.contains(r"x\xFFy"), "original bytes kept: {}", b.raw);

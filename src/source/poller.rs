@@ -109,7 +109,14 @@ struct SourceMetrics {
     tie_groups: prometheus_client::metrics::counter::Counter,
     pages: prometheus_client::metrics::counter::Counter,
     backlog: prometheus_client::metrics::gauge::Gauge,
-    lag: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Created on the first report: a source starting at the beginning has
+    /// no lag to tell before its first pass ends (absent, not 0).
+    lag: Option<prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>>,
+    lag_family: prometheus_client::metrics::family::Family<
+        SourceLabel,
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    >,
+    label: SourceLabel,
     up: prometheus_client::metrics::gauge::Gauge,
 }
 
@@ -124,7 +131,9 @@ impl SourceMetrics {
             tie_groups: metrics.tie_groups_oversized.get_or_create(label).clone(),
             pages: metrics.pages_fetched.get_or_create(label).clone(),
             backlog: metrics.backlog_events.get_or_create(label).clone(),
-            lag: metrics.cursor_lag_seconds.get_or_create(label).clone(),
+            lag: None,
+            lag_family: metrics.cursor_lag_seconds.clone(),
+            label: label.clone(),
             up: metrics.source_up.get_or_create(label).clone(),
         }
     }
@@ -453,9 +462,12 @@ impl Poller {
         if self.cursor.state().watermark_ms <= 0 {
             return;
         }
-        self.counters
+        let lag = self.cursor.lag(Utc::now()).as_secs_f64();
+        let counters = &mut self.counters;
+        counters
             .lag
-            .set(self.cursor.lag(Utc::now()).as_secs_f64());
+            .get_or_insert_with(|| counters.lag_family.get_or_create(&counters.label).clone())
+            .set(lag);
     }
 
     /// Makes a checkpoint durable; compacts the store when it asks.

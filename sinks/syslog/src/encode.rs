@@ -92,6 +92,18 @@ fn body(record: &Record) -> Result<&[u8], Unsendable> {
     Ok(&record.payload)
 }
 
+/// The header's TIMESTAMP: the event's `created_at`, or the NILVALUE when
+/// that is a bogus time receivers refuse to parse (rsyslog takes a header
+/// dated 2100 or later for the message text). The payload keeps it as sent.
+fn header_time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Datelike;
+    if (1970..2100).contains(&t.year()) {
+        format_millis(t)
+    } else {
+        "-".to_string()
+    }
+}
+
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
 pub fn rfc5424(header: &Header, record: &Record) -> Result<Message, Unsendable> {
     let e = &record.event;
@@ -100,7 +112,7 @@ pub fn rfc5424(header: &Header, record: &Record) -> Result<Message, Unsendable> 
     let _ = write!(
         head,
         "<{pri}>1 {} {} {} {} {} [{SD_ID} id=\"",
-        format_millis(&e.created_at),
+        header_time(&e.created_at),
         header.hostname,
         header.app_name,
         header.procid,

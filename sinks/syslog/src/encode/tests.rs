@@ -87,8 +87,10 @@ fn parse(m: &[u8]) -> Result<Parsed, String> {
         return Err("VERSION is not 1".into());
     }
     let timestamp = String::from_utf8(field(&mut i).to_vec()).map_err(|e| e.to_string())?;
-    chrono::DateTime::parse_from_rfc3339(&timestamp)
-        .map_err(|e| format!("TIMESTAMP {timestamp}: {e}"))?;
+    if timestamp != "-" {
+        chrono::DateTime::parse_from_rfc3339(&timestamp)
+            .map_err(|e| format!("TIMESTAMP {timestamp}: {e}"))?;
+    }
     let hostname = printus(field(&mut i), 255, "HOSTNAME")?;
     let app_name = printus(field(&mut i), 48, "APP-NAME")?;
     let procid = printus(field(&mut i), 128, "PROCID")?;
@@ -212,6 +214,23 @@ fn a_typical_event() {
     );
     assert_eq!(p.msg, r.payload.to_vec());
     assert_eq!(&m.bytes[m.body_start..], &r.payload[..]);
+}
+
+#[test]
+fn a_bogus_created_at_leaves_the_header_timestamp_nil() {
+    use chrono::TimeZone;
+    for (ms, shown) in [
+        (253_402_300_799_999, "-"),
+        (-62_135_596_800_000, "-"),
+        (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
+    ] {
+        let mut e = sample_events("acme", 1).remove(0);
+        e.created_at = chrono::Utc.timestamp_millis_opt(ms).unwrap();
+        let r = one(e);
+        let p = parse(&rfc5424(&header(), &r).unwrap().bytes).unwrap();
+        assert_eq!(p.timestamp, shown);
+        assert_eq!(p.msg, r.payload.to_vec(), "the payload keeps the time");
+    }
 }
 
 #[test]
