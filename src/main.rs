@@ -53,7 +53,7 @@ enum Command {
         #[arg(long, default_value_t = 8080)]
         port: u16,
         #[command(flatten)]
-        tenant: SimConfig,
+        tenant: Box<SimConfig>,
         /// Switch every adversity on: ties in a fresh order per request, bulk
         /// operations, late, bogus and far-future times, reused and numeric
         /// ids, hostile, malformed and non-UTF-8 events, 5xx, 429, drops,
@@ -256,7 +256,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init_logging(&Default::default());
             if chaos {
                 let chaotic = SimConfig::adversarial(tenant.seed);
-                tenant = SimConfig {
+                *tenant = SimConfig {
                     seed: tenant.seed,
                     api_key: tenant.api_key,
                     backlog: tenant.backlog,
@@ -273,7 +273,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..chaotic
                 };
             }
-            let sim = Simulator::start(tenant, ([127, 0, 0, 1], port).into())
+            let sim = Simulator::start(*tenant, ([127, 0, 0, 1], port).into())
                 .await
                 .context("cannot start the simulated tenant")?;
             println!(

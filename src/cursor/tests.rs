@@ -317,7 +317,7 @@ fn a_trusted_total_saves_the_confirming_request() {
 fn events_outside_every_window_are_delivered_once_and_never_move_the_watermark() {
     let mut c =
         Cursor::new(CursorState::new("s", at(500_000)), LOOKBACK).with_plausible_since(i64::MIN);
-    let listing = vec![
+    let listing = [
         ev("future", 253_402_300_799_999),
         ev("now", 900_000),
         ev("older", 899_000),
@@ -852,20 +852,6 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                 }
             };
             pass_pages += 1;
-            if pass_pages % 500 == 0 && std::env::var_os("AUDITFWD_CURSOR_TRACE").is_some() {
-                eprintln!(
-                    "  page {pass_pages} at offset {offset}, listing {}, mode {}, scenario {s:?}",
-                    tenant.listing.len(),
-                    cursor
-                        .run
-                        .as_ref()
-                        .map(|r| format!("{:?}", r.mode)
-                            .chars()
-                            .take(300)
-                            .collect::<String>())
-                        .unwrap_or_default()
-                );
-            }
             prop_assert!(
                 pass_pages < 100 * (tenant.listing.len() as u64 + 10),
                 "a pass never ends: {pass_pages} pages over {} events, at offset {offset}, mode {:?}",
@@ -1013,14 +999,6 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                 interrupted = true;
                 break;
             }
-        }
-        if std::env::var_os("AUDITFWD_CURSOR_TRACE").is_some() {
-            eprintln!(
-                "round {round}: {pass_pages} pages, interrupted {interrupted}, W {}, listing {}, seen {}",
-                cursor.state().watermark_ms,
-                tenant.listing.len(),
-                cursor.state().seen.len()
-            );
         }
         if !interrupted {
             prop_assert!(durable.apply(&cursor.finish_pass()));
