@@ -150,6 +150,7 @@ allow_http = true
 start_at = "beginning"
 poll_interval = "500ms"
 lookback = "5s"
+late_sweep = "3s"
 rate_limit = {{ requests_per_second = 50, burst = 20 }}
 retry = {{ initial_backoff = "20ms", max_backoff = "2s" }}
 

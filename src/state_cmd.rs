@@ -92,10 +92,20 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
                     lag as f64 / 1000.0
                 )
                 .ok();
+                if let Some(head) = state.head_ms {
+                    writeln!(out, "  newest event   {}", time(head)).ok();
+                }
+                if let Some(swept) = state.swept_ms {
+                    writeln!(out, "  last sweep     started {}", time(swept)).ok();
+                }
                 match state.pass {
                     Some(pass) => writeln!(
                         out,
-                        "  pass underway  events created from {}, read up to offset {}; a restart resumes it",
+                        "  pass underway  {} of events created from {}, read up to offset {}; a restart resumes it",
+                        match pass.kind {
+                            crate::cursor::PassKind::Sweep => "sweep",
+                            crate::cursor::PassKind::Head => "head pass",
+                        },
                         time(pass.since_ms),
                         pass.offset
                     )

@@ -28,6 +28,8 @@ pub(crate) struct RawSource {
     poll_interval: Duration,
     #[serde(default = "default_lookback", deserialize_with = "duration")]
     lookback: Duration,
+    #[serde(default = "default_late_sweep", deserialize_with = "duration")]
+    late_sweep: Duration,
     #[serde(default = "default_start_at")]
     start_at: String,
     #[serde(default)]
@@ -93,6 +95,9 @@ fn default_poll_interval() -> Duration {
 fn default_lookback() -> Duration {
     Duration::from_secs(600)
 }
+fn default_late_sweep() -> Duration {
+    Duration::from_secs(300)
+}
 fn default_start_at() -> String {
     "now".into()
 }
@@ -131,6 +136,11 @@ pub struct SourceConfig {
     /// How late an event may become visible after its `created_at` (plus
     /// clock skew) and still be caught. Default 10m.
     pub lookback: Duration,
+    /// How often the whole lookback window is read again for late events;
+    /// polls in between read only what is newer than the newest event
+    /// delivered. A late event arrives at most this much (plus one pass)
+    /// after it became visible. Default 5m.
+    pub late_sweep: Duration,
     /// Where a source without saved state starts. Default `now`.
     pub start_at: StartAt,
     /// Server-side `action` filter; one action is sent as `action=`, several
@@ -364,6 +374,7 @@ impl RawSource {
             page_size: self.page_size,
             poll_interval: self.poll_interval,
             lookback: self.lookback,
+            late_sweep: self.late_sweep,
             start_at: start_at?,
             actions: self.actions,
             request_timeout: self.request_timeout,

@@ -86,6 +86,16 @@
 //! page in an order that depends on `offset` but never varies can hide
 //! members for ever. Such groups are counted and logged.
 //!
+//! **Head passes between sweeps.** A pass as above is a *sweep*: it reads
+//! the whole lookback window and is the only one that moves *W*. Between
+//! sweeps (every `late_sweep`), a *head pass* reads only `since = H − 1 s`,
+//! *H* the newest `created_at` delivered (no later than its pass's start):
+//! new events, at the cost of what they are. The same paging rules hold
+//! within it. It never moves *W*, so the next sweep still reads every
+//! event visible after the last sweep started (A5 bounds how late it can
+//! be): a late event arrives at most `late_sweep` plus one pass after it
+//! became visible, and nothing the head passes missed is lost.
+//!
 //! **Progress is durable by position.** Each checkpoint saves the next
 //! offset, the pass's `since` and *T0*. A restart resumes the pass there: by
 //! A2 every event not yet read is still at or after that offset.
@@ -125,8 +135,8 @@ use chrono::{DateTime, Utc};
 use self::group::Group;
 pub use self::group::GroupReport;
 pub use self::state::{
-    Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassProgress, RECENT_IDS,
-    STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
+    Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassKind, PassProgress,
+    RECENT_IDS, STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
 };
 use crate::model::KeySet;
 pub use crate::model::{EventKey, Item, Malformed, RawEvent};
@@ -188,6 +198,8 @@ pub struct PassPlan {
     pub since: DateTime<Utc>,
     /// The window start (epoch ms).
     pub window_start_ms: i64,
+    /// Sweep or head pass.
+    pub kind: PassKind,
     /// This pass continues one a restart interrupted.
     pub resumed: bool,
 }
@@ -397,14 +409,39 @@ impl Cursor {
         self.lookback_ms
     }
 
-    /// Starts a pass at local time `now`, or resumes the one a restart
-    /// interrupted.
-    pub fn begin_pass(&mut self, now: DateTime<Utc>) -> PassPlan {
+    /// Which pass is due at `now`: a sweep of the whole window when none
+    /// ran for `late_sweep` (or none ever completed), else a head pass.
+    pub fn due(&self, now: DateTime<Utc>, late_sweep: std::time::Duration) -> PassKind {
+        let interval = i64::try_from(late_sweep.as_millis()).unwrap_or(i64::MAX);
+        match (self.state.pass, self.state.head_ms, self.state.swept_ms) {
+            (Some(pass), _, _) => pass.kind,
+            (None, Some(_), Some(swept)) if now.timestamp_millis() - swept < interval => {
+                PassKind::Head
+            }
+            _ => PassKind::Sweep,
+        }
+    }
+
+    /// Starts a pass of `kind` at local time `now`, or resumes the one a
+    /// restart interrupted (whatever `kind` says).
+    pub fn begin_pass(&mut self, now: DateTime<Utc>, kind: PassKind) -> PassPlan {
+        let window_start = self.state.window_start(self.lookback_ms);
+        let (kind, since_ms) = match (kind, self.state.head_ms) {
+            // A head pass reads from the newest delivered time, minus the
+            // precision margin (an event shown at the same second may still
+            // come), never before the window.
+            (PassKind::Head, Some(head)) => (
+                PassKind::Head,
+                head.saturating_sub(PRECISION_MARGIN_MS).max(window_start),
+            ),
+            _ => (PassKind::Sweep, window_start),
+        };
         let (progress, resumed) = match self.state.pass {
             Some(progress) => (progress, true),
             None => (
                 PassProgress {
-                    since_ms: self.state.window_start(self.lookback_ms),
+                    kind,
+                    since_ms,
                     t0_ms: now.timestamp_millis(),
                     newest_ms: None,
                     offset: 0,
@@ -432,6 +469,7 @@ impl Cursor {
             since: DateTime::from_timestamp_millis(progress.since_ms.saturating_sub(1))
                 .unwrap_or(DateTime::UNIX_EPOCH),
             window_start_ms: progress.since_ms,
+            kind: progress.kind,
             resumed,
         }
     }
@@ -792,14 +830,20 @@ impl Cursor {
     /// Returns the checkpoint to make durable.
     pub fn finish_pass(&mut self) -> Checkpoint {
         let run = self.run.take().expect("finish inside a pass");
+        let progress = run.progress;
+        let sweep = progress.kind == PassKind::Sweep;
         let end = match run.next {
             Next::Done(Outcome::Complete) => Some(PassEnd {
-                watermark_ms: run.progress.end_watermark(),
-                lookback_ms: run.progress.lookback_ms,
+                watermark_ms: progress.end_watermark().filter(|_| sweep),
+                lookback_ms: progress.lookback_ms,
+                head_ms: progress.end_watermark(),
+                swept_ms: sweep.then_some(progress.t0_ms),
             }),
             Next::Done(Outcome::OffsetIgnored) => Some(PassEnd {
                 watermark_ms: None,
-                lookback_ms: run.progress.lookback_ms,
+                lookback_ms: progress.lookback_ms,
+                head_ms: None,
+                swept_ms: None,
             }),
             // Interrupted: save where it was, to resume there.
             Next::Fetch(_) => None,

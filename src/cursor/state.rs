@@ -55,10 +55,25 @@ pub struct Entry {
     pub n: u64,
 }
 
+/// What a pass reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassKind {
+    /// The whole lookback window: finds late events, moves the watermark.
+    #[default]
+    Sweep,
+    /// Only what is newer than the newest event delivered (minus the
+    /// precision margin): cheap, run between sweeps.
+    Head,
+}
+
 /// The pass in progress, saved with every checkpoint so that a restart
 /// resumes it instead of reading the window again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassProgress {
+    /// Sweep or head pass.
+    #[serde(default)]
+    pub kind: PassKind,
     /// Window start (epoch ms); `since` is one millisecond earlier.
     pub since_ms: i64,
     /// Pass start (local clock, lowered to the server's `Date`).
@@ -155,6 +170,13 @@ pub struct CursorState {
     /// Every in-scope event created before `watermark_ms - lookback` is
     /// delivered.
     pub watermark_ms: i64,
+    /// The newest `created_at` delivered (no later than its pass's start):
+    /// head passes read from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_ms: Option<i64>,
+    /// When the last complete sweep started (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept_ms: Option<i64>,
     /// Ids acknowledged so far (all passes): numbers them, oldest first.
     #[serde(default)]
     pub acked_no: u64,
@@ -237,11 +259,17 @@ pub struct Checkpoint {
 /// How a pass ended, in a [`Checkpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassEnd {
-    /// The new watermark, when the pass completed.
+    /// The new watermark, when a sweep completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_ms: Option<i64>,
     /// The lookback the pass ran with (ms), for pruning.
     pub lookback_ms: i64,
+    /// The newest `created_at` the pass delivered (no later than its start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_ms: Option<i64>,
+    /// A sweep completed that started then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept_ms: Option<i64>,
 }
 
 impl CursorState {
@@ -254,6 +282,8 @@ impl CursorState {
             seq: 0,
             floor_ms,
             watermark_ms: floor_ms,
+            head_ms: None,
+            swept_ms: None,
             acked_no: 0,
             seen: KeyMap::default(),
             strays: Strays::default(),
@@ -299,6 +329,12 @@ impl CursorState {
             if let Some(w) = end.watermark_ms {
                 self.watermark_ms = self.watermark_ms.max(w);
             }
+            if let Some(h) = end.head_ms {
+                self.head_ms = Some(self.head_ms.map_or(h, |old| old.max(h)));
+            }
+            if let Some(t) = end.swept_ms {
+                self.swept_ms = Some(self.swept_ms.map_or(t, |old| old.max(t)));
+            }
             self.pass = None;
             self.prune(end.lookback_ms);
         } else if let Some(pass) = self.pass {
@@ -321,10 +357,14 @@ impl CursorState {
     /// Ids of earlier passes stay until this one ends: it may still meet
     /// them.
     fn prune_pass(&mut self, pass: PassProgress) {
-        // The watermark this pass will set is at least what it could set now.
-        let watermark = pass
-            .end_watermark()
-            .map_or(self.watermark_ms, |w| w.max(self.watermark_ms));
+        // The watermark this pass will set is at least what it could set now
+        // (a head pass sets none: the next window is the current one).
+        let watermark = match pass.kind {
+            PassKind::Sweep => pass
+                .end_watermark()
+                .map_or(self.watermark_ms, |w| w.max(self.watermark_ms)),
+            PassKind::Head => self.watermark_ms,
+        };
         let keep_from = watermark
             .saturating_sub(pass.lookback_ms)
             .max(self.floor_ms)

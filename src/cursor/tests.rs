@@ -82,7 +82,7 @@ fn fresh() -> Cursor {
 fn first_pass_asks_one_ms_before_the_window() {
     let mut c =
         Cursor::new(CursorState::new("s", at(100_000)), LOOKBACK).with_plausible_since(i64::MIN);
-    let plan = c.begin_pass(at(200_000));
+    let plan = c.begin_pass(at(200_000), PassKind::Sweep);
     assert_eq!(plan.window_start_ms, 100_000);
     assert_eq!(plan.since, at(99_999));
     assert_eq!(c.next(), Next::Fetch(0));
@@ -91,7 +91,7 @@ fn first_pass_asks_one_ms_before_the_window() {
 #[test]
 fn repeats_are_skipped_reused_ids_delivered_again_and_id_types_kept() {
     let mut c = fresh();
-    c.begin_pass(at(10_000));
+    c.begin_pass(at(10_000), PassKind::Sweep);
     let b = batch(
         c.admit(page(
             0,
@@ -156,7 +156,7 @@ fn repeats_are_skipped_reused_ids_delivered_again_and_id_types_kept() {
 #[test]
 fn the_next_page_steps_back_over_the_boundary_ties() {
     let mut c = fresh();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     // Newest first; the last three share 5000 (a tie group that may
     // continue on the next page in another order).
     let items = vec![
@@ -185,7 +185,7 @@ fn the_next_page_steps_back_over_the_boundary_ties() {
 #[test]
 fn a_prefetched_page_counts_only_with_a_witness() {
     let mut c = fresh();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     let b = batch(
         c.admit(page(
             0,
@@ -222,7 +222,7 @@ fn a_prefetched_page_counts_only_with_a_witness() {
 #[test]
 fn a_short_page_ends_the_pass_only_when_it_brings_nothing_new() {
     let mut c = fresh();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     // The server caps pages at 3 although limit is 10.
     let b = batch(
         c.admit(page(
@@ -276,7 +276,7 @@ fn a_trusted_total_saves_the_confirming_request() {
     let mut c = fresh();
     // A first pass of five events teaches the cursor the page size.
     let five: Vec<Item> = (0..5).map(|i| ev(&format!("first{i}"), 1000 + i)).collect();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     let b = batch(c.admit(page(0, 10, five, 100_000)).unwrap());
     settle(&mut c, b);
     let b = batch(
@@ -290,7 +290,7 @@ fn a_trusted_total_saves_the_confirming_request() {
     // the end until `total` has proven itself three times.
     let mut requests = Vec::new();
     for pass in 0..5 {
-        c.begin_pass(at(200_000 + pass));
+        c.begin_pass(at(200_000 + pass), PassKind::Sweep);
         let three: Vec<(String, i64)> = (0..3)
             .map(|i| (format!("p{pass}-{i}"), 50_000 + pass * 10 + 3 - i))
             .collect();
@@ -324,7 +324,7 @@ fn events_outside_every_window_are_delivered_once_and_never_move_the_watermark()
         ev("past", -62_135_596_800_000),
     ];
     for round in 0..2 {
-        c.begin_pass(at(1_000_000));
+        c.begin_pass(at(1_000_000), PassKind::Sweep);
         let mut got = Vec::new();
         let mut strays = 0;
         while let Next::Fetch(offset) = c.next() {
@@ -358,7 +358,7 @@ fn events_outside_every_window_are_delivered_once_and_never_move_the_watermark()
 fn a_page_of_history_means_the_api_ignores_since() {
     let mut c =
         Cursor::new(CursorState::new("s", at(1_000_000)), LOOKBACK).with_plausible_since(i64::MIN);
-    c.begin_pass(at(2_000_000));
+    c.begin_pass(at(2_000_000), PassKind::Sweep);
     let items = (0..20)
         .map(|i| ev(&format!("old{i}"), 10_000 + i))
         .collect();
@@ -379,7 +379,7 @@ fn drive(
     now: i64,
     date: Option<i64>,
 ) -> (Vec<String>, AdmitStats) {
-    c.begin_pass(at(now));
+    c.begin_pass(at(now), PassKind::Sweep);
     let mut got = Vec::new();
     let mut first = None;
     while let Next::Fetch(offset) = c.next() {
@@ -398,6 +398,68 @@ fn drive(
     }
     c.finish_pass();
     (got, first.unwrap_or_default())
+}
+
+#[test]
+fn head_passes_read_only_what_is_new_and_a_sweep_finds_late_events() {
+    let mut c = fresh();
+    let late_sweep = Duration::from_secs(60);
+    // The first pass is a sweep (nothing swept yet).
+    assert_eq!(c.due(at(100_000), late_sweep), PassKind::Sweep);
+    drive(&mut c, &[("b", 90_000), ("a", 80_000)], 10, 100_000, None);
+    assert_eq!(c.state().head_ms, Some(90_000));
+    assert_eq!(c.state().watermark_ms, 90_000);
+    // Between sweeps: head passes from the newest delivered time.
+    assert_eq!(c.due(at(110_000), late_sweep), PassKind::Head);
+    let plan = c.begin_pass(at(110_000), PassKind::Head);
+    assert_eq!(plan.kind, PassKind::Head);
+    assert_eq!(
+        plan.window_start_ms, 89_000,
+        "newest minus the precision margin"
+    );
+    c.finish_pass();
+    // A new event, and a late one (created before the head, visible now).
+    let list = [
+        ("c", 105_000),
+        ("b", 90_000),
+        ("late", 85_000),
+        ("a", 80_000),
+    ];
+    let head = |c: &mut Cursor, list: &[(&str, i64)], now| {
+        c.begin_pass(at(now), PassKind::Head);
+        let since = c.state().head_ms.unwrap() - PRECISION_MARGIN_MS;
+        let visible: Vec<(&str, i64)> = list
+            .iter()
+            .copied()
+            .filter(|(_, ms)| *ms >= since)
+            .collect();
+        let mut got = Vec::new();
+        while let Next::Fetch(offset) = c.next() {
+            let items = visible
+                .iter()
+                .skip(offset as usize)
+                .take(10)
+                .map(|(id, ms)| ev(id, *ms))
+                .collect();
+            let b = batch(c.admit(page(offset, 10, items, now)).unwrap());
+            got.extend(b.events.iter().map(|e| e.id.clone()));
+            settle(c, b);
+        }
+        c.finish_pass();
+        got
+    };
+    assert_eq!(head(&mut c, &list, 120_000), ["c"]);
+    assert_eq!(c.state().head_ms, Some(105_000));
+    assert_eq!(
+        c.state().watermark_ms,
+        90_000,
+        "a head pass does not move it"
+    );
+    // The sweep, once due, reads the whole window and finds the late one.
+    assert_eq!(c.due(at(170_000), late_sweep), PassKind::Sweep);
+    let (got, _) = drive(&mut c, &list, 10, 170_000, None);
+    assert_eq!(got, ["late"]);
+    assert_eq!(c.state().watermark_ms, 105_000);
 }
 
 #[test]
@@ -420,7 +482,7 @@ fn a_server_date_far_behind_is_not_used_but_event_times_bound_the_watermark() {
 #[test]
 fn an_api_ignoring_offset_ends_the_pass_without_moving_the_watermark() {
     let mut c = fresh();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     let same = || vec![ev("a", 9000), ev("b", 8000), ev("c", 7000)];
     let mut pages = 0;
     while let Next::Fetch(o) = c.next() {
@@ -438,7 +500,7 @@ fn an_api_ignoring_offset_ends_the_pass_without_moving_the_watermark() {
 fn a_restart_resumes_the_pass_where_its_last_checkpoint_was() {
     let mut c = fresh();
     let mut durable = c.state().clone();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     let b = batch(
         c.admit(page(0, 2, vec![ev("a", 9000), ev("b", 8000)], 100_000))
             .unwrap(),
@@ -452,7 +514,7 @@ fn a_restart_resumes_the_pass_where_its_last_checkpoint_was() {
     );
     assert_eq!(ids(&b), ["c"]);
     let mut c = Cursor::new(durable.clone(), LOOKBACK).with_plausible_since(i64::MIN);
-    let plan = c.begin_pass(at(200_000));
+    let plan = c.begin_pass(at(200_000), PassKind::Sweep);
     assert!(plan.resumed);
     assert_eq!(c.next(), Next::Fetch(1), "resumes at the saved offset");
     let b = batch(
@@ -478,7 +540,7 @@ fn a_restart_resumes_the_pass_where_its_last_checkpoint_was() {
 #[test]
 fn a_graceful_stop_saves_the_position() {
     let mut c = fresh();
-    c.begin_pass(at(100_000));
+    c.begin_pass(at(100_000), PassKind::Sweep);
     let b = batch(
         c.admit(page(0, 2, vec![ev("a", 9000), ev("b", 8000)], 100_000))
             .unwrap(),
@@ -492,7 +554,7 @@ fn a_graceful_stop_saves_the_position() {
     );
     assert!(cp.end.is_none());
     let mut c = Cursor::new(c.state().clone(), LOOKBACK).with_plausible_since(i64::MIN);
-    assert!(c.begin_pass(at(300_000)).resumed);
+    assert!(c.begin_pass(at(300_000), PassKind::Sweep).resumed);
     assert_eq!(c.next(), Next::Fetch(1));
 }
 
@@ -551,7 +613,7 @@ fn a_tie_group_larger_than_a_page_in_a_fresh_order_per_request_is_read_whole() {
         };
         let mut rng = StdRng::seed_from_u64(9);
         let mut c = fresh();
-        c.begin_pass(at(1_000_000));
+        c.begin_pass(at(1_000_000), PassKind::Sweep);
         let (got, groups) = read_pass(&mut c, &listing, &config, -1, 40, 1_000_000, &mut rng);
         assert_eq!(groups, 1, "{order:?}: one oversized group reported");
         let unique: std::collections::HashSet<&String> = got.iter().collect();
@@ -588,7 +650,7 @@ fn a_backfill_keeps_a_bounded_state_in_every_order() {
         let mut rng = StdRng::seed_from_u64(3);
         let now = 10_000_000;
         let mut c = fresh();
-        c.begin_pass(at(now));
+        c.begin_pass(at(now), PassKind::Sweep);
         let mut durable = c.state().clone();
         let (mut max_seen, mut delivered) = (0, 0usize);
         while let Next::Fetch(offset) = c.next() {
@@ -637,6 +699,7 @@ struct Scenario {
     crash_ratio: f64,
     prefetch: usize,
     backlog: usize,
+    late_sweep_ms: u64,
 }
 
 /// One event of the model tenant.
@@ -824,12 +887,13 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
     let mut quiet_passes = 0;
 
     let live_until = now + 20_000;
-    for round in 0..400 {
+    for round in 0..1000 {
         if !frozen && (round == 200 || now > live_until) {
             frozen = true;
             now += lookback_ms + 10;
         }
-        let plan = cursor.begin_pass(at(now));
+        let kind = cursor.due(at(now), Duration::from_millis(s.late_sweep_ms));
+        let plan = cursor.begin_pass(at(now), kind);
         let since = plan.since.timestamp_millis();
         let mut inflight: VecDeque<Request> = VecDeque::new();
         let mut arrived = 0u64;
@@ -1009,7 +1073,8 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
             );
         }
         now += rng.random_range(1..200);
-        if frozen && !interrupted {
+        // Caught up: sweeps (which find late events) bring nothing new.
+        if frozen && !interrupted && plan.kind == PassKind::Sweep {
             quiet_passes = if new_in_pass == 0 {
                 quiet_passes + 1
             } else {
@@ -1095,6 +1160,7 @@ fn replay_one_scenario() {
         crash_ratio: 0.055318194757835976,
         prefetch: 1,
         backlog: 138,
+        late_sweep_ms: 500,
     })
     .unwrap();
 }
@@ -1147,11 +1213,12 @@ proptest! {
         crash_ratio in prop_oneof![Just(0.0f64), 0.0f64..0.2],
         prefetch in 0usize..4,
         backlog in 0usize..150,
+        late_sweep_ms in prop_oneof![Just(0u64), 0u64..3000],
     ) {
         let page_cap = cap_frac.map(|f| ((page_size as f64 * f) as usize).max(2));
         run_scenario(&Scenario {
             seed, order, inclusive, shuffled, page_size, page_cap, total, coarse, tie_ratio,
-            burst_ratio, late_ratio, odd_ratio, crash_ratio, prefetch, backlog,
+            burst_ratio, late_ratio, odd_ratio, crash_ratio, prefetch, backlog, late_sweep_ms,
         })?;
     }
 }

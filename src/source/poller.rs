@@ -249,7 +249,9 @@ impl Poller {
     }
 
     async fn pass(&mut self, shutdown: &CancellationToken) -> Result<Outcome, PassError> {
-        let plan = self.cursor.begin_pass(Utc::now());
+        let now = Utc::now();
+        let kind = self.cursor.due(now, self.config.late_sweep);
+        let plan = self.cursor.begin_pass(now, kind);
         if plan.resumed {
             tracing::info!(source = %self.config.name, offset = ?self.cursor.next(), "resuming the pass a restart interrupted");
         }

@@ -69,6 +69,7 @@ start_at = "beginning"
 page_size = {page_size}
 poll_interval = "{poll}"
 lookback = "{lookback}"
+late_sweep = "1s"
 request_timeout = "5s"
 rate_limit = {rate_limit}
 retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
