@@ -269,3 +269,66 @@ async fn hanging_requests_time_out_and_are_retried() {
         "each hang ended in a timeout and a retry: {timeouts}"
     );
 }
+
+/// Steady state (issue: cheap on the tenant's API quota): between sweeps a
+/// poll reads only what is new, not the whole lookback window, and a late
+/// event still arrives with the next sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_between_sweeps_read_only_what_is_new() {
+    let sim = tenant(SimConfig {
+        backlog: 0,
+        insert_rate: 25.0,
+        late_ratio: 0.1,
+        late_max: Duration::from_secs(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // A one-minute window holds ~1,500 events (15 pages): a poll that read
+    // it all would cost 15 requests or more.
+    let text = config_text(
+        &sim,
+        dir.path(),
+        &Setup {
+            lookback: "1m",
+            poll_interval: "200ms",
+            ..Setup::new(dir.path())
+        },
+    )
+    .replace("late_sweep = \"1s\"", "late_sweep = \"6s\"");
+    let fwd = Forwarder::start(App::new(parse_config(&text)));
+    // Let the window fill, then count the requests of the polls after.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let pages = |fwd: &Forwarder| {
+        fwd.metrics
+            .pages_fetched
+            .get_or_create(&auditfwd::telemetry::Metrics::source("tenant"))
+            .get()
+    };
+    let (before, start) = (pages(&fwd), Instant::now());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (during, polls) = (
+        pages(&fwd) - before,
+        start.elapsed().as_millis() as u64 / 200,
+    );
+    assert!(
+        during <= 3 * polls,
+        "{during} pages for about {polls} polls between sweeps: polls re-read the window"
+    );
+    // Late events (up to 20 s late) arrive with the sweeps.
+    sim.freeze();
+    let truth = sim.truth();
+    let out = dir.path().join("out");
+    assert!(
+        wait_for(Duration::from_secs(20), || compare(
+            &truth,
+            &id_counts(&read_lines(&out))
+        )
+        .missing
+        .is_empty())
+        .await
+    );
+    fwd.stop().await.unwrap();
+    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    eprintln!("steady state: {during} pages for {polls} polls");
+}
