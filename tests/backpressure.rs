@@ -334,13 +334,7 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
     let truth = sim.truth();
     let other_out = dir.path().join("out/other");
     assert!(
-        wait_for(Duration::from_secs(20), || compare(
-            &truth,
-            &id_counts(&read_lines(&other_out))
-        )
-        .missing
-        .is_empty())
-        .await,
+        all_delivered(&truth, &other_out, Duration::from_secs(20)).await,
         "the source that does not feed the stalled sink was held up"
     );
     compare(&truth, &id_counts(&read_lines(&other_out))).assert_exact();
@@ -350,15 +344,7 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
 
     gate.add_permits(1000);
     let tenant_out = dir.path().join("out/tenant");
-    assert!(
-        wait_for(Duration::from_secs(20), || compare(
-            &truth,
-            &id_counts(&read_lines(&tenant_out))
-        )
-        .missing
-        .is_empty())
-        .await
-    );
+    assert!(all_delivered(&truth, &tenant_out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
     compare(&truth, &id_counts(&read_lines(&tenant_out))).assert_exact();
     compare(&truth, &id_counts(&received(&memory))).assert_exact();

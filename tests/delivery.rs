@@ -248,12 +248,7 @@ async fn hanging_requests_time_out_and_are_retried() {
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    wait_for(Duration::from_secs(20), || {
-        compare(&truth, &id_counts(&read_lines(&out)))
-            .missing
-            .is_empty()
-    })
-    .await;
+    all_delivered(&truth, &out, Duration::from_secs(20)).await;
     let timeouts = fwd
         .metrics
         .api_requests
@@ -319,15 +314,7 @@ async fn polls_between_sweeps_read_only_what_is_new() {
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(
-        wait_for(Duration::from_secs(20), || compare(
-            &truth,
-            &id_counts(&read_lines(&out))
-        )
-        .missing
-        .is_empty())
-        .await
-    );
+    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
     compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
     eprintln!("steady state: {during} pages for {polls} polls");

@@ -43,12 +43,7 @@ async fn forward(
     let fwd = Forwarder::start(App::new(parse_config(&text)));
     let truth = sim.truth();
     let out = dir.path().join("out");
-    let done = wait_for(Duration::from_secs(40), || {
-        compare(&truth, &id_counts(&read_lines(&out)))
-            .missing
-            .is_empty()
-    })
-    .await;
+    let done = all_delivered(&truth, &out, Duration::from_secs(40)).await;
     let elapsed = started.elapsed();
     let metrics = fwd.metrics.clone();
     fwd.stop().await.unwrap();

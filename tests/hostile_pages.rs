@@ -28,12 +28,7 @@ async fn run_until_delivered(
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    let done = wait_for(Duration::from_secs(30), || {
-        compare(&truth, &id_counts(&read_lines(&out)))
-            .missing
-            .is_empty()
-    })
-    .await;
+    let done = all_delivered(&truth, &out, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     fwd.stop().await.unwrap();
     let lines = read_lines(&out);
@@ -108,11 +103,7 @@ async fn a_page_that_stays_unreadable_turns_the_source_red_until_it_reads() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &Setup::new(dir.path()),
-    ))));
+    let fwd = Forwarder::for_tenant(&sim, dir.path());
     let red = wait_for(Duration::from_secs(20), || {
         matches!(
             fwd.health.snapshot().get("source:tenant"),
@@ -127,15 +118,7 @@ async fn a_page_that_stays_unreadable_turns_the_source_red_until_it_reads() {
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(
-        wait_for(Duration::from_secs(20), || compare(
-            &truth,
-            &id_counts(&read_lines(&out))
-        )
-        .missing
-        .is_empty())
-        .await
-    );
+    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     assert_eq!(
         fwd.health.snapshot().get("source:tenant"),
         Some(&Status::Ok)

@@ -45,15 +45,7 @@ start_at = "beginning"
     ))));
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(
-        wait_for(Duration::from_secs(10), || compare(
-            &truth,
-            &id_counts(&read_lines(&out))
-        )
-        .missing
-        .is_empty())
-        .await
-    );
+    assert!(all_delivered(&truth, &out, Duration::from_secs(10)).await);
     assert!(
         wait_for(Duration::from_secs(5), || matches!(
             fwd.health.snapshot().get("source:wrong-key"),
@@ -129,22 +121,10 @@ async fn rate_limited_by_the_api_it_waits_for_retry_after() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &Setup::new(dir.path()),
-    ))));
+    let fwd = Forwarder::for_tenant(&sim, dir.path());
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(
-        wait_for(Duration::from_secs(30), || compare(
-            &truth,
-            &id_counts(&read_lines(&out))
-        )
-        .missing
-        .is_empty())
-        .await
-    );
+    assert!(all_delivered(&truth, &out, Duration::from_secs(30)).await);
     fwd.stop().await.unwrap();
     compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
     let stats = sim.stats();

@@ -123,6 +123,15 @@ impl Forwarder {
         }
     }
 
+    /// A forwarder with the default test setup, reading `sim` into `dir`.
+    pub fn for_tenant(sim: &Simulator, dir: &Path) -> Self {
+        Self::start(App::new(parse_config(&config_text(
+            sim,
+            dir,
+            &Setup::new(dir),
+        ))))
+    }
+
     /// Graceful shutdown; returns how `run` ended.
     pub async fn stop(self) -> Result<(), AppError> {
         self.shutdown.cancel();
@@ -225,6 +234,17 @@ pub fn deliverable(truth: &[TruthEvent]) -> Vec<&str> {
 
 pub fn compare(truth: &[TruthEvent], counts: &HashMap<String, usize>) -> Verdict {
     Verdict::of(truth, counts)
+}
+
+/// Waits until every deliverable event of `truth` is among the records
+/// under `out`; returns whether that happened within `timeout`.
+pub async fn all_delivered(truth: &[TruthEvent], out: &Path, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        compare(truth, &id_counts(&read_lines(out)))
+            .missing
+            .is_empty()
+    })
+    .await
 }
 
 /// Checks the `id_reused` marks: only an id the tenant holds in several
