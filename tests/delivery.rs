@@ -317,5 +317,5 @@ async fn polls_between_sweeps_read_only_what_is_new() {
     assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
     compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
-    eprintln!("steady state: {during} pages for {polls} polls");
+    eprintln!("steady state: {during} requests for {polls} polls");
 }

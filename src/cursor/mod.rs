@@ -314,6 +314,8 @@ struct Update {
     offset: u64,
     overlap: u64,
     total_agreed: Option<bool>,
+    /// The page was shorter than the server's page size.
+    short: bool,
 }
 
 /// How the pass reads.
@@ -485,8 +487,11 @@ impl Cursor {
     /// carry a witness (see the module documentation).
     pub fn lookahead(&self, batch: &Batch, after: u64, count: usize) -> Vec<u64> {
         let cap = self.learned.cap;
+        // Only a full page suggests more pages follow: a short one is
+        // usually the end (one confirming request, no more).
         if !matches!(batch.update.mode, Mode::Normal)
             || !matches!(batch.update.next, Next::Fetch(_))
+            || batch.update.short
             || cap < 2
         {
             return Vec::new();
@@ -750,6 +755,7 @@ impl Cursor {
                 offset: page.offset,
                 overlap,
                 total_agreed,
+                short,
             }),
         }))
     }
