@@ -268,6 +268,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     total: tenant.total,
                     coarse_time: tenant.coarse_time,
                     ignore_since: tenant.ignore_since,
+                    bogus_date: tenant.bogus_date,
                     rate_limit: tenant.rate_limit,
                     users: tenant.users,
                     ..chaotic

@@ -156,3 +156,33 @@ async fn an_api_that_ignores_since_stops_the_source_instead_of_replaying_history
         "no history was replayed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_header_from_1970_does_not_freeze_the_cursor() {
+    let sim = tenant(SimConfig {
+        backlog: 300,
+        insert_rate: 20.0,
+        bogus_date: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fwd = Forwarder::for_tenant(&sim, dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.freeze();
+    let truth = sim.truth();
+    let out = dir.path().join("out");
+    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
+    fwd.stop().await.unwrap();
+    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    // The watermark followed the events' own clock, not the 1970 header.
+    let state = auditfwd::cursor::store::peek(&dir.path().join("state"), "tenant")
+        .unwrap()
+        .unwrap();
+    let newest = truth.iter().map(|e| e.created_ms).max().unwrap();
+    assert!(
+        newest - state.watermark_ms < 10_000,
+        "watermark {} lags the newest event {newest}",
+        state.watermark_ms
+    );
+}

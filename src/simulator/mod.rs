@@ -78,6 +78,9 @@ pub struct SimConfig {
     /// Ignore the `since` parameter (every request lists the whole history).
     #[arg(long)]
     pub ignore_since: bool,
+    /// Send a `Date` header from 1970 (a server with a broken clock).
+    #[arg(long)]
+    pub bogus_date: bool,
     /// Share of events created on the same millisecond as the previous one.
     #[arg(long, default_value_t = 0.0)]
     pub tie_ratio: f64,
@@ -175,6 +178,7 @@ impl Default for SimConfig {
             total: TotalMode::Exact,
             coarse_time: false,
             ignore_since: false,
+            bogus_date: false,
             tie_ratio: 0.0,
             burst_ratio: 0.0,
             burst_size: 150,

@@ -286,7 +286,14 @@ async fn audit_logs(
     body.extend_from_slice(
         format!("],\"pagination\":{{{total}\"limit\":{limit},\"offset\":{offset}}}}}").as_bytes(),
     );
-    respond(&shared, body, delivery)
+    let mut response = respond(&shared, body, delivery);
+    if shared.config.lock().unwrap().bogus_date {
+        response.headers_mut().insert(
+            header::DATE,
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
+    }
+    response
 }
 
 /// Looks up a user for one of the users-API shapes, behind the users gate;
