@@ -347,7 +347,8 @@ struct Run {
     progress: PassProgress,
     next: Next,
     mode: Mode,
-    /// Keys of the last page's front (witnesses for a prefetched page).
+    /// The last page's front, as event identities (key and content: a
+    /// reused id is another event), witnesses for a prefetched page.
     front: KeySet,
     /// Sorted keys of the last page (to spot an API ignoring `offset`).
     page_keys: Vec<EventKey>,
@@ -517,7 +518,10 @@ impl Cursor {
         if page.sequential {
             debug_assert_eq!(page.offset, expected, "sequential pages come in order");
         } else if !matches!(run.mode, Mode::Normal)
-            || !page.items.iter().any(|i| run.front.contains(&i.key()))
+            || !page
+                .items
+                .iter()
+                .any(|i| run.front.contains(&i.key().version(i.content())))
         {
             return Ok(Admission::Rejected);
         }
@@ -553,6 +557,7 @@ impl Cursor {
         let mut events = Vec::new();
         let mut dead = Vec::new();
         let mut keys = Vec::with_capacity(n);
+        let mut identities = Vec::with_capacity(n);
         // Times first. An element without a usable time may have been
         // created any time up to now: it is remembered as if created now,
         // so that no window that can return it again forgets it.
@@ -592,6 +597,7 @@ impl Cursor {
             let key = item.key();
             let content = item.content();
             keys.push(key);
+            identities.push(key.version(content));
             let shown = item.created_ms();
             let stray = shown.is_some() && sane_ms[index].is_none();
             let ms = match (shown, sane_ms[index]) {
@@ -660,13 +666,13 @@ impl Cursor {
                 .take_while(|m| m.is_none_or(|ms| ms == t))
                 .count(),
         };
-        let front: KeySet = keys[..n - k].iter().copied().collect();
+        let front: KeySet = identities[..n - k].iter().copied().collect();
         let cap_before = self.learned.cap;
         self.learned.cap = self.learned.cap.max(n as u64);
         let short = (n as u64) < u64::from(page.limit) && (n as u64) < cap_before;
         let total_matches = page.total == Some(page.offset + n as u64);
 
-        let mut sorted_keys = keys.clone();
+        let mut sorted_keys = identities.clone();
         sorted_keys.sort_unstable();
         let identical = if page.sequential
             && matches!(run.mode, Mode::Normal)

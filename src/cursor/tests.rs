@@ -1143,7 +1143,8 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
 /// AUDITFWD_CURSOR_PAGES=1 to print every page when one fails):
 /// an element shown out of every window trailing a page and tied with the
 /// next one; a tie group larger than a page capped below `limit`, crossed
-/// by late inserts in an oldest-first listing.
+/// by late inserts in an oldest-first listing; a prefetched page whose
+/// only "witness" was another version of a reused id.
 #[test]
 fn scenarios_that_once_lost_events() {
     let base = Scenario {
@@ -1179,6 +1180,20 @@ fn scenarios_that_once_lost_events() {
         crash_ratio: 0.08136600377999711,
         prefetch: 3,
         backlog: 114,
+        ..base.clone()
+    })
+    .unwrap();
+    run_scenario(&Scenario {
+        seed: 4452532619593476268,
+        inclusive: false,
+        page_size: 6,
+        total: TotalMode::Exact,
+        tie_ratio: 0.2514253525646768,
+        burst_ratio: 0.0,
+        late_ratio: 0.057654195012404125,
+        odd_ratio: 0.08863068406190425,
+        prefetch: 3,
+        backlog: 111,
         ..base
     })
     .unwrap();
