@@ -364,6 +364,8 @@ impl Poller {
                 &self.component(),
                 Status::Degraded("the API seems to ignore `offset`".into()),
             );
+        } else {
+            self.health.set(&self.component(), Status::Ok);
         }
         if progress.is_backfill() {
             let report = progress.report(Instant::now());
