@@ -8,116 +8,109 @@
 //! namespace, as ECS recommends for custom data.
 
 use auditfwd_sink::{Event, format_millis};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::EncodeError;
+use super::jsonw::Obj;
 use super::mapping;
 use super::ocsf::{detail_ip, detail_user_agent};
 
 /// The ECS version written to `ecs.version`.
 pub const ECS_VERSION: &str = "9.3.0";
 
-fn insert(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(v) = value {
-        map.insert(key.to_string(), v);
-    }
+/// A non-empty optional string.
+fn text(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
 }
 
-fn text(s: &Option<String>) -> Option<Value> {
-    s.as_ref()
-        .filter(|s| !s.is_empty())
-        .map(|s| Value::String(s.clone()))
-}
-
-/// Builds the ECS document.
-pub fn document(event: &Event) -> Value {
+/// Writes the ECS document of `event` into `out` (one JSON object).
+pub fn write(event: &Event, out: &mut Vec<u8>) {
     let m = mapping::lookup(&event.action);
-    let mut doc = Map::new();
-    doc.insert("@timestamp".into(), json!(format_millis(&event.created_at)));
-    doc.insert("ecs".into(), json!({ "version": ECS_VERSION }));
-    doc.insert(
-        "event".into(),
-        json!({
-            "kind": "event",
-            "category": m.ecs_category,
-            "type": m.ecs_type,
-            "action": event.action,
-            "outcome": m.outcome.ecs(),
-            "id": event.id,
-            "dataset": "peoplelens.audit",
-            "provider": event.source,
-            "severity": m.severity.ocsf_id(),
-            "created": format_millis(&event.received_at),
-        }),
-    );
-    let mut user = Map::new();
-    insert(&mut user, "id", text(&event.user_id));
-    if let Some(info) = &event.user {
-        insert(&mut user, "email", text(&info.email));
-        insert(&mut user, "full_name", text(&info.name));
-        insert(
-            &mut user,
-            "name",
-            text(&info.name).or_else(|| text(&info.email)),
-        );
-        if let Some(role) = text(&info.role) {
-            user.insert("roles".into(), json!([role]));
+    let info = event.user.as_ref();
+    let target = m.targets_user.then(|| text(&event.entity_id)).flatten();
+    let mut d = Obj::new(out);
+    d.str("@timestamp", &format_millis(&event.created_at));
+    d.obj("ecs").str("version", ECS_VERSION);
+    d.obj("event")
+        .str("kind", "event")
+        .strs("category", m.ecs_category)
+        .strs("type", m.ecs_type)
+        .str("action", &event.action)
+        .str("outcome", m.outcome.ecs())
+        .str("id", &event.id)
+        .str("dataset", "peoplelens.audit")
+        .str("provider", &event.source)
+        .int("severity", m.severity.ocsf_id())
+        .str("created", &format_millis(&event.received_at));
+    let user_id = text(&event.user_id);
+    let email = info.and_then(|u| text(&u.email));
+    let full_name = info.and_then(|u| text(&u.name));
+    let role = info.and_then(|u| text(&u.role));
+    if user_id.is_some()
+        || email.is_some()
+        || full_name.is_some()
+        || role.is_some()
+        || target.is_some()
+    {
+        let mut u = d.obj("user");
+        u.opt_str("id", user_id)
+            .opt_str("email", email)
+            .opt_str("full_name", full_name)
+            .opt_str("name", full_name.or(email));
+        if let Some(role) = role {
+            u.strs("roles", &[role]);
+        }
+        if let Some(id) = target {
+            u.obj("target").str("id", id);
         }
     }
-    if m.targets_user
-        && let Some(target) = text(&event.entity_id)
-    {
-        user.insert("target".into(), json!({ "id": target }));
+    let mut related: [&str; 2] = [""; 2];
+    let mut n = 0;
+    for u in [event.user_id.as_deref(), target].into_iter().flatten() {
+        if !u.is_empty() && (n == 0 || related[n - 1] != u) {
+            related[n] = u;
+            n += 1;
+        }
     }
-    if !user.is_empty() {
-        doc.insert("user".into(), Value::Object(user));
-    }
-    let related: Vec<&str> = [
-        event.user_id.as_deref(),
-        m.targets_user
-            .then_some(event.entity_id.as_deref())
-            .flatten(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|s| !s.is_empty())
-    .collect();
-    if !related.is_empty() {
-        let mut users: Vec<&str> = related;
-        users.dedup();
-        doc.insert("related".into(), json!({ "user": users }));
+    if n > 0 {
+        d.obj("related").strs("user", &related[..n]);
     }
     if let Some(ip) = detail_ip(event) {
-        doc.insert("source".into(), json!({ "ip": ip }));
+        d.obj("source").str("ip", ip);
     }
     if let Some(ua) = detail_user_agent(event) {
-        doc.insert("user_agent".into(), json!({ "original": ua }));
+        d.obj("user_agent").str("original", ua);
     }
-    doc.insert(
-        "observer".into(),
-        json!({ "vendor": mapping::VENDOR, "product": mapping::PRODUCT }),
-    );
-    doc.insert(
-        "agent".into(),
-        json!({ "type": "auditfwd", "version": env!("CARGO_PKG_VERSION") }),
-    );
-    let mut custom = Map::new();
-    custom.insert("source".into(), json!(event.source));
-    insert(&mut custom, "entity_type", text(&event.entity_type));
-    insert(&mut custom, "entity_id", text(&event.entity_id));
+    d.obj("observer")
+        .str("vendor", mapping::VENDOR)
+        .str("product", mapping::PRODUCT);
+    d.obj("agent")
+        .str("type", "auditfwd")
+        .str("version", env!("CARGO_PKG_VERSION"));
+    let mut custom = d.obj("auditfwd");
+    custom
+        .str("source", &event.source)
+        .opt_str("entity_type", text(&event.entity_type))
+        .opt_str("entity_id", text(&event.entity_id));
     if !event.details.is_null() {
-        custom.insert("details".into(), event.details.clone());
+        custom.value("details", &event.details);
     }
-    if let Some(enabled) = event.user.as_ref().and_then(|u| u.enabled) {
-        custom.insert("user_enabled".into(), json!(enabled));
+    if let Some(enabled) = info.and_then(|u| u.enabled) {
+        custom.bool("user_enabled", enabled);
     }
-    doc.insert("auditfwd".into(), Value::Object(custom));
-    Value::Object(doc)
+    custom.end();
+    d.end();
+}
+
+/// The ECS document as a JSON value (for tests and tools).
+pub fn document(event: &Event) -> Value {
+    let mut out = Vec::new();
+    write(event, &mut out);
+    serde_json::from_slice(&out).expect("an ECS document is JSON")
 }
 
 pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
-    serde_json::to_vec(&document(event)).map_err(|e| EncodeError::Invalid {
-        format: "ecs",
-        reason: e.to_string(),
-    })
+    let mut out = Vec::with_capacity(1024);
+    write(event, &mut out);
+    Ok(out)
 }

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 
 use auditfwd_sink::Event;
 
-use super::EncodeError;
 use super::mapping;
 use super::ocsf::{detail_ip, detail_user_agent};
+use super::{EncodeError, escape_into};
 
 /// The default attribute delimiter.
 pub const DEFAULT_DELIMITER: char = '^';
@@ -47,12 +47,13 @@ pub fn parse_delimiter(s: &str) -> Result<char, String> {
     Ok(c)
 }
 
-/// How the delimiter is written in the header.
-fn delimiter_spec(d: char) -> String {
+/// Writes the delimiter as the header spells it: itself when printable,
+/// else hex.
+fn delimiter_spec(out: &mut String, d: char) {
     if d.is_ascii_graphic() {
-        d.to_string()
+        out.push(d);
     } else {
-        format!("x{:02X}", d as u32)
+        let _ = write!(out, "x{:02X}", d as u32);
     }
 }
 
@@ -60,28 +61,39 @@ fn delimiter_spec(d: char) -> String {
 /// replaced.
 pub fn value(out: &mut String, v: &str, delimiter: char) {
     let replacement = if delimiter == ' ' { '_' } else { ' ' };
-    for c in v.chars() {
-        if c == delimiter || c.is_control() {
-            out.push(replacement);
-        } else {
-            out.push(c);
+    if delimiter.is_ascii() {
+        let d = delimiter as u8;
+        escape_into(out, v, |b| b == d, |out, _| out.push(replacement));
+    } else {
+        for c in v.chars() {
+            out.push(if c == delimiter || c.is_control() {
+                replacement
+            } else {
+                c
+            });
         }
     }
 }
 
 fn header(out: &mut String, v: &str) {
-    for c in v.chars() {
-        out.push(if c == '|' || c.is_control() { '_' } else { c });
-    }
+    escape_into(out, v, |b| b == b'|', |out, _| out.push('_'));
 }
 
 /// Encodes one event as a LEEF 2.0 line.
 pub fn line(event: &Event, delimiter: char) -> String {
-    let m = mapping::lookup(&event.action);
     let mut out = String::with_capacity(512);
+    write(event, delimiter, &mut out);
+    out
+}
+
+/// Appends the LEEF 2.0 line of `event` to `out`.
+pub fn write(event: &Event, delimiter: char, out: &mut String) {
+    let m = mapping::lookup(&event.action);
     out.push_str("LEEF:2.0|");
-    mapping::device_header(&mut out, &event.action, header);
-    let _ = write!(out, "|{}|", delimiter_spec(delimiter));
+    mapping::device_header(out, &event.action, header);
+    out.push('|');
+    delimiter_spec(out, delimiter);
+    out.push('|');
     let mut first = true;
     let mut attr = |out: &mut String, key: &str, v: &str| {
         if !first {
@@ -95,46 +107,43 @@ pub fn line(event: &Event, delimiter: char) -> String {
     // ISO 8601 and a Java date pattern without spaces, so that a space
     // delimiter can not cut them.
     attr(
-        &mut out,
+        out,
         "devTime",
         &auditfwd_sink::format_millis(&event.created_at),
     );
-    attr(&mut out, "devTimeFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSX");
-    attr(&mut out, "cat", m.class.name);
-    attr(&mut out, "sev", &m.severity.cef().to_string());
-    attr(&mut out, "externalId", &event.id);
-    attr(&mut out, "action", &event.action);
-    attr(&mut out, "outcome", m.outcome.ecs());
-    attr(&mut out, "source", &event.source);
+    attr(out, "devTimeFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSX");
+    attr(out, "cat", m.class.name);
+    attr(out, "sev", itoa::Buffer::new().format(m.severity.cef()));
+    attr(out, "externalId", &event.id);
+    attr(out, "action", &event.action);
+    attr(out, "outcome", m.outcome.ecs());
+    attr(out, "source", &event.source);
     if let Some(u) = &event.user_id {
-        attr(&mut out, "userId", u);
+        attr(out, "userId", u);
     }
-    let name = event
-        .user
-        .as_ref()
-        .and_then(|u| u.email.as_ref().or(u.name.as_ref()));
+    let user = event.user.as_ref();
+    let name = user.and_then(|u| u.email.as_ref().or(u.name.as_ref()));
     if let Some(n) = name.or(event.user_id.as_ref()) {
-        attr(&mut out, "usrName", n);
+        attr(out, "usrName", n);
     }
-    if let Some(role) = event.user.as_ref().and_then(|u| u.role.as_ref()) {
-        attr(&mut out, "role", role);
+    if let Some(role) = user.and_then(|u| u.role.as_ref()) {
+        attr(out, "role", role);
     }
     if let Some(ip) = detail_ip(event) {
-        attr(&mut out, "src", &ip);
+        attr(out, "src", ip);
     }
     if let Some(ua) = detail_user_agent(event) {
-        attr(&mut out, "userAgent", &ua);
+        attr(out, "userAgent", ua);
     }
     if let Some(t) = &event.entity_type {
-        attr(&mut out, "entityType", t);
+        attr(out, "entityType", t);
     }
     if let Some(id) = &event.entity_id {
-        attr(&mut out, "entityId", id);
+        attr(out, "entityId", id);
     }
     if !event.details.is_null() {
-        attr(&mut out, "details", &super::json_text(&event.details));
+        attr(out, "details", &super::json_text(&event.details));
     }
-    out
 }
 
 pub(super) fn encode(event: &Event, delimiter: char) -> Result<Vec<u8>, EncodeError> {
@@ -156,7 +165,10 @@ mod tests {
         );
         assert!(parse_delimiter("ab").is_err());
         assert!(parse_delimiter("=").is_err());
-        assert_eq!(delimiter_spec('\t'), "x09");
-        assert_eq!(delimiter_spec('^'), "^");
+        for (d, spec) in [('\t', "x09"), ('^', "^")] {
+            let mut out = String::new();
+            delimiter_spec(&mut out, d);
+            assert_eq!(out, spec);
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod cef;
 pub mod ecs;
 mod json;
+mod jsonw;
 pub mod leef;
 pub mod mapping;
 pub mod ocsf;
@@ -97,21 +98,86 @@ impl Format {
 /// included (serde_json leaves those raw), so that line formats can carry
 /// it without altering it.
 pub fn json_text(value: &serde_json::Value) -> String {
-    let text = value.to_string();
-    if !text.chars().any(char::is_control) {
-        return text;
+    let mut out = Vec::with_capacity(128);
+    write_json_text(&mut out, value);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// [`json_text`] appended to `out`.
+pub fn write_json_text(out: &mut Vec<u8>, value: &serde_json::Value) {
+    use serde::Serialize;
+    let mut ser = serde_json::Serializer::with_formatter(out, EscapeControls);
+    value
+        .serialize(&mut ser)
+        .expect("a JSON value serializes into memory");
+}
+
+/// serde_json's compact formatter, with DEL and C1 control characters
+/// written as `\u` escapes as well (inside JSON strings they mean the same
+/// character, and line formats never see them raw).
+struct EscapeControls;
+
+impl serde_json::ser::Formatter for EscapeControls {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        // serde_json escaped C0 already; DEL is 0x7F, C1 starts with 0xC2.
+        if !fragment.bytes().any(|b| b == 0x7f || b == 0xc2) {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut rest = fragment;
+        while let Some(i) = rest.find(|c: char| c.is_control()) {
+            writer.write_all(&rest.as_bytes()[..i])?;
+            let c = rest[i..].chars().next().expect("found a character");
+            write!(writer, "\\u{:04x}", c as u32)?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
     }
-    // Raw control characters can only occur inside JSON strings, where a
-    // \u escape means the same character.
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+}
+
+/// Copies `value` to `out`, handing every character that needs care to
+/// `escape`: the ASCII bytes `special` flags, and every control character
+/// (C0, DEL and C1). Runs of plain text are copied whole, which is what
+/// makes the line formats fast.
+pub(crate) fn escape_into(
+    out: &mut String,
+    value: &str,
+    special: impl Fn(u8) -> bool,
+    mut escape: impl FnMut(&mut String, char),
+) {
+    let bytes = value.as_bytes();
+    // Nearly every value is plain: find out with one pass the compiler can
+    // vectorize (a fold, not a short-circuiting search) and copy it whole.
+    let care = bytes.iter().fold(false, |care, &b| {
+        care | (b < 0x20) | (b == 0x7f) | (b == 0xc2) | special(b)
+    });
+    if !care {
+        out.push_str(value);
+        return;
+    }
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        let care = if b < 0x80 {
+            b < 0x20 || b == 0x7f || special(b)
         } else {
-            out.push(c);
+            // C1 controls are U+0080..U+009F: 0xC2 0x80..=0x9F in UTF-8.
+            b == 0xc2 && bytes.get(i + 1).is_some_and(|n| *n < 0xa0)
+        };
+        if care {
+            out.push_str(&value[start..i]);
+            let c = value[i..].chars().next().expect("at a char boundary");
+            escape(out, c);
+            i += c.len_utf8();
+            start = i;
+        } else {
+            i += 1;
         }
     }
-    out
+    out.push_str(&value[start..]);
 }
 
 /// The severity of an event, from the action mapping table.

@@ -7,26 +7,14 @@
 //! hostile events included, against the official 1.8.0 JSON schema.
 
 use auditfwd_sink::Event;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::EncodeError;
-use super::mapping::{self, Mapping, OcsfClass};
+use super::jsonw::Obj;
+use super::mapping::{self, OcsfClass};
 
 /// The OCSF schema version written to `metadata.version`.
 pub const OCSF_VERSION: &str = "1.8.0";
-
-fn obj(pairs: impl IntoIterator<Item = (&'static str, Option<Value>)>) -> Map<String, Value> {
-    pairs
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-        .collect()
-}
-
-fn text(s: &Option<String>) -> Option<Value> {
-    s.as_ref()
-        .filter(|s| !s.is_empty())
-        .map(|s| Value::String(s.clone()))
-}
 
 /// OCSF's `email_t` pattern:
 /// `^[a-zA-Z0-9!#$%&'*+-/=?^_\`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$`.
@@ -50,130 +38,62 @@ pub fn is_ocsf_email(s: &str) -> bool {
     local_ok && label_ok && rest_ok
 }
 
-/// A detail that is an IP address, as a string.
-pub fn detail_ip(event: &Event) -> Option<String> {
+/// The detail `ip`, if it is an IP address.
+pub fn detail_ip(event: &Event) -> Option<&str> {
     let ip = event.details.get("ip")?.as_str()?;
-    ip.parse::<std::net::IpAddr>().ok().map(|_| ip.to_string())
+    ip.parse::<std::net::IpAddr>().ok().map(|_| ip)
 }
 
-/// A detail that is a user agent.
-pub fn detail_user_agent(event: &Event) -> Option<String> {
+/// The detail `user_agent`, if it is a non-empty string.
+pub fn detail_user_agent(event: &Event) -> Option<&str> {
     event
         .details
         .get("user_agent")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
 }
 
-/// The acting user as an OCSF `user` object, if any of it is known.
-fn actor_user(event: &Event, unmapped: &mut Map<String, Value>) -> Option<Value> {
-    let info = event.user.as_ref();
-    let email = info.and_then(|u| u.email.clone());
-    let email_ok = email.as_deref().is_some_and(is_ocsf_email);
-    if let (Some(e), false) = (&email, email_ok) {
-        unmapped.insert("user_email".into(), json!(e));
+/// A non-empty optional string.
+fn text(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+/// What is known of the acting user, as an OCSF `user`.
+struct User<'a> {
+    uid: Option<&'a str>,
+    email_addr: Option<&'a str>,
+    name: Option<&'a str>,
+    group: Option<&'a str>,
+}
+
+impl User<'_> {
+    fn is_empty(&self) -> bool {
+        self.uid.is_none()
+            && self.email_addr.is_none()
+            && self.name.is_none()
+            && self.group.is_none()
     }
-    let user = obj([
-        ("uid", text(&event.user_id)),
-        ("email_addr", email.filter(|_| email_ok).map(Value::String)),
-        ("full_name", info.and_then(|u| text(&u.name))),
-        ("name", info.and_then(|u| text(&u.name))),
-        (
-            "groups",
-            info.and_then(|u| text(&u.role))
-                .map(|r| json!([{ "name": r }])),
-        ),
-    ]);
-    // OCSF identifies a user by uid, name or account; without one of them
-    // the object is invalid, so what is known goes to `unmapped` instead.
-    if user.contains_key("uid") || user.contains_key("name") {
-        Some(Value::Object(user))
-    } else {
-        if !user.is_empty() {
-            unmapped.insert("actor_user".into(), Value::Object(user));
+
+    /// OCSF identifies a user by uid, name or account; without one of them
+    /// the object is invalid.
+    fn is_identified(&self) -> bool {
+        self.uid.is_some() || self.name.is_some()
+    }
+
+    fn write(&self, mut o: Obj) {
+        o.opt_str("uid", self.uid)
+            .opt_str("email_addr", self.email_addr)
+            .opt_str("full_name", self.name)
+            .opt_str("name", self.name);
+        if let Some(group) = self.group {
+            o.obj_in_array("groups").str("name", group);
         }
-        None
     }
 }
 
 /// `{"name": "Unknown"}`: the class requires a user and the API gave none.
-fn unknown_user() -> Value {
-    json!({ "name": "Unknown" })
-}
-
-fn class_attributes(
-    m: &Mapping,
-    event: &Event,
-    actor: &Option<Value>,
-    record: &mut Map<String, Value>,
-    unmapped: &mut Map<String, Value>,
-) {
-    let target = || {
-        text(&event.entity_id)
-            .map(|uid| json!({ "uid": uid }))
-            .unwrap_or_else(unknown_user)
-    };
-    let entity_label = || {
-        let mut e = obj([
-            ("uid", text(&event.entity_id)),
-            ("type", text(&event.entity_type)),
-        ]);
-        if !e.contains_key("uid") {
-            e.insert(
-                "name".into(),
-                json!(
-                    event
-                        .entity_type
-                        .clone()
-                        .filter(|t| !t.is_empty())
-                        .unwrap_or_else(|| "unknown".into())
-                ),
-            );
-        }
-        Value::Object(e)
-    };
-    match m.class.uid {
-        3002 => {
-            record.insert("user".into(), actor.clone().unwrap_or_else(unknown_user));
-            record.insert("service".into(), json!({ "name": mapping::PRODUCT }));
-        }
-        3001 => {
-            record.insert(
-                "user".into(),
-                if m.targets_user {
-                    target()
-                } else {
-                    unknown_user()
-                },
-            );
-        }
-        3005 => {
-            record.insert("user".into(), target());
-            let privilege = ["new_role", "role"]
-                .iter()
-                .find_map(|k| event.details.get(*k).and_then(Value::as_str))
-                .filter(|s| !s.is_empty())
-                .unwrap_or("unknown");
-            record.insert("privileges".into(), json!([privilege]));
-        }
-        3004 => {
-            record.insert("entity".into(), entity_label());
-        }
-        6001 => {
-            record.insert("web_resources".into(), json!([entity_label()]));
-        }
-        _ => {
-            // Base Event: keep what has no OCSF attribute.
-            unmapped.insert("action".into(), json!(event.action));
-            if let Some(t) = &event.entity_type {
-                unmapped.insert("entity_type".into(), json!(t));
-            }
-            if let Some(id) = &event.entity_id {
-                unmapped.insert("entity_id".into(), json!(id));
-            }
-        }
-    }
+fn unknown_user(mut o: Obj) {
+    o.str("name", "Unknown");
 }
 
 /// Classes with `src_endpoint` and `http_request` (all but Base Event).
@@ -187,87 +107,170 @@ fn has_actor(class: OcsfClass) -> bool {
     class.category_uid == 3
 }
 
-/// Builds the OCSF record.
-pub fn record(event: &Event) -> Value {
-    let m = mapping::lookup(&event.action);
-    let mut unmapped = Map::new();
-    let actor_user = actor_user(event, &mut unmapped);
-    let time = event.created_at.timestamp_millis();
-    let mut record = obj([
-        ("class_uid", Some(json!(m.class.uid))),
-        ("class_name", Some(json!(m.class.name))),
-        ("category_uid", Some(json!(m.class.category_uid))),
-        ("category_name", Some(json!(m.class.category_name))),
-        ("activity_id", Some(json!(m.activity_id))),
-        ("activity_name", Some(json!(m.activity_name))),
-        (
-            "type_uid",
-            Some(json!(
-                u64::from(m.class.uid) * 100 + u64::from(m.activity_id)
-            )),
-        ),
-        (
-            "type_name",
-            Some(json!(format!("{}: {}", m.class.name, m.activity_name))),
-        ),
-        ("severity_id", Some(json!(m.severity.ocsf_id()))),
-        ("severity", Some(json!(m.severity.name()))),
-        ("status_id", Some(json!(m.outcome.ocsf_status_id()))),
-        ("status", Some(json!(m.outcome.ocsf_status()))),
-        ("time", Some(json!(time))),
-        ("message", Some(json!(m.name))),
-    ]);
-    record.insert(
-        "metadata".into(),
-        Value::Object(obj([
-            ("version", Some(json!(OCSF_VERSION))),
-            (
-                "product",
-                Some(json!({ "name": mapping::PRODUCT, "vendor_name": mapping::VENDOR, "version": mapping::PRODUCT_VERSION })),
-            ),
-            ("uid", Some(json!(event.id))),
-            ("event_code", Some(json!(event.action))),
-            ("log_name", Some(json!("audit-logs"))),
-            ("log_provider", Some(json!("auditfwd"))),
-            ("tenant_uid", Some(json!(event.source))),
-            ("original_time", Some(json!(auditfwd_sink::format_millis(&event.created_at)))),
-            ("logged_time", Some(json!(time))),
-            ("processed_time", Some(json!(event.received_at.timestamp_millis()))),
-        ])),
-    );
-    if let Some(user) = &actor_user {
-        if has_actor(m.class) {
-            record.insert("actor".into(), json!({ "user": user }));
-        } else {
-            unmapped.insert("actor".into(), json!({ "user": user }));
-        }
+/// The entity an action is about: a `uid`, or a `name` when there is none.
+fn entity(event: &Event, mut o: Obj) {
+    let uid = text(&event.entity_id);
+    o.opt_str("uid", uid)
+        .opt_str("type", text(&event.entity_type));
+    if uid.is_none() {
+        o.str("name", text(&event.entity_type).unwrap_or("unknown"));
     }
-    class_attributes(m, event, &actor_user, &mut record, &mut unmapped);
+}
+
+/// The user an account action is about: its uid, or `Unknown`.
+fn target_user(event: &Event, mut o: Obj) {
+    match text(&event.entity_id) {
+        Some(uid) => o.str("uid", uid),
+        None => o.str("name", "Unknown"),
+    };
+}
+
+/// Writes the OCSF record of `event` into `out` (one JSON object).
+pub fn write(event: &Event, out: &mut Vec<u8>) {
+    let m = mapping::lookup(&event.action);
+    let time = event.created_at.timestamp_millis();
+    let info = event.user.as_ref();
+    let email = info.and_then(|u| text(&u.email));
+    let email_ok = email.is_some_and(is_ocsf_email);
+    let user = User {
+        uid: text(&event.user_id),
+        email_addr: email.filter(|_| email_ok),
+        name: info.and_then(|u| text(&u.name)),
+        group: info.and_then(|u| text(&u.role)),
+    };
+    let mut r = Obj::new(out);
+    r.int("class_uid", m.class.uid)
+        .str("class_name", m.class.name)
+        .int("category_uid", m.class.category_uid)
+        .str("category_name", m.class.category_name)
+        .int("activity_id", m.activity_id)
+        .str("activity_name", m.activity_name)
+        .int(
+            "type_uid",
+            u64::from(m.class.uid) * 100 + u64::from(m.activity_id),
+        )
+        .str_parts("type_name", &[m.class.name, ": ", m.activity_name])
+        .int("severity_id", m.severity.ocsf_id())
+        .str("severity", m.severity.name())
+        .int("status_id", m.outcome.ocsf_status_id())
+        .str("status", m.outcome.ocsf_status())
+        .int("time", time)
+        .str("message", m.name);
+    let mut meta = r.obj("metadata");
+    meta.str("version", OCSF_VERSION);
+    meta.obj("product")
+        .str("name", mapping::PRODUCT)
+        .str("vendor_name", mapping::VENDOR)
+        .str("version", mapping::PRODUCT_VERSION);
+    meta.str("uid", &event.id)
+        .str("event_code", &event.action)
+        .str("log_name", "audit-logs")
+        .str("log_provider", "auditfwd")
+        .str("tenant_uid", &event.source)
+        .str(
+            "original_time",
+            &auditfwd_sink::format_millis(&event.created_at),
+        )
+        .int("logged_time", time)
+        .int("processed_time", event.received_at.timestamp_millis());
+    meta.end();
+    let identified = user.is_identified();
+    if identified && has_actor(m.class) {
+        user.write(r.obj("actor").obj("user"));
+    }
+    let base = match m.class.uid {
+        3002 => {
+            if identified {
+                user.write(r.obj("user"));
+            } else {
+                unknown_user(r.obj("user"));
+            }
+            r.obj("service").str("name", mapping::PRODUCT);
+            false
+        }
+        3001 => {
+            if m.targets_user {
+                target_user(event, r.obj("user"));
+            } else {
+                unknown_user(r.obj("user"));
+            }
+            false
+        }
+        3005 => {
+            target_user(event, r.obj("user"));
+            let privilege = ["new_role", "role"]
+                .iter()
+                .find_map(|k| event.details.get(*k).and_then(Value::as_str))
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown");
+            r.strs("privileges", &[privilege]);
+            false
+        }
+        3004 => {
+            entity(event, r.obj("entity"));
+            false
+        }
+        6001 => {
+            entity(event, r.obj_in_array("web_resources"));
+            false
+        }
+        _ => true,
+    };
     if has_endpoints(m.class) {
         if let Some(ip) = detail_ip(event) {
-            record.insert("src_endpoint".into(), json!({ "ip": ip }));
+            r.obj("src_endpoint").str("ip", ip);
         }
         if let Some(ua) = detail_user_agent(event) {
-            record.insert("http_request".into(), json!({ "user_agent": ua }));
+            r.obj("http_request").str("user_agent", ua);
         }
     }
-    if !event.details.is_null() {
-        unmapped.insert("details".into(), event.details.clone());
+    // What has no OCSF attribute.
+    let user_email = email.filter(|_| !email_ok);
+    let actor_user = !identified && !user.is_empty();
+    let unmapped_actor = identified && !has_actor(m.class);
+    let enabled = info.and_then(|u| u.enabled);
+    if user_email.is_some()
+        || actor_user
+        || unmapped_actor
+        || base
+        || !event.details.is_null()
+        || enabled.is_some()
+    {
+        let mut u = r.obj("unmapped");
+        u.opt_str("user_email", user_email);
+        if actor_user {
+            user.write(u.obj("actor_user"));
+        }
+        if unmapped_actor {
+            user.write(u.obj("actor").obj("user"));
+        }
+        if base {
+            u.str("action", &event.action)
+                .opt_str("entity_type", event.entity_type.as_deref())
+                .opt_str("entity_id", event.entity_id.as_deref());
+        }
+        if !event.details.is_null() {
+            u.value("details", &event.details);
+        }
+        if let Some(enabled) = enabled {
+            u.bool("user_enabled", enabled);
+        }
+        u.end();
     }
-    if let Some(enabled) = event.user.as_ref().and_then(|u| u.enabled) {
-        unmapped.insert("user_enabled".into(), json!(enabled));
-    }
-    if !unmapped.is_empty() {
-        record.insert("unmapped".into(), Value::Object(unmapped));
-    }
-    Value::Object(record)
+    r.end();
+}
+
+/// The OCSF record as a JSON value (for tests and tools).
+pub fn record(event: &Event) -> Value {
+    let mut out = Vec::new();
+    write(event, &mut out);
+    serde_json::from_slice(&out).expect("an OCSF record is JSON")
 }
 
 pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
-    serde_json::to_vec(&record(event)).map_err(|e| EncodeError::Invalid {
-        format: "ocsf",
-        reason: e.to_string(),
-    })
+    let mut out = Vec::with_capacity(1024);
+    write(event, &mut out);
+    Ok(out)
 }
 
 #[cfg(test)]
