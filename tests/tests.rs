@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod enrich;
 mod formats;
+mod full_disk;
 mod hostile_pages;
 #[cfg(feature = "kafka")]
 mod kafka;

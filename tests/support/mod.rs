@@ -132,6 +132,11 @@ impl Forwarder {
         ))))
     }
 
+    /// Whether `run` is still going (it has not stopped on an error).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
     /// Graceful shutdown; returns how `run` ended.
     pub async fn stop(self) -> Result<(), AppError> {
         self.shutdown.cancel();

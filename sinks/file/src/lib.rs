@@ -2,9 +2,14 @@
 //! day, rotation by size with optional gzip/zstd, reopen on SIGHUP.
 //!
 //! A batch is acknowledged once every line is written and flushed to the OS
-//! and, with `fsync = "batch"` (the default), fsynced. A crash can leave a
-//! half-written last line; the next open cuts it off (its batch was not
-//! acknowledged and comes again), so readers never see a partial record.
+//! and, with `fsync = "batch"` (the default), fsynced. A batch that fails
+//! part-way (a full disk, a short write) is cut out of every file it
+//! touched before it is retried, so it lands whole or not at all. A crash
+//! can leave a half-written last line; the next open cuts it off (its batch
+//! was not acknowledged and comes again), so readers never see a partial
+//! record. Every file the sink creates, rotated and compressed ones
+//! included, gets the configured `mode`; rotated files are compressed by
+//! one worker thread, which a restart resumes if a crash interrupted it.
 #![deny(missing_docs)]
 
 mod compress;
@@ -135,7 +140,7 @@ impl Sink for FileSink {
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
-        self.blocking("flush", |w| w.flush()).await
+        self.blocking("flush", |w| w.shutdown()).await
     }
 
     async fn reopen(&mut self) -> Result<(), SinkError> {

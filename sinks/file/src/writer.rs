@@ -1,11 +1,16 @@
 //! The synchronous side of the file sink: open files per source, append
-//! lines, rotate by size, repair a torn last line, flush and fsync.
+//! lines, rotate by size, flush and fsync. A batch is all or nothing in
+//! the files: when any part of it fails (a full disk, a short write, a
+//! failed fsync), every file it touched is cut back to the length the last
+//! acknowledged batch left before anything else is written, so a retry
+//! never glues a record to a fragment or repeats lines. A crash can still
+//! leave a torn last line; the next open cuts it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +22,9 @@ use crate::config::{Compression, FileSinkConfig, FsyncPolicy};
 struct OpenFile {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Bytes written, buffered ones included.
     size: u64,
+    /// Written to by the batch under way.
     dirty: bool,
 }
 
@@ -25,21 +32,39 @@ struct OpenFile {
 pub(crate) struct Writer {
     template: String,
     max_bytes: Option<u64>,
-    compression: Compression,
     fsync: FsyncPolicy,
+    compression: Compression,
     mode: u32,
     open: HashMap<String, OpenFile>,
+    /// Files the batch under way touched, with the length they had before
+    /// it (what acknowledged batches wrote).
+    touched: Vec<(PathBuf, u64)>,
+    /// Files rotated away during the batch under way: compressed once it
+    /// is settled either way.
+    rotated: Vec<PathBuf>,
+    /// Files to cut back before anything else is written: a failed batch
+    /// whose undo failed too.
+    undo: Vec<(PathBuf, u64)>,
+    /// Directories already checked for work a crash left.
+    scanned: HashSet<PathBuf>,
+    compressor: compress::Worker,
 }
 
 impl Writer {
     pub(crate) fn new(config: &FileSinkConfig) -> Self {
+        let mode = config.mode_bits().unwrap_or(0o640);
         Self {
             template: config.path.clone(),
             max_bytes: config.max_bytes,
-            compression: config.compression,
             fsync: config.fsync,
-            mode: config.mode_bits().unwrap_or(0o640),
+            compression: config.compression,
+            mode,
             open: HashMap::new(),
+            touched: Vec::new(),
+            rotated: Vec::new(),
+            undo: Vec::new(),
+            scanned: HashSet::new(),
+            compressor: compress::Worker::new(config.compression, mode),
         }
     }
 
@@ -52,8 +77,35 @@ impl Writer {
     }
 
     /// Appends one line per payload, then flushes (and fsyncs per policy)
-    /// every file touched. Returns only when the batch is durable.
+    /// every file touched. Returns only when the batch is durable; on an
+    /// error nothing of the batch remains in any file.
     pub(crate) fn write_batch<'a>(
+        &mut self,
+        lines: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        now: DateTime<Utc>,
+    ) -> io::Result<()> {
+        self.undo_failed()?;
+        let result = self.append(lines, now).and_then(|()| self.sync_dirty());
+        if result.is_err() {
+            self.abandon();
+            // On failure the undo is retried before the next batch.
+            if let Err(error) = self.undo_failed() {
+                tracing::warn!(error = %error, "cannot yet remove the failed batch from the output files; retrying before the next write");
+            }
+        }
+        self.touched.clear();
+        // A rotated file is compressed once nothing remains to cut from it.
+        for path in std::mem::take(&mut self.rotated) {
+            if self.undo.iter().any(|(p, _)| *p == path) {
+                self.rotated.push(path);
+            } else {
+                self.compressor.submit(path);
+            }
+        }
+        result
+    }
+
+    fn append<'a>(
         &mut self,
         lines: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         now: DateTime<Utc>,
@@ -77,12 +129,15 @@ impl Writer {
                 }
             }
             let file = self.open.get_mut(source).expect("switch_to opened it");
+            if !file.dirty {
+                self.touched.push((file.path.clone(), file.size));
+                file.dirty = true;
+            }
             file.out.write_all(payload)?;
             file.out.write_all(b"\n")?;
             file.size += line_len;
-            file.dirty = true;
         }
-        self.sync_dirty()
+        Ok(())
     }
 
     /// Flushes and fsyncs (per policy) every file with unsynced writes.
@@ -97,31 +152,91 @@ impl Writer {
         Ok(())
     }
 
+    /// After a failure: closes every open file without writing what is
+    /// still buffered, and schedules the files the batch touched to be cut
+    /// back.
+    fn abandon(&mut self) {
+        for (_, file) in self.open.drain() {
+            // `into_parts` hands back the buffer instead of flushing it.
+            let (_file, _unwritten) = file.out.into_parts();
+        }
+        self.undo.append(&mut self.touched);
+    }
+
+    /// Cuts every file of a failed batch back to its acknowledged length.
+    fn undo_failed(&mut self) -> io::Result<()> {
+        while let Some((path, len)) = self.undo.last().cloned() {
+            match OpenOptions::new().write(true).open(&path) {
+                Ok(file) => {
+                    let found = file.metadata()?.len();
+                    if found > len {
+                        file.set_len(len)?;
+                        file.sync_all()?;
+                        tracing::warn!(
+                            path = %path.display(),
+                            bytes = found - len,
+                            "removed the part of a failed batch that reached the file; the batch is written again whole"
+                        );
+                    }
+                }
+                // Rotated away and compressed, or removed by an operator:
+                // nothing of ours to cut.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.undo.pop();
+        }
+        Ok(())
+    }
+
     /// Makes `path` the current file of `source`, closing the previous one
-    /// when the path changed (a new day).
+    /// when the path changed (a new day; it is then compressed).
     fn switch_to(&mut self, source: &str, path: &Path) -> io::Result<()> {
         if let Some(current) = self.open.get(source) {
             if current.path == path {
                 return Ok(());
             }
             let old = self.open.remove(source).expect("present");
+            let old_path = old.path.clone();
             self.close(old)?;
+            self.rotated.push(old_path);
         }
         let file = self.open_file(path)?;
         self.open.insert(source.to_string(), file);
         Ok(())
     }
 
-    fn open_file(&self, path: &Path) -> io::Result<OpenFile> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
+    fn open_file(&mut self, path: &Path) -> io::Result<OpenFile> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(dir)?;
+        if self.scanned.insert(dir.to_path_buf()) {
+            match compress::leftovers(dir, self.compression) {
+                Ok(todo) => {
+                    for file in todo {
+                        tracing::info!(path = %file.display(), "compressing a file an earlier run left uncompressed");
+                        self.compressor.submit(file);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), error = %error, "cannot look for files left to compress")
+                }
+            }
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .mode(self.mode)
-            .open(path)?;
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).mode(self.mode);
+        let mut file = match options.clone().create_new(true).open(path) {
+            Ok(file) => {
+                // The umask may have taken bits away; the configured mode
+                // is the rule for every file the sink creates.
+                file.set_permissions(Permissions::from_mode(self.mode))?;
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path)?,
+            Err(e) => return Err(e),
+        };
         if let Some(cut) = repair_torn_tail(&mut file)? {
             tracing::warn!(
                 path = %path.display(),
@@ -146,8 +261,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Renames the current file of `source` aside, compresses it in the
-    /// background, and opens a fresh file at the same path.
+    /// Renames the current file of `source` aside and opens a fresh file at
+    /// the same path. The rotated file is compressed once the batch under
+    /// way is settled (until then a failure may still cut it back).
     fn rotate(&mut self, source: &str) -> io::Result<()> {
         let file = self.open.remove(source).expect("rotate an open file");
         let path = file.path.clone();
@@ -156,18 +272,12 @@ impl Writer {
         fs::rename(&path, &rotated)?;
         sync_parent(&path)?;
         tracing::info!(from = %path.display(), to = %rotated.display(), "rotated output file");
-        if self.compression != Compression::None {
-            let compression = self.compression;
-            std::thread::spawn(move || {
-                if let Err(error) = compress::compress_file(&rotated, compression) {
-                    tracing::error!(
-                        path = %rotated.display(),
-                        error = %error,
-                        "cannot compress rotated file; it is kept uncompressed"
-                    );
-                }
-            });
+        for (touched, _) in &mut self.touched {
+            if *touched == path {
+                *touched = rotated.clone();
+            }
         }
+        self.rotated.push(rotated);
         let fresh = self.open_file(&path)?;
         self.open.insert(source.to_string(), fresh);
         Ok(())
@@ -187,6 +297,14 @@ impl Writer {
             file.out.get_ref().sync_all()?;
         }
         Ok(())
+    }
+
+    /// Flushes, then waits for the compression worker to finish its queue
+    /// (shutdown).
+    pub(crate) fn shutdown(&mut self) -> io::Result<()> {
+        let flushed = self.flush();
+        self.compressor.join();
+        flushed
     }
 }
 
@@ -271,6 +389,58 @@ mod tests {
         );
         assert_eq!(fs::read(&path).unwrap(), b"{\"id\":1}\n{\"id\":2}\n");
         assert_eq!(repair_torn_tail(&mut f).unwrap(), None);
+    }
+
+    fn gzip_config(template: String) -> FileSinkConfig {
+        let mut config = FileSinkConfig::new(template);
+        config.compression = Compression::Gzip;
+        config
+    }
+
+    #[test]
+    fn a_file_closed_at_a_day_boundary_is_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/%Y-%m-%d.jsonl", dir.path().display());
+        let mut w = Writer::new(&gzip_config(template));
+        let day = |d| {
+            DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
+                .unwrap()
+                .to_utc()
+        };
+        w.write_batch([("acme", &b"{\"id\":1}"[..])], day(1))
+            .unwrap();
+        w.write_batch([("acme", &b"{\"id\":2}"[..])], day(2))
+            .unwrap();
+        w.shutdown().unwrap();
+        assert!(dir.path().join("2026-03-01.jsonl.gz").exists());
+        assert!(!dir.path().join("2026-03-01.jsonl").exists());
+        assert!(dir.path().join("2026-03-02.jsonl").exists());
+    }
+
+    #[test]
+    fn work_a_crash_left_is_finished_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("out.jsonl.20260301T103539.817Z"), b"{\"id\":1}\n").unwrap();
+        fs::write(d.join("out.jsonl.20260301T110000.000Z"), b"{\"id\":2}\n").unwrap();
+        fs::write(d.join("out.jsonl.20260301T110000.000Z.gz.tmp"), b"\x1f\x8b").unwrap();
+        let mut w = Writer::new(&gzip_config(format!("{}/out.jsonl", d.display())));
+        w.write_batch([("acme", &b"{\"id\":3}"[..])], Utc::now())
+            .unwrap();
+        w.shutdown().unwrap();
+        let mut names: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "out.jsonl",
+                "out.jsonl.20260301T103539.817Z.gz",
+                "out.jsonl.20260301T110000.000Z.gz"
+            ]
+        );
     }
 
     #[test]
