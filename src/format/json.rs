@@ -13,14 +13,19 @@ struct Canonical<'a> {
 }
 
 pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
-    serde_json::to_vec(&Canonical {
-        schema_version: SCHEMA_VERSION,
-        event,
-    })
+    let mut out = Vec::with_capacity(512);
+    super::write_line_safe_json(
+        &mut out,
+        &Canonical {
+            schema_version: SCHEMA_VERSION,
+            event,
+        },
+    )
     .map_err(|e| EncodeError::Invalid {
         format: "json",
         reason: e.to_string(),
-    })
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

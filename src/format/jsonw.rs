@@ -1,16 +1,17 @@
 //! A minimal JSON writer for the structured formats (OCSF, ECS): objects
 //! are written straight into the output buffer, keys are trusted literals
 //! written as they are, and strings that need no escape (nearly all) are
-//! copied whole. Escaping itself is serde_json's, so the bytes mean exactly
-//! what `serde_json::to_vec` of the same document would.
+//! copied whole. Escaping itself is serde_json's, with the line-safe
+//! additions of [`super::json_text`] (DEL, C1, U+2028, U+2029), so the
+//! document means exactly what `serde_json::to_vec` of it would.
 
 use serde_json::Value;
 
-/// Whether `s` needs no JSON escape. Written as a fold over every byte,
+/// Whether `s` surely needs no escape. Written as a fold over every byte,
 /// not a short-circuiting search, so that it compiles to vector code.
 fn is_clean(s: &str) -> bool {
     !s.bytes().fold(false, |dirty, b| {
-        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\') | super::may_split_lines(b)
     })
 }
 
@@ -22,7 +23,7 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     } else {
-        serde_json::to_writer(out, s).expect("a string serializes into memory");
+        super::write_line_safe_json(out, s).expect("a string serializes into memory");
     }
 }
 
@@ -191,7 +192,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn writes_what_serde_json_writes() {
+    fn writes_what_serde_json_means() {
         let doc = json!({
             "plain": "text",
             "escaped": "quote\" back\\slash\nnul\0 del\u{7f} c1\u{85} ünï",
@@ -200,7 +201,8 @@ mod tests {
         });
         let mut out = Vec::new();
         value(&mut out, &doc);
-        assert_eq!(out, serde_json::to_vec(&doc).unwrap());
+        assert_eq!(out, super::super::json_text(&doc).as_bytes());
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), doc);
     }
 
     #[test]

@@ -94,9 +94,12 @@ impl Format {
     }
 }
 
-/// Compact JSON with every control character escaped, DEL and C1
-/// included (serde_json leaves those raw), so that line formats can carry
-/// it without altering it.
+/// Compact JSON that is safe on one line anywhere: besides what JSON
+/// requires, DEL, C1 controls (U+0085 NEL among them) and the line and
+/// paragraph separators U+2028/U+2029 are written as `\u` escapes
+/// (serde_json leaves them raw, and Python's `splitlines` and JavaScript
+/// split lines there). Inside JSON strings the escape means the same
+/// character, so the value is unchanged.
 pub fn json_text(value: &serde_json::Value) -> String {
     let mut out = Vec::with_capacity(128);
     write_json_text(&mut out, value);
@@ -105,30 +108,44 @@ pub fn json_text(value: &serde_json::Value) -> String {
 
 /// [`json_text`] appended to `out`.
 pub fn write_json_text(out: &mut Vec<u8>, value: &serde_json::Value) {
-    use serde::Serialize;
-    let mut ser = serde_json::Serializer::with_formatter(out, EscapeControls);
-    value
-        .serialize(&mut ser)
-        .expect("a JSON value serializes into memory");
+    write_line_safe_json(out, value).expect("a JSON value serializes into memory");
 }
 
-/// serde_json's compact formatter, with DEL and C1 control characters
-/// written as `\u` escapes as well (inside JSON strings they mean the same
-/// character, and line formats never see them raw).
-struct EscapeControls;
+/// Serializes `value` as line-safe JSON (see [`json_text`]).
+pub(crate) fn write_line_safe_json<T: serde::Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> serde_json::Result<()> {
+    value.serialize(&mut serde_json::Serializer::with_formatter(out, LineSafe))
+}
 
-impl serde_json::ser::Formatter for EscapeControls {
+/// Whether JSON output escapes `c` although JSON does not require it.
+pub(crate) fn splits_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Whether a UTF-8 byte may start a character [`splits_lines`] holds for
+/// (C0 is escaped by serde_json itself): DEL, the lead byte of C1
+/// (U+0080..U+009F) and of U+2028/U+2029.
+pub(crate) fn may_split_lines(b: u8) -> bool {
+    b == 0x7f || b == 0xc2 || b == 0xe2
+}
+
+/// serde_json's compact formatter, with the characters of [`splits_lines`]
+/// written as `\u` escapes.
+struct LineSafe;
+
+impl serde_json::ser::Formatter for LineSafe {
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
         fragment: &str,
     ) -> std::io::Result<()> {
-        // serde_json escaped C0 already; DEL is 0x7F, C1 starts with 0xC2.
-        if !fragment.bytes().any(|b| b == 0x7f || b == 0xc2) {
+        if !fragment.bytes().any(may_split_lines) {
             return writer.write_all(fragment.as_bytes());
         }
         let mut rest = fragment;
-        while let Some(i) = rest.find(|c: char| c.is_control()) {
+        while let Some(i) = rest.find(splits_lines) {
             writer.write_all(&rest.as_bytes()[..i])?;
             let c = rest[i..].chars().next().expect("found a character");
             write!(writer, "\\u{:04x}", c as u32)?;
@@ -204,6 +221,33 @@ mod tests {
                 );
                 std::str::from_utf8(&line).unwrap();
             }
+        }
+    }
+
+    #[test]
+    fn json_outputs_escape_line_splitters_and_keep_the_text() {
+        let nasty = "a\u{2028}b\u{2029}c\u{85}d\u{7f}e\u{9f}f ✓—";
+        let mut event = sample_events("acme", 1).remove(0);
+        event.action = format!("X_{nasty}");
+        event.entity_type = Some(nasty.to_string());
+        event.details = serde_json::json!({ nasty: [nasty], "ip": nasty });
+        event.raw = serde_json::json!({ "id": "evt-0", "note": nasty })
+            .to_string()
+            .into();
+        for format in [Format::Json, Format::Raw, Format::Ocsf, Format::Ecs] {
+            let line = format.encode(&event).unwrap();
+            let text = std::str::from_utf8(&line).unwrap();
+            for c in ['\u{2028}', '\u{2029}', '\u{85}', '\u{7f}', '\u{9f}'] {
+                assert!(!text.contains(c), "{}: raw {c:?} in {text}", format.name());
+            }
+            assert_eq!(text.lines().count(), 1);
+            let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            let found = value.to_string();
+            assert!(
+                found.contains(&serde_json::Value::from(nasty).to_string()),
+                "{}: the text changed: {text}",
+                format.name()
+            );
         }
     }
 

@@ -18,11 +18,26 @@ pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
     // LF can only be whitespace between tokens (a pretty-printed API);
     // turning it into a space keeps the event byte-for-byte equal as JSON
     // while keeping it on one line.
-    let text: std::borrow::Cow<'_, str> = if event.raw.contains(['\n', '\r']) {
+    let mut text: std::borrow::Cow<'_, str> = if event.raw.contains(['\n', '\r']) {
         event.raw.replace(['\n', '\r'], " ").into()
     } else {
         (&*event.raw).into()
     };
+    // DEL, C1 (NEL among them), U+2028 and U+2029 are not JSON whitespace,
+    // so they can only sit inside strings, where their escape means the
+    // same: escape them, as every JSON output does (Python and JavaScript
+    // split lines there).
+    if text.bytes().any(super::may_split_lines) {
+        let mut safe = String::with_capacity(text.len() + 16);
+        for c in text.chars() {
+            if super::splits_lines(c) && !c.is_ascii_whitespace() {
+                safe.push_str(&format!("\\u{:04x}", c as u32));
+            } else {
+                safe.push(c);
+            }
+        }
+        text = safe.into();
+    }
     let invalid = |reason: String| EncodeError::Invalid {
         format: "raw",
         reason,
