@@ -116,7 +116,7 @@ impl App {
             let bound = telemetry::serve(addr, metrics.clone(), health.clone(), shutdown.clone())
                 .await
                 .map_err(|error| AppError::Listen { addr, error })?;
-            tracing::info!(%bound, "serving /metrics and /health");
+            tracing::info!(%bound, "serving /metrics, /livez, /readyz and /health");
         }
 
         // Sinks: build, health-check, start.
@@ -134,13 +134,14 @@ impl App {
         let mut sink_tasks = Vec::new();
         let mut handles: Vec<SinkHandle> = Vec::new();
         for (route, mut sink) in built {
-            if let Err(error) = sink.healthcheck().await {
-                tracing::error!(sink = %route.name, error = %error, "sink health check failed; deliveries will retry until it works");
-                health.set(
-                    &format!("sink:{}", route.name),
-                    Status::Degraded(error.to_string()),
-                );
-            }
+            let status = match sink.healthcheck().await {
+                Ok(()) => Status::Ok,
+                Err(error) => {
+                    tracing::error!(sink = %route.name, error = %error, "sink health check failed; deliveries will retry until it works");
+                    Status::Degraded(format!("health check: {error}"))
+                }
+            };
+            health.set(&format!("sink:{}", route.name), status);
             let (handle, task) = pipeline::spawn_sink(
                 sink,
                 route,

@@ -98,6 +98,9 @@ pub fn spawn_sink(
     (SinkHandle { route, tx }, handle)
 }
 
+/// How often a sink whose health is degraded is checked again while idle.
+pub const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct SinkTask {
     sink: Box<dyn Sink>,
     route: Arc<Route>,
@@ -117,9 +120,24 @@ impl SinkTask {
         mut jobs: mpsc::Receiver<Job>,
         mut control: broadcast::Receiver<Control>,
     ) {
-        self.health.set(&self.component(), Status::Ok);
+        // The start-up health check set the first status. While it is
+        // degraded and nothing is delivered, the check runs again now and
+        // then, so a receiver that comes back shows without waiting for
+        // events (a delivery settles the status too).
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        probe.tick().await;
         loop {
             tokio::select! {
+                _ = probe.tick() => {
+                    if matches!(self.health.get(&self.component()), Some(Status::Degraded(_))) {
+                        let status = match self.sink.healthcheck().await {
+                            Ok(()) => Status::Ok,
+                            Err(error) => Status::Degraded(format!("health check: {error}")),
+                        };
+                        self.health.set(&self.component(), status);
+                    }
+                }
                 job = jobs.recv() => match job {
                     Some(job) => {
                         let result = self.deliver(&job.records).await;

@@ -235,6 +235,21 @@ impl Health {
         }
     }
 
+    /// The status of `component`, if it reported one.
+    pub fn get(&self, component: &str) -> Option<Status> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(component)
+            .cloned()
+    }
+
+    /// True when every component works (none degraded or failed): what
+    /// `/readyz` answers 200 to.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot().values().all(|s| *s == Status::Ok)
+    }
+
     /// Every component's status.
     pub fn snapshot(&self) -> BTreeMap<String, Status> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -249,7 +264,8 @@ impl Health {
     }
 }
 
-/// Serves `/metrics` and `/health` on `addr` until `shutdown`.
+/// Serves `/metrics`, `/livez`, `/readyz` and `/health` (an alias of
+/// `/readyz`) on `addr` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
@@ -261,6 +277,24 @@ pub async fn serve(
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    // Readiness: 200 when every source and sink works, 503 otherwise, with
+    // each component's status and reason. `healthy` is false only when one
+    // has failed for good (an operator must act).
+    let ready = move || {
+        let components = health.snapshot();
+        let ready = components.values().all(|s| *s == Status::Ok);
+        let healthy = !components.values().any(|s| matches!(s, Status::Failed(_)));
+        let body =
+            serde_json::json!({ "ready": ready, "healthy": healthy, "components": components });
+        async move {
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, axum::Json(body))
+        }
+    };
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -277,22 +311,14 @@ pub async fn serve(
                 }
             }),
         )
+        // Liveness: the process answers. A revoked key or a dead sink is
+        // not cured by a restart, so they never fail this probe.
         .route(
-            "/health",
-            get(move || {
-                let healthy = health.is_healthy();
-                let body =
-                    serde_json::json!({ "healthy": healthy, "components": health.snapshot() });
-                async move {
-                    let status = if healthy {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (status, axum::Json(body))
-                }
-            }),
-        );
+            "/livez",
+            get(|| async { axum::Json(serde_json::json!({ "alive": true })) }),
+        )
+        .route("/readyz", get(ready.clone()))
+        .route("/health", get(ready));
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

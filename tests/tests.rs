@@ -10,6 +10,7 @@ mod delivery;
 mod enrich;
 mod formats;
 mod full_disk;
+mod health;
 mod hostile_pages;
 #[cfg(feature = "kafka")]
 mod kafka;
