@@ -28,6 +28,16 @@ pub enum StateCmdError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `show` found state the daemon can not load (the report says which).
+    #[error(
+        "{report}\n{count} source(s) have state a start would refuse (see above); `auditfwd state reset` or `state set-since` replaces it and keeps the unreadable files as *.corrupt-<time>"
+    )]
+    Unreadable {
+        /// The whole `show` report.
+        report: String,
+        /// How many sources.
+        count: usize,
+    },
 }
 
 fn select<'a>(
@@ -62,13 +72,52 @@ fn time(ms: i64) -> String {
 /// A human summary of every selected source's cursor.
 pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdError> {
     let mut out = String::new();
+    let mut unreadable = 0;
     for s in select(config, source)? {
         let dead_path = DeadLetterFile::path(&config.state.dead_letter_dir(), &s.name);
         let dead_lines = fs::read_to_string(&dead_path)
             .map(|t| t.lines().count())
             .unwrap_or(0);
         writeln!(out, "source {}", s.name).ok();
-        match store::peek(&config.state.dir, &s.name)? {
+        let mut snapshot_unreadable = false;
+        let peeked = match store::inspect(&config.state.dir, &s.name) {
+            Ok(peeked) => peeked,
+            Err(error) => {
+                unreadable += 1;
+                snapshot_unreadable = true;
+                writeln!(out, "  UNREADABLE     {error}").ok();
+                store::Peeked {
+                    state: None,
+                    bad_lines: Vec::new(),
+                    torn_tail: false,
+                }
+            }
+        };
+        if !peeked.bad_lines.is_empty() {
+            unreadable += 1;
+            let shown: Vec<String> = peeked
+                .bad_lines
+                .iter()
+                .take(10)
+                .map(usize::to_string)
+                .collect();
+            writeln!(
+                out,
+                "  UNREADABLE     journal line(s) {}{} are not checkpoints; a start refuses this journal",
+                shown.join(", "),
+                if peeked.bad_lines.len() > 10 { ", …" } else { "" }
+            )
+            .ok();
+        }
+        if peeked.torn_tail {
+            writeln!(
+                out,
+                "  torn journal   the last line is incomplete (an interrupted commit); the next start drops it"
+            )
+            .ok();
+        }
+        match peeked.state {
+            None if snapshot_unreadable => {}
             None => {
                 writeln!(
                     out,
@@ -144,6 +193,12 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
         )
         .ok();
     }
+    if unreadable > 0 {
+        return Err(StateCmdError::Unreadable {
+            report: out,
+            count: unreadable,
+        });
+    }
     Ok(out)
 }
 
@@ -151,7 +206,20 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
 pub fn reset(config: &Config, source: &str) -> Result<String, StateCmdError> {
     let s = select(config, Some(source))?[0];
     let mut store = FileStore::open(&config.state.dir, &s.name)?;
-    let had = store.load()?.is_some();
+    let had = match store.load() {
+        Ok(state) => state.is_some(),
+        // Unreadable state is what a reset is for: keep a copy, go on.
+        Err(StoreError::Corrupt { .. }) => {
+            let kept = store::set_aside(&config.state.dir, &s.name)?;
+            return Ok(format!(
+                "source {}: unreadable state moved aside ({}); the next run starts at start_at = {:?}",
+                s.name,
+                paths(&kept),
+                s.start_at
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
     // An empty snapshot would start at the epoch; remove the files instead
     // so the next start resolves start_at afresh.
     for path in [
@@ -190,7 +258,11 @@ pub fn set_since(
 ) -> Result<String, StateCmdError> {
     let s = select(config, Some(source))?[0];
     let mut store = FileStore::open(&config.state.dir, &s.name)?;
-    let previous = store.load()?;
+    let (previous, kept) = match store.load() {
+        Ok(previous) => (previous, Vec::new()),
+        Err(StoreError::Corrupt { .. }) => (None, store::set_aside(&config.state.dir, &s.name)?),
+        Err(error) => return Err(error.into()),
+    };
     store.snapshot(&CursorState::new(&s.name, since))?;
     let mut msg = format!(
         "source {}: the next run reads events created from {}",
@@ -202,5 +274,21 @@ pub fn set_since(
     {
         msg.push_str("; events after that which were already delivered will be delivered again (downstream can dedupe on id)");
     }
+    if !kept.is_empty() {
+        write!(
+            msg,
+            "; the unreadable state was moved aside ({})",
+            paths(&kept)
+        )
+        .ok();
+    }
     Ok(msg)
+}
+
+fn paths(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

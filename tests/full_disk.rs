@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::simulator::SimConfig;
-use auditfwd::telemetry::Metrics;
+use auditfwd::telemetry::{Metrics, Status};
 
 use crate::support::*;
 
@@ -221,4 +221,82 @@ async fn a_full_disk_delays_events_but_never_tears_or_repeats_a_batch() {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o604, "{} has mode {mode:o}", path.display());
     }
+}
+
+/// Fills the file system holding `dir` with a filler file; returns it.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_holds_the_source_and_loses_nothing() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("AUDITFWD_SKIP_ROOT_TESTS").is_some(),
+            "this test mounts a tmpfs and needs root; set AUDITFWD_SKIP_ROOT_TESTS=1 to skip it"
+        );
+        return;
+    }
+    let sim = tenant(SimConfig {
+        backlog: 500,
+        insert_rate: 20.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let disk = Tmpfs::mount(&state, "1m");
+    let config = config_text(&sim, dir.path(), &Setup::new(dir.path()));
+    let out = dir.path().join("out");
+    let fwd = Forwarder::start(App::new(parse_config(&config)));
+    assert!(all_delivered(&sim.truth(), &out, Duration::from_secs(30)).await);
+
+    // The state disk fills up: the source holds, says why, and the process
+    // keeps running.
+    let filler = fill(&state);
+    let degraded = wait_for(Duration::from_secs(30), || {
+        matches!(
+            fwd.health.get("source:tenant"),
+            Some(Status::Degraded(reason)) if reason.contains("cannot save the cursor")
+        )
+    })
+    .await;
+    assert!(degraded, "{:?}", fwd.health.snapshot());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        fwd.is_running(),
+        "the forwarder stopped on a full state disk"
+    );
+    let held = id_counts(&read_lines(&out)).len();
+
+    // Room again: it catches up, and the state it saved loads.
+    std::fs::remove_file(filler).unwrap();
+    let truth = sim.truth();
+    assert!(
+        all_delivered(&truth, &out, Duration::from_secs(30)).await,
+        "not everything arrived after the state disk had room again"
+    );
+    assert!(id_counts(&read_lines(&out)).len() > held);
+    assert!(
+        wait_for(Duration::from_secs(10), || fwd.health.get("source:tenant")
+            == Some(Status::Ok))
+        .await
+    );
+    fwd.stop().await.unwrap();
+    sim.freeze();
+    let fwd = Forwarder::start(App::new(parse_config(&config)));
+    let truth = sim.truth();
+    assert!(all_delivered(&truth, &out, Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(fwd.is_running(), "{:?}", fwd.health.snapshot());
+    fwd.stop().await.unwrap();
+    let verdict = compare(&truth, &id_counts(&read_lines(&out)));
+    verdict.assert_exact();
+    drop(disk);
 }

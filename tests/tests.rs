@@ -16,4 +16,5 @@ mod hostile_pages;
 mod kafka;
 mod restart;
 mod source_errors;
+mod state_repair;
 mod syslog;

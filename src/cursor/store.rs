@@ -76,6 +76,9 @@ pub struct FileStore {
     snapshot_path: PathBuf,
     journal_path: PathBuf,
     journal: Option<File>,
+    /// An append failed: part of a line may follow the last complete
+    /// checkpoint (`journal_bytes`) until the journal is reopened.
+    torn: bool,
     journal_bytes: u64,
     snapshot_bytes: u64,
     _lock: File,
@@ -124,6 +127,7 @@ impl FileStore {
             snapshot_path: Self::snapshot_path(dir, source),
             journal_path: dir.join(format!("{source}.journal")),
             journal: None,
+            torn: false,
             journal_bytes: 0,
             snapshot_bytes: 0,
             _lock: lock,
@@ -135,14 +139,34 @@ impl FileStore {
         dir.join(format!("{source}.state.json"))
     }
 
+    /// The journal, opened for appending. After a failed append it is
+    /// first cut back to the last complete checkpoint, so the next one
+    /// never lands behind a fragment (which would make the journal
+    /// unreadable at the next start).
     fn open_journal(&mut self) -> Result<&mut File, StoreError> {
         if self.journal.is_none() {
+            let path = &self.journal_path;
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .open(&self.journal_path)
-                .map_err(io_err(&self.journal_path, "open the journal"))?;
+                .open(path)
+                .map_err(io_err(path, "open the journal"))?;
+            let len = file
+                .metadata()
+                .map_err(io_err(path, "read the journal"))?
+                .len();
+            if self.torn && len > self.journal_bytes {
+                file.set_len(self.journal_bytes)
+                    .map_err(io_err(path, "repair the journal"))?;
+                file.sync_all()
+                    .map_err(io_err(path, "repair the journal"))?;
+                tracing::warn!(path = %path.display(), bytes = len - self.journal_bytes, "removed the part of a failed commit from the journal");
+            }
+            if self.torn {
+                self.journal_bytes = self.journal_bytes.min(len);
+                self.torn = false;
+            }
             self.journal = Some(file);
         }
         Ok(self.journal.as_mut().expect("just opened"))
@@ -285,12 +309,20 @@ impl StateStore for FileStore {
         line.push(b'\n');
         let path = self.journal_path.clone();
         let journal = self.open_journal()?;
-        journal
+        let written = journal
             .write_all(&line)
-            .map_err(io_err(&path, "append to the journal"))?;
-        journal
-            .sync_data()
-            .map_err(io_err(&path, "fsync the journal"))?;
+            .map_err(io_err(&path, "append to the journal"))
+            .and_then(|()| {
+                journal
+                    .sync_data()
+                    .map_err(io_err(&path, "fsync the journal"))
+            });
+        if let Err(error) = written {
+            // Part of the line may be in the file: reopening cuts it off.
+            self.journal = None;
+            self.torn = true;
+            return Err(error);
+        }
         self.journal_bytes += line.len() as u64;
         Ok(self.journal_bytes > MIN_COMPACT_BYTES.max(self.snapshot_bytes))
     }
@@ -335,12 +367,35 @@ impl StateStore for FileStore {
     }
 }
 
-/// Reads a source's state without taking the lock (for `state show` while
-/// the daemon runs).
+/// What [`peek`] found.
+#[derive(Debug)]
+pub struct Peeked {
+    /// The state as the next start would load it, bad lines skipped.
+    pub state: Option<CursorState>,
+    /// Journal lines (1-based) that are not checkpoints: the next start
+    /// refuses the journal until the state is repaired or reset.
+    pub bad_lines: Vec<usize>,
+    /// The journal ends in an incomplete line (an interrupted commit; the
+    /// next start drops it, which is harmless).
+    pub torn_tail: bool,
+}
+
+/// Reads a source's state without taking the lock (safe while the daemon
+/// runs), skipping journal lines it can not read (see [`inspect`]).
 pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError> {
+    inspect(dir, source).map(|peeked| peeked.state)
+}
+
+/// Like [`peek`], reporting the journal lines it can not read instead of
+/// hiding them (for `state show`).
+pub fn inspect(dir: &Path, source: &str) -> Result<Peeked, StoreError> {
     let snapshot_path = FileStore::snapshot_path(dir, source);
     let journal_path = dir.join(format!("{source}.journal"));
-    let journal = fs::read_to_string(&journal_path).unwrap_or_default();
+    let journal = match fs::read(&journal_path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_err(&journal_path, "read the journal")(e)),
+    };
     let corrupt = |reason: String| StoreError::Corrupt {
         path: snapshot_path.clone(),
         reason,
@@ -349,7 +404,11 @@ pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError>
         Ok(bytes) => {
             if layout_version(&bytes).map_err(corrupt)? == legacy::VERSION {
                 return legacy::upgrade(&bytes, &journal, source)
-                    .map(Some)
+                    .map(|state| Peeked {
+                        state: Some(state),
+                        bad_lines: Vec::new(),
+                        torn_tail: false,
+                    })
                     .map_err(corrupt);
             }
             Some(
@@ -360,14 +419,47 @@ pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError>
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err(&snapshot_path, "read")(e)),
     };
-    for line in journal.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-        if let Ok(cp) = serde_json::from_str::<Checkpoint>(line) {
-            state
-                .get_or_insert_with(|| CursorState::new(source, chrono::DateTime::UNIX_EPOCH))
-                .apply(&cp);
+    let mut bad_lines = Vec::new();
+    let mut torn_tail = false;
+    for (n, line) in journal.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            torn_tail = true;
+            break;
+        }
+        match serde_json::from_str::<Checkpoint>(line) {
+            Ok(cp) => {
+                state
+                    .get_or_insert_with(|| CursorState::new(source, chrono::DateTime::UNIX_EPOCH))
+                    .apply(&cp);
+            }
+            Err(_) => bad_lines.push(n + 1),
         }
     }
-    Ok(state)
+    Ok(Peeked {
+        state,
+        bad_lines,
+        torn_tail,
+    })
+}
+
+/// Moves a source's unreadable state files aside (`*.corrupt-<time>`), so
+/// that a reset or a new cursor can replace them and the evidence is kept.
+/// Returns the copies made.
+pub fn set_aside(dir: &Path, source: &str) -> Result<Vec<PathBuf>, StoreError> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut kept = Vec::new();
+    for path in [
+        FileStore::snapshot_path(dir, source),
+        dir.join(format!("{source}.journal")),
+    ] {
+        let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+        match fs::rename(&path, &aside) {
+            Ok(()) => kept.push(aside),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, "move aside")(e)),
+        }
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -432,6 +524,62 @@ mod tests {
                 & 0o777;
             assert_eq!(mode, 0o600, "{name}");
         }
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_off_before_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut state = CursorState::new(
+            "acme",
+            chrono::DateTime::from_timestamp_millis(1000).unwrap(),
+        );
+        store.snapshot(&state).unwrap();
+        let first = cp(1, &[("a", 1000)]);
+        store.commit(&first).unwrap();
+        state.apply(&first);
+        // What an append cut short by a full disk leaves, and how commit
+        // reacts to its error.
+        let mut journal = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("acme.journal"))
+            .unwrap();
+        journal.write_all(b"{\"seq\":2,\"acked\":[[\"b").unwrap();
+        store.journal = None;
+        store.torn = true;
+        let second = cp(2, &[("c", 1005)]);
+        store.commit(&second).unwrap();
+        state.apply(&second);
+        drop(store);
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&state));
+        let peeked = inspect(dir.path(), "acme").unwrap();
+        assert!(peeked.bad_lines.is_empty() && !peeked.torn_tail);
+    }
+
+    #[test]
+    fn peek_reports_unreadable_journal_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        store.load().unwrap();
+        store.commit(&cp(1, &[("a", 1000)])).unwrap();
+        drop(store);
+        let path = dir.path().join("acme.journal");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("{\"seq\":2,glued{\"seq\":3}\n");
+        text.push_str(&fs::read_to_string(&path).unwrap());
+        text.push_str("{\"se");
+        fs::write(&path, text).unwrap();
+        let peeked = inspect(dir.path(), "acme").unwrap();
+        assert_eq!(peeked.bad_lines, [2]);
+        assert!(peeked.torn_tail);
+        assert!(peeked.state.is_some());
+        let err = FileStore::open(dir.path(), "acme")
+            .unwrap()
+            .load()
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{ApiClient, FetchError, Fetched, PageQuery};
 use super::progress::Progress;
 use crate::config::SourceConfig;
-use crate::cursor::store::{StateStore, StoreError};
+use crate::cursor::store::StateStore;
 use crate::cursor::{Admission, Batch, Checkpoint, Cursor, CursorError, Next, Outcome, PageIn};
 use crate::deadletter::DeadLetter;
 use crate::normalize::normalize;
@@ -44,15 +44,6 @@ pub enum SourceError {
         /// The refusal.
         #[source]
         error: FetchError,
-    },
-    /// The cursor could not be saved: continuing would re-send or lose track.
-    #[error("source `{source_name}` stopped: {error}")]
-    Store {
-        /// Source name.
-        source_name: String,
-        /// The failure.
-        #[source]
-        error: StoreError,
     },
     /// The API's listing can not be paged safely.
     #[error("source `{source_name}` stopped: {error}")]
@@ -352,7 +343,7 @@ impl Poller {
                 // pass is, so the restart resumes it.
                 drop(inflight);
                 let checkpoint = self.cursor.finish_pass();
-                self.commit(checkpoint).await?;
+                self.commit(checkpoint, shutdown).await?;
                 return Err(PassError::Shutdown);
             }
         };
@@ -378,7 +369,7 @@ impl Poller {
             );
         }
         let checkpoint = self.cursor.finish_pass();
-        self.commit(checkpoint).await?;
+        self.commit(checkpoint, shutdown).await?;
         Ok(outcome)
     }
 
@@ -412,7 +403,7 @@ impl Poller {
         }
         if batch.is_empty() {
             if let Some(checkpoint) = self.cursor.skip(batch) {
-                self.commit(checkpoint).await?;
+                self.commit(checkpoint, shutdown).await?;
             }
             return Ok(());
         }
@@ -451,7 +442,7 @@ impl Poller {
         };
         let delivered = events.len() as u64;
         let checkpoint = self.cursor.commit(batch, ack);
-        self.commit(checkpoint).await?;
+        self.commit(checkpoint, shutdown).await?;
         self.counters.delivered.inc_by(delivered);
         self.report_lag();
         Ok(())
@@ -474,39 +465,63 @@ impl Poller {
             .set(lag);
     }
 
-    /// Makes a checkpoint durable; compacts the store when it asks.
-    async fn commit(&mut self, checkpoint: Checkpoint) -> Result<(), PassError> {
-        let store = self.store.clone();
-        let wants_snapshot = tokio::task::spawn_blocking(move || {
-            store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .commit(&checkpoint)
-        })
-        .await
-        .expect("state store does not panic")
-        .map_err(|error| self.store_error(error))?;
+    /// Makes a checkpoint durable; compacts the store when it asks. A
+    /// store that fails (a full disk, an I/O error) is retried with backoff
+    /// while the source shows degraded: the events are delivered already,
+    /// so the only risk is sending them again after a crash, never losing
+    /// them. A failed compaction is retried at the next commit.
+    async fn commit(
+        &mut self,
+        checkpoint: Checkpoint,
+        shutdown: &CancellationToken,
+    ) -> Result<(), PassError> {
+        let mut backoff = Backoff::new(self.config.retry);
+        let checkpoint = Arc::new(checkpoint);
+        let wants_snapshot = loop {
+            let store = self.store.clone();
+            let cp = checkpoint.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                store.lock().unwrap_or_else(|p| p.into_inner()).commit(&cp)
+            })
+            .await
+            .expect("state store does not panic");
+            match result {
+                Ok(wants) => break wants,
+                Err(error) => {
+                    let delay = backoff.next_delay(None);
+                    tracing::error!(source = %self.config.name, error = %error, retry_in = ?delay, "cannot save the cursor; delivered events are held until it is saved");
+                    self.health.set(
+                        &self.component(),
+                        Status::Degraded(format!("cannot save the cursor, retrying: {error}")),
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return Err(PassError::Shutdown),
+                    }
+                }
+            }
+        };
+        if backoff.attempts() > 0 {
+            tracing::info!(source = %self.config.name, attempts = backoff.attempts() + 1, "cursor saved again");
+            self.health.set(&self.component(), Status::Ok);
+        }
         if wants_snapshot {
             let store = self.store.clone();
             let state = self.cursor.state().clone();
-            tokio::task::spawn_blocking(move || {
+            let result = tokio::task::spawn_blocking(move || {
                 store
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .snapshot(&state)
             })
             .await
-            .expect("state store does not panic")
-            .map_err(|error| self.store_error(error))?;
+            .expect("state store does not panic");
+            if let Err(error) = result {
+                // The checkpoint is in the journal; compaction can wait.
+                tracing::warn!(source = %self.config.name, error = %error, "cannot compact the state; trying again at the next checkpoint");
+            }
         }
         Ok(())
-    }
-
-    fn store_error(&self, error: StoreError) -> PassError {
-        PassError::Fatal(SourceError::Store {
-            source_name: self.config.name.clone(),
-            error,
-        })
     }
 }
 
