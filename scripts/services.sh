@@ -6,6 +6,8 @@
 # - tansu: a Kafka-protocol broker for the Kafka sink tests (cargo install,
 #   about 10 minutes on 2 cores, once per machine)
 # - rsyslogd with its TLS driver (Debian packages) for the syslog sink tests
+# - Python's prometheus_client (Debian package), whose OpenMetrics parser
+#   checks the /metrics exposition
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -19,6 +21,8 @@ dpkg -s zlib1g-dev >/dev/null 2>&1 || missing_debs+=(zlib1g-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || missing_debs+=(pkg-config)
 have rsyslogd || missing_debs+=(rsyslog)
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing_debs+=(rsyslog-gnutls)
+# A real OpenMetrics parser for the /metrics exposition test.
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing_debs+=(python3-prometheus-client)
 if [ ${#missing_debs[@]} -gt 0 ]; then
   echo "services: installing Debian packages: ${missing_debs[*]}"
   sudo_if_needed apt-get update -qq

@@ -217,10 +217,15 @@ fn start_source(
         ApiClient::new(source, Arc::clone(&limiter))
             .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?,
     );
-    let enricher = source
-        .enrich
-        .clone()
-        .map(|e| crate::enrich::Enricher::new(source, e, Arc::clone(&client), metrics.clone()));
+    let enricher = source.enrich.clone().map(|e| {
+        crate::enrich::Enricher::new(
+            source,
+            e,
+            Arc::clone(&client),
+            metrics.clone(),
+            health.clone(),
+        )
+    });
     let dead_letter = DeadLetterFile::new(&config.state.dead_letter_dir(), &source.name);
     let pipeline = Pipeline::new(
         &source.name,

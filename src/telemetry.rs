@@ -319,15 +319,68 @@ pub async fn serve(
         )
         .route("/readyz", get(ready.clone()))
         .route("/health", get(ready));
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(error) = served {
-            tracing::error!(error = %error, "metrics listener stopped");
-        }
-    });
+    tokio::spawn(accept_loop(listener, app, shutdown));
     Ok(bound)
+}
+
+/// Connections the telemetry listener serves at once; more are closed on
+/// accept, so a flood of idle connections can not take the file
+/// descriptors the sinks and the state need.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may take to send its request headers (and how
+/// long an idle keep-alive connection is kept).
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest a connection lives, whatever it does.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused: u64 = 0;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // EMFILE and friends: wait instead of spinning.
+                    tracing::warn!(error = %error, "telemetry listener cannot accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    limit = MAX_CONNECTIONS,
+                    "telemetry listener at its connection limit; closing new connections"
+                );
+            }
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_LIFETIME, conn) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
 }
 
 #[cfg(test)]

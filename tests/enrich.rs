@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
 use auditfwd::simulator::{SimConfig, SimUser, Simulator};
-use auditfwd::telemetry::{Metrics, RequestLabel};
+use auditfwd::telemetry::{Metrics, RequestLabel, Status};
 use serde_json::Value;
 
 use crate::support::*;
@@ -23,12 +23,13 @@ fn enrich_count(metrics: &Metrics, outcome: &str) -> u64 {
 }
 
 /// Forwards the tenant's backlog with `[source.enrich]` set to `enrich`;
-/// returns the JSON records, the metrics and the elapsed time.
+/// returns the JSON records, the metrics and the elapsed time, and the
+/// enrichment's health at the end.
 async fn forward(
     sim: &Simulator,
     enrich: &str,
     rate_limit: Option<&str>,
-) -> (Vec<Value>, Metrics, Duration) {
+) -> (Vec<Value>, Metrics, Duration, Option<Status>) {
     let dir = tempfile::tempdir().unwrap();
     let extra_source = format!("\n[source.enrich]\n{enrich}\n");
     let mut setup = Setup {
@@ -46,11 +47,12 @@ async fn forward(
     let done = all_delivered(&truth, &out, Duration::from_secs(40)).await;
     let elapsed = started.elapsed();
     let metrics = fwd.metrics.clone();
+    let health = fwd.health.get("enrich:tenant");
     fwd.stop().await.unwrap();
     assert!(done, "not every event was delivered");
     let lines = read_lines(&out);
     compare(&truth, &id_counts(&lines)).assert_exact();
-    (lines, metrics, elapsed)
+    (lines, metrics, elapsed, health)
 }
 
 fn backlog(users: usize) -> SimConfig {
@@ -99,7 +101,9 @@ async fn preset_works(preset: &str, extra: &str, role: bool, enabled: bool) {
     let sim = tenant(backlog(25)).await;
     let users = sim.users();
     let enrich = format!("preset = \"{preset}\"\nttl = \"10m\"\n{extra}");
-    let (lines, metrics, _) = forward(&sim, &enrich.replace("{base}", &sim.base_url()), None).await;
+    let (lines, metrics, _, health) =
+        forward(&sim, &enrich.replace("{base}", &sim.base_url()), None).await;
+    assert_eq!(health, Some(Status::Ok), "working lookups show in /readyz");
     let enriched = check_enriched(&lines, &users, role, enabled);
     assert!(
         enriched > 300,
@@ -167,7 +171,7 @@ email = "/data/attributes/email"
 name = ["/data/attributes/firstName", "/data/attributes/lastName"]
 enabled = { pointer = "/data/attributes/suspended", negate = true }
 "#;
-    let (lines, _, _) = forward(&sim, custom, None).await;
+    let (lines, _, _, _) = forward(&sim, custom, None).await;
     assert!(check_enriched(&lines, &users, false, true) > 300);
 }
 
@@ -178,9 +182,13 @@ async fn a_failing_users_api_neither_blocks_nor_drops_events() {
         ..backlog(25)
     })
     .await;
-    let (lines, metrics, _) = forward(&sim, "preset = \"peoplelens-v1\"", None).await;
+    let (lines, metrics, _, health) = forward(&sim, "preset = \"peoplelens-v1\"", None).await;
     assert!(lines.iter().all(|l| l.get("user").is_none()));
     assert!(enrich_count(&metrics, "error") > 0);
+    let Some(Status::Degraded(reason)) = health else {
+        panic!("failing lookups do not show in /readyz: {health:?}")
+    };
+    assert!(reason.contains("user lookups fail"), "{reason}");
     // A failed user is not asked again within error_ttl.
     let distinct: HashSet<&str> = lines
         .iter()
@@ -194,13 +202,32 @@ async fn a_failing_users_api_neither_blocks_nor_drops_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_url_that_only_answers_404_shows_in_readiness() {
+    let sim = tenant(backlog(25)).await;
+    let wrong = format!(
+        "preset = \"peoplelens-v1\"\nbase_url = \"{}/no-such-prefix\"",
+        sim.base_url()
+    );
+    let (lines, metrics, _, health) = forward(&sim, &wrong, None).await;
+    assert!(lines.iter().all(|l| l.get("user").is_none()));
+    assert!(enrich_count(&metrics, "not_found") >= 5);
+    let Some(Status::Degraded(reason)) = health else {
+        panic!("404 for every user does not show in /readyz: {health:?}")
+    };
+    assert!(
+        reason.contains("answered 404; check `url` and `base_url`"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_users_api_delays_a_batch_by_at_most_the_timeout() {
     let sim = tenant(SimConfig {
         users_stall_rate: 1.0,
         ..backlog(25)
     })
     .await;
-    let (lines, metrics, elapsed) = forward(
+    let (lines, metrics, elapsed, _) = forward(
         &sim,
         "preset = \"peoplelens-v1\"\ntimeout = \"300ms\"",
         None,

@@ -119,3 +119,149 @@ async fn readiness_follows_a_sinks_receiver_down_and_back() {
     assert_eq!(up.1["components"]["sink:logs"]["status"], "ok");
     fwd.stop().await.unwrap();
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_can_not_exhaust_file_descriptors() {
+    use tokio::io::AsyncReadExt;
+
+    let sim = tenant(SimConfig {
+        backlog: 0,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let extra = format!("\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n");
+    let setup = Setup {
+        extra: &extra,
+        ..Setup::new(dir.path())
+    };
+    let fwd = Forwarder::start(App::new(parse_config(&config_text(
+        &sim,
+        dir.path(),
+        &setup,
+    ))));
+    assert_eq!(
+        until(listen, "/livez", Duration::from_secs(10), |(s, _)| *s
+            == 200)
+        .await
+        .0,
+        200
+    );
+    let before = open_fds();
+    // 200 half-open clients that never send a request.
+    let flood = 200;
+    let mut idle = Vec::new();
+    for _ in 0..flood {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = open_fds() - before;
+    // Our 200 client ends, plus at most the listener's cap on its side.
+    assert!(
+        grown <= flood + auditfwd::telemetry::MAX_CONNECTIONS + 8,
+        "{grown} descriptors for {flood} idle connections"
+    );
+    // The server closes the idle ones it accepted once the header timeout
+    // passes, and answers again.
+    let mut closed = 0;
+    let deadline = auditfwd::telemetry::HEADER_TIMEOUT + Duration::from_secs(3);
+    for conn in &mut idle {
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(closed, flood, "idle connections the server kept open");
+    drop(idle);
+    let (status, _) = until(listen, "/livez", Duration::from_secs(5), |(s, _)| *s == 200).await;
+    assert_eq!(status, 200);
+    fwd.stop().await.unwrap();
+}
+
+/// `/metrics` as a real OpenMetrics parser (Python's `prometheus_client`,
+/// installed by `scripts/services.sh`) reads it: every family parses and
+/// the counters a dashboard needs are there with their labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_with_a_real_openmetrics_parser() {
+    let sim = tenant(SimConfig {
+        backlog: 300,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let extra = format!("\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n");
+    let setup = Setup {
+        extra: &extra,
+        ..Setup::new(dir.path())
+    };
+    let fwd = Forwarder::start(App::new(parse_config(&config_text(
+        &sim,
+        dir.path(),
+        &setup,
+    ))));
+    let truth = sim.truth();
+    assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(20)).await);
+    let body = reqwest::get(format!("http://127.0.0.1:{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    fwd.stop().await.unwrap();
+    let parser = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{family.type} {s.name}{{{labels}}} {s.value}")
+"#;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", parser])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with prometheus_client (scripts/services.sh installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let parsed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the exposition does not parse: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered = deliverable(&truth).len();
+    assert!(
+        parsed.contains(&format!(
+            "counter auditfwd_events_delivered_total{{source=tenant}} {delivered}\n"
+        )),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains(&format!(
+            "counter auditfwd_sink_records_total{{sink=files}} {delivered}\n"
+        )),
+        "{parsed}"
+    );
+}

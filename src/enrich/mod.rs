@@ -22,7 +22,7 @@ use lru::LruCache;
 
 use crate::config::{EnrichConfig, SourceConfig};
 use crate::source::client::{ApiClient, FetchError};
-use crate::telemetry::{Metrics, RequestLabel};
+use crate::telemetry::{Health, Metrics, RequestLabel, Status};
 
 /// How many lookups of one batch run at once.
 const CONCURRENCY: usize = 4;
@@ -47,7 +47,25 @@ pub struct Enricher {
     config: EnrichConfig,
     cache: Mutex<LruCache<String, Cached>>,
     metrics: Metrics,
+    health: Health,
+    tally: Mutex<Tally>,
 }
+
+/// Lookup outcomes so far, for health.
+#[derive(Default)]
+struct Tally {
+    found: u64,
+    not_found: u64,
+    /// Failures since the users API last answered (found or not found).
+    failing: u64,
+}
+
+/// 404s without a single user ever found, from which the lookups are taken
+/// to be misconfigured (a wrong `url` or `base_url`) rather than asking for
+/// deleted users.
+const ALL_NOT_FOUND: u64 = 5;
+/// Failed lookups in a row (errors, timeouts) that degrade enrichment.
+const FAILING: u64 = 3;
 
 impl Enricher {
     /// An enricher for `source`, sending through `client` (and so through
@@ -57,6 +75,7 @@ impl Enricher {
         config: EnrichConfig,
         client: Arc<ApiClient>,
         metrics: Metrics,
+        health: Health,
     ) -> Self {
         let capacity = NonZeroUsize::new(config.max_entries).unwrap_or(NonZeroUsize::MIN);
         Self {
@@ -69,6 +88,55 @@ impl Enricher {
             cache: Mutex::new(LruCache::new(capacity)),
             config,
             metrics,
+            health,
+            tally: Mutex::default(),
+        }
+    }
+
+    /// Shows in `/readyz` (component `enrich:<source>`) whether lookups
+    /// work: failures in a row (a revoked key, a users API that is down),
+    /// or 404s without any user ever found (a wrong URL), degrade it; an
+    /// answer clears it.
+    fn report(&self, found: u64, not_found: u64, failed: u64, reason: Option<String>) {
+        let status = {
+            let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+            t.found += found;
+            t.not_found += not_found;
+            t.failing = if found + not_found > 0 {
+                failed
+            } else {
+                t.failing + failed
+            };
+            if t.failing >= FAILING {
+                Status::Degraded(format!(
+                    "user lookups fail ({} in a row), events go out without user details: {}",
+                    t.failing,
+                    reason.unwrap_or_else(|| "timed out".into())
+                ))
+            } else if t.found == 0 && t.not_found >= ALL_NOT_FOUND {
+                Status::Degraded(format!(
+                    "every user lookup so far ({}) answered 404; check `url` and `base_url` in [source.enrich]",
+                    t.not_found
+                ))
+            } else if t.found > 0 || (t.failing == 0 && found + not_found > 0) {
+                Status::Ok
+            } else {
+                return;
+            }
+        };
+        let component = format!("enrich:{}", self.source);
+        let previous = self.health.get(&component);
+        if previous.as_ref() != Some(&status) {
+            match &status {
+                Status::Degraded(reason) => {
+                    tracing::warn!(source = %self.source, reason = %reason, "enrichment degraded")
+                }
+                _ if previous.is_some() => {
+                    tracing::info!(source = %self.source, "user lookups work again")
+                }
+                _ => {}
+            }
+            self.health.set(&component, status);
         }
     }
 
@@ -169,16 +237,28 @@ impl Enricher {
                 .collect()
                 .await;
             let now = Instant::now();
+            let (mut found, mut not_found, mut failed, mut last_reason) = (0u64, 0u64, 0u64, None);
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (id, result) in results {
                 let (user, ttl, outcome) = match result {
-                    Some(Lookup::Found(user)) => (Some(user), self.config.ttl, "found"),
-                    Some(Lookup::NotFound) => (None, self.config.negative_ttl, "not_found"),
+                    Some(Lookup::Found(user)) => {
+                        found += 1;
+                        (Some(user), self.config.ttl, "found")
+                    }
+                    Some(Lookup::NotFound) => {
+                        not_found += 1;
+                        (None, self.config.negative_ttl, "not_found")
+                    }
                     Some(Lookup::Failed(reason)) => {
                         tracing::debug!(source = %self.source, reason = %reason, "user lookup failed; event forwarded without enrichment");
+                        failed += 1;
+                        last_reason = Some(reason);
                         (None, self.config.error_ttl, "error")
                     }
-                    None => (None, self.config.error_ttl, "timeout"),
+                    None => {
+                        failed += 1;
+                        (None, self.config.error_ttl, "timeout")
+                    }
                 };
                 self.count(outcome, 1);
                 answers.insert(id.clone(), user.clone());
@@ -190,6 +270,8 @@ impl Enricher {
                     },
                 );
             }
+            drop(cache);
+            self.report(found, not_found, failed, last_reason);
         }
         for event in events.iter_mut() {
             if let Some(user) = event.user_id.as_deref().and_then(|id| answers.get(id)) {
@@ -242,6 +324,7 @@ mod tests {
             source.enrich.clone().unwrap(),
             client,
             Metrics::new(),
+            Health::default(),
         );
         let users = sim.users();
         let mut events = sample_events("t", users.len());
