@@ -213,10 +213,12 @@ fn start_source(
     let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
     let cursor = Cursor::new(state, source.lookback);
     let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-    let client = Arc::new(
-        ApiClient::new(source, Arc::clone(&limiter))
-            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?,
-    );
+    let client = Arc::new(ApiClient::new(source, Arc::clone(&limiter)).map_err(|e| {
+        fail(format!(
+            "cannot build the HTTP client: {}",
+            crate::source::client::error_chain(&e)
+        ))
+    })?);
     let enricher = source.enrich.clone().map(|e| {
         crate::enrich::Enricher::new(
             source,
@@ -282,7 +284,10 @@ pub async fn check(config: &Config) -> CheckReport {
     for source in &config.sources {
         let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
         let line = match ApiClient::new(source, limiter) {
-            Err(e) => Err(format!("cannot build the HTTP client: {e}")),
+            Err(e) => Err(format!(
+                "cannot build the HTTP client: {}",
+                crate::source::client::error_chain(&e)
+            )),
             Ok(client) => {
                 let query = PageQuery {
                     since: source.start_at.resolve(Utc::now()),

@@ -133,3 +133,51 @@ async fn rate_limited_by_the_api_it_waits_for_retry_after() {
     assert!(stats.throttled <= stats.pages_served, "{stats:?}");
     assert!(stats.throttled > 0, "the limit was reached: {stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_reported_with_its_cause() {
+    // Nothing listens on the port: the health message carries the whole
+    // cause chain, not just "error sending request".
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = format!(
+        r#"
+[state]
+dir = "{dir}/state"
+
+[[source]]
+name = "closed"
+base_url = "http://127.0.0.1:{port}"
+api_key = "k-closed-s3cr3t"
+allow_http = true
+retry = {{ initial_backoff = "5ms", max_backoff = "50ms" }}
+
+[[sink]]
+name = "out"
+type = "stdout"
+"#,
+        dir = dir.path().display()
+    );
+    let fwd = Forwarder::start(App::new(parse_config(&text)));
+    let degraded = || match fwd.health.snapshot().get("source:closed") {
+        Some(Status::Degraded(m)) => Some(m.clone()),
+        _ => None,
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || degraded().is_some()).await,
+        "{:?}",
+        fwd.health.snapshot()
+    );
+    let message = degraded().unwrap();
+    assert!(
+        message.contains(&format!(
+            "error sending request for url (http://127.0.0.1:{port}/api/v1/audit-logs?"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("tcp connect error"), "{message}");
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(!message.contains("s3cr3t"), "the key leaked: {message}");
+    assert!(fwd.is_running(), "a refused connection is retried");
+    fwd.stop().await.unwrap();
+}

@@ -12,6 +12,7 @@ mod formats;
 mod full_disk;
 mod health;
 mod hostile_pages;
+mod http_client;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod restart;

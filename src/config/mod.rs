@@ -2,13 +2,15 @@
 //!
 //! Loading reads the file, interpolates `${ENV}` in string values, and
 //! validates every `[[source]]`, `[[sink]]`, `[state]` and `[telemetry]`
-//! table. Validation does no network or output I/O (only `api_key_file` is
-//! read) and reports **every** problem at once, each naming the file, the key
-//! path (`sink[1].path`) and the fix. Opening clients, files and sockets is
-//! the next step, done by [`crate::app`].
+//! table. Validation does no network or output I/O (only `api_key_file` and
+//! the PEM files of `[source.tls]` are read) and reports **every** problem at
+//! once, each naming the file, the key path (`sink[1].path`) and the fix.
+//! Opening clients, files and sockets is the next step, done by
+//! [`crate::app`].
 
 mod enrich;
 mod env;
+mod http;
 mod sink;
 mod source;
 mod types;
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use enrich::EnrichConfig;
+pub use http::{ProxyUrl, TlsConfig};
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
 pub use source::{MAX_PAGE_SIZE, SourceConfig};
 pub use types::{Secret, StartAt};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::http::{ProxyUrl, RawTls, TlsConfig};
 use super::types::{Secret, StartAt, duration, size};
 use super::{Problem, is_valid_name};
 use crate::retry::RetryPolicy;
@@ -46,6 +47,10 @@ pub(crate) struct RawSource {
     rate_limit: RawRateLimit,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    proxy: Option<String>,
+    #[serde(default)]
+    tls: RawTls,
     #[serde(default)]
     enrich: Option<super::enrich::RawEnrich>,
 }
@@ -161,6 +166,13 @@ pub struct SourceConfig {
     pub burst: NonZeroU32,
     /// Backoff for 5xx, timeouts, resets and bad bodies.
     pub retry: RetryPolicy,
+    /// HTTP(S) proxy for every request of this source (enrichment
+    /// included). Default: none, and then `HTTPS_PROXY`, `HTTP_PROXY`,
+    /// `ALL_PROXY` and `NO_PROXY` from the environment apply.
+    pub proxy: Option<ProxyUrl>,
+    /// `[source.tls]`: extra trusted CAs and a client certificate. The
+    /// bundled Mozilla roots and the system trust store are always trusted.
+    pub tls: TlsConfig,
     /// User enrichment, when configured.
     pub enrich: Option<super::EnrichConfig>,
 }
@@ -170,7 +182,8 @@ impl RawSource {
         &self.name
     }
 
-    /// Validates; reads `api_key_file` (relative to the config file).
+    /// Validates; reads `api_key_file` and the `[source.tls]` files
+    /// (relative to the config file).
     pub(crate) fn validate(
         self,
         path: &str,
@@ -360,6 +373,12 @@ impl RawSource {
             );
         }
 
+        let proxy = self
+            .proxy
+            .as_deref()
+            .and_then(|p| ProxyUrl::parse(p).map_err(|e| problem("proxy", e)).ok());
+        let tls = self.tls.validate(base_dir, &mut problem);
+
         let enrich = self
             .enrich
             .and_then(|e| e.validate(&format!("{path}.enrich"), self.allow_http, problems));
@@ -387,6 +406,8 @@ impl RawSource {
                 initial: self.retry.initial_backoff,
                 max: self.retry.max_backoff,
             },
+            proxy,
+            tls: tls?,
             enrich,
         })
     }

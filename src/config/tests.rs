@@ -301,3 +301,112 @@ fn enrichment_settings_are_checked() {
     .to_string();
     assert!(err.contains("enrich.base_url: must be https"), "{err}");
 }
+
+/// A CA, a client certificate it issued with its key, and an unrelated key,
+/// as PEM files in `dir`.
+fn write_pki(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["client".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    let other = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+    std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
+}
+
+fn parse_in(dir: &Path, sources: &str) -> Result<Config, ConfigError> {
+    let text = format!("[[sink]]\nname = \"out\"\ntype = \"stdout\"\n\n{sources}");
+    Config::parse(&text, Path::new("auditfwd.toml"), dir, &env)
+}
+
+fn tls_source(name: &str, extra: &str) -> String {
+    format!(
+        "[[source]]\nname = \"{name}\"\nbase_url = \"https://a.example.com\"\napi_key = \"k\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn tls_files_are_read_checked_and_every_problem_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path());
+
+    let good = parse_in(
+        dir.path(),
+        &tls_source(
+            "a",
+            "proxy = \"http://proxy.internal:3128\"\n[source.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\nkey_file = \"client.key\"",
+        ),
+    )
+    .unwrap();
+    let source = &good.sources[0];
+    assert_eq!(source.tls.extra_roots.len(), 1);
+    assert!(source.tls.identity.is_some());
+    assert_eq!(
+        source.proxy.as_ref().unwrap().expose().as_str(),
+        "http://proxy.internal:3128/"
+    );
+    let defaults = parse_in(dir.path(), &tls_source("a", "")).unwrap();
+    assert!(defaults.sources[0].tls.extra_roots.is_empty());
+    assert!(defaults.sources[0].tls.identity.is_none());
+    assert!(defaults.sources[0].proxy.is_none());
+
+    let text = [
+        tls_source("missing", "tls = { ca_file = \"nope.pem\" }"),
+        tls_source("garbage", "tls = { ca_file = \"garbage.pem\" }"),
+        tls_source(
+            "mismatch",
+            "tls = { cert_file = \"client.pem\", key_file = \"other.key\" }",
+        ),
+        tls_source("alone", "tls = { cert_file = \"client.pem\" }"),
+        tls_source(
+            "key-as-cert",
+            "tls = { cert_file = \"client.key\", key_file = \"client.pem\" }",
+        ),
+        tls_source("socks", "proxy = \"socks5://user:hunter2@proxy:1080\""),
+    ]
+    .concat();
+    let err = parse_in(dir.path(), &text).unwrap_err();
+    assert_eq!(
+        keys(&err),
+        [
+            "source[0] (\"missing\").tls.ca_file",
+            "source[1] (\"garbage\").tls.ca_file",
+            "source[2] (\"mismatch\").tls.key_file",
+            "source[3] (\"alone\").tls.key_file",
+            "source[4] (\"key-as-cert\").tls.cert_file",
+            "source[4] (\"key-as-cert\").tls.key_file",
+            "source[5] (\"socks\").proxy",
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    let d = dir.path().display();
+    for expected in [
+        format!("cannot read {d}/nope.pem ("),
+        format!("{d}/garbage.pem holds no `-----BEGIN CERTIFICATE-----` block"),
+        format!(
+            "the key in {d}/other.key does not belong to the certificate in {d}/client.pem; use the key the certificate was issued for"
+        ),
+        "is missing; a client certificate (tls.cert_file) needs its private key in tls.key_file"
+            .to_string(),
+        format!("{d}/client.key holds no `-----BEGIN CERTIFICATE-----` block"),
+        format!("{d}/client.pem holds no `-----BEGIN PRIVATE KEY-----` block"),
+        "scheme `socks5` is not supported; use an http:// or https:// proxy URL".to_string(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+    // No key material in any message.
+    let key = std::fs::read_to_string(dir.path().join("client.key")).unwrap();
+    let key_body = key.lines().nth(1).unwrap();
+    assert!(!text.contains(key_body), "{text}");
+}

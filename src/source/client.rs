@@ -1,5 +1,12 @@
-//! HTTP access to one tenant: rate limiting, the Bearer key, and the
+//! HTTP access to one tenant: rate limiting, the Bearer key, TLS trust and
+//! client certificates, the proxy, the redirect policy, and the
 //! classification of every failure into retry-or-stop.
+//!
+//! Redirects are followed only within the origin (scheme, host and port)
+//! of the request, and no `Referer` is sent: a redirect elsewhere would
+//! carry the Bearer key's requests (and the URL) to a host nobody
+//! configured. Transport errors carry their whole cause chain (DNS,
+//! connection refused, the certificate problem), never the API key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,9 +90,25 @@ pub enum FetchError {
         /// The parsed `Retry-After`, if the server sent one (503).
         retry_after: Option<Duration>,
     },
-    /// Connection refused or reset, timeout, body cut off: retry.
-    #[error("request failed: {0}")]
-    Transport(#[source] reqwest::Error),
+    /// A redirect to another origin (scheme, host or port). The source
+    /// stops: following it would send the API key elsewhere.
+    #[error(
+        "the API at {from} redirected to {to}, another origin; auditfwd follows redirects only within the same scheme, host and port, so that the API key stays with the configured host; set base_url (or enrich.base_url) to the address the API answers at"
+    )]
+    Redirect {
+        /// The origin of the request.
+        from: String,
+        /// Where the redirect pointed (without any password).
+        to: String,
+    },
+    /// DNS, connection refused or reset, TLS, timeout, body cut off: retry.
+    #[error("request failed: {message}")]
+    Transport {
+        /// The error and its whole cause chain, with any secret masked.
+        message: String,
+        /// Whether the request timed out.
+        timeout: bool,
+    },
     /// The body is not a usable page: retry.
     #[error(transparent)]
     Body(#[from] PageError),
@@ -113,7 +136,7 @@ impl FetchError {
             self,
             FetchError::RateLimited { .. }
                 | FetchError::Server { .. }
-                | FetchError::Transport(_)
+                | FetchError::Transport { .. }
                 | FetchError::Body(_)
                 | FetchError::TooLarge { .. }
         )
@@ -137,11 +160,80 @@ impl FetchError {
             FetchError::Unexpected { .. } => "unexpected_status",
             FetchError::RateLimited { .. } => "rate_limited",
             FetchError::Server { .. } => "server_error",
-            FetchError::Transport(e) if e.is_timeout() => "timeout",
-            FetchError::Transport(_) => "transport",
+            FetchError::Redirect { .. } => "redirect",
+            FetchError::Transport { timeout: true, .. } => "timeout",
+            FetchError::Transport { .. } => "transport",
             FetchError::Body(_) => "bad_body",
             FetchError::TooLarge { .. } => "too_large",
         }
+    }
+}
+
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
+
+/// The redirect policy's refusal, found again in the error's cause chain.
+#[derive(Debug, thiserror::Error)]
+#[error("redirect to another origin: {to}")]
+struct CrossOriginRedirect {
+    to: String,
+}
+
+/// Follows a redirect only within the origin of the first request.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        if attempt.url().origin() != first.origin() {
+            let to = without_password(attempt.url());
+            return attempt.error(CrossOriginRedirect { to });
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        attempt.follow()
+    })
+}
+
+fn without_password(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    url.to_string()
+}
+
+/// `error` and its cause chain, joined by `": "`: the reqwest error alone
+/// says only "error sending request"; the causes say whether it was DNS, a
+/// refused connection or which certificate problem. A cause whose text is
+/// already in the message (some layers repeat their source) is skipped.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = e.source();
+    }
+    message
+}
+
+/// A hint for the TLS failures a setting fixes.
+fn tls_hint(message: &str) -> &'static str {
+    if message.contains("invalid peer certificate") {
+        "; the server's certificate is not trusted: if a private CA signs it, set tls.ca_file to that CA (PEM)"
+    } else if message.contains("CertificateRequired")
+        || message.contains("BadCertificate")
+        || message.contains("UnknownCA")
+        || message.contains("AccessDenied")
+    {
+        "; the server did not accept the client certificate: set tls.cert_file and tls.key_file to a certificate its CA issued"
+    } else {
+        ""
     }
 }
 
@@ -150,6 +242,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     base: reqwest::Url,
     key: Secret,
+    /// Masked in every error message, with the key.
+    proxy_password: Option<String>,
     limiter: Arc<Limiter>,
     max_body: u64,
 }
@@ -164,17 +258,36 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     /// A client for `config`, throttled by `limiter`.
+    ///
+    /// The server's certificate is checked against the bundled Mozilla
+    /// roots, the system trust store and `tls.ca_file`. Without `proxy`,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` apply.
     pub fn new(config: &SourceConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("auditfwd/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .https_only(!config.allow_http)
-            .build()?;
+            .redirect(same_origin_redirects())
+            .referer(false);
+        for root in &config.tls.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        if let Some(identity) = &config.tls.identity {
+            builder = builder.identity(identity.clone());
+        }
+        if let Some(proxy) = &config.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.expose().as_str())?);
+        }
         Ok(Self {
-            http,
+            http: builder.build()?,
             base: config.base_url.clone(),
             key: config.api_key.clone(),
+            proxy_password: config
+                .proxy
+                .as_ref()
+                .and_then(|p| p.expose().password())
+                .map(str::to_string),
             limiter,
             max_body: config.max_body,
         })
@@ -205,7 +318,7 @@ impl ApiClient {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(FetchError::Transport)?;
+            .map_err(|e| self.request_error(&e, &url))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = self.read_body(response).await?;
@@ -243,6 +356,38 @@ impl ApiClient {
         })
     }
 
+    /// Classifies a failed request: a refused redirect, or a transport
+    /// error with its cause chain and a hint, secrets masked.
+    fn request_error(&self, error: &reqwest::Error, url: &reqwest::Url) -> FetchError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = cause {
+            if let Some(redirect) = e.downcast_ref::<CrossOriginRedirect>() {
+                return FetchError::Redirect {
+                    from: url.origin().ascii_serialization(),
+                    to: redirect.to.clone(),
+                };
+            }
+            cause = e.source();
+        }
+        let mut message = error_chain(error);
+        message.push_str(tls_hint(&message));
+        FetchError::Transport {
+            message: self.mask(message),
+            timeout: error.is_timeout(),
+        }
+    }
+
+    /// `text` with the API key and the proxy password replaced by `***`.
+    fn mask(&self, mut text: String) -> String {
+        let secrets = [Some(self.key.expose()), self.proxy_password.as_deref()];
+        for secret in secrets.into_iter().flatten() {
+            if !secret.is_empty() && text.contains(secret) {
+                text = text.replace(secret, "***");
+            }
+        }
+        text
+    }
+
     /// Reads a body of at most `max_body` bytes: a larger (or endless) one
     /// is cut off with [`FetchError::TooLarge`] instead of filling memory.
     async fn read_body(&self, mut response: reqwest::Response) -> Result<bytes::Bytes, FetchError> {
@@ -253,7 +398,12 @@ impl ApiClient {
         let mut body = bytes::BytesMut::with_capacity(
             response.content_length().unwrap_or(64 << 10).min(limit) as usize,
         );
-        while let Some(chunk) = response.chunk().await.map_err(FetchError::Transport)? {
+        let url = response.url().clone();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.request_error(&e, &url))?
+        {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(FetchError::TooLarge { limit });
             }

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod http;
 pub mod services;
 
 /// Starts a simulated tenant on a free loopback port.

@@ -194,7 +194,8 @@ pub struct Certs {
     pub other_ca: PathBuf,
 }
 
-fn make_certs(dir: &std::path::Path) -> Certs {
+/// Writes a fresh test PKI into `dir`.
+pub fn make_certs(dir: &std::path::Path) -> Certs {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
