@@ -98,10 +98,14 @@ enum StateAction {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e: ConfigError| {
+    let config = Config::load(path).map_err(|e: ConfigError| {
         eprintln!("error: {e}");
         ExitCode::from(2)
-    })
+    })?;
+    for w in &config.warnings {
+        eprintln!("warning: {}: {}: {}", path.display(), w.key, w.message);
+    }
+    Ok(config)
 }
 
 /// Cancels `token` on SIGINT/SIGTERM; a second signal exits at once.

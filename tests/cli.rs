@@ -54,19 +54,26 @@ colour = "blue"
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("bad.toml: "), "{err}");
-    // serde stops at the first bad field of a table, so `lookback` hides
-    // `page_size` within source[0]; other tables are still all reported.
+    // Every problem at once, a wrong type within a table included.
     assert!(
         err.contains(
             "source[0].api_key: environment variable `AUDITFWD_TEST_UNSET_VAR` is not set"
         ),
         "{err}"
     );
-    assert!(err.contains("`ten minutes` is not a duration"), "{err}");
     assert!(
-        err.contains("sink[0] (\"out\"): unknown field `colour`"),
+        err.contains("source[0].lookback: `ten minutes` is not a duration"),
         "{err}"
     );
+    assert!(
+        err.contains("source[0] (\"acme\").page_size: 0 is out of range"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sink[0] (\"out\").colour: unknown field `colour`"),
+        "{err}"
+    );
+    assert!(err.contains(": 4 configuration problems"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,11 +60,13 @@ start_at = "beginning"
         unreachable!()
     };
     assert!(
-        message.contains("refused the API key (401 Unauthorized: Invalid or missing API key)"),
+        message.contains("refused the API key (401 Unauthorized: Invalid or missing API key"),
         "{message}"
     );
     assert!(message.contains("check api_key"), "{message}");
     assert!(!message.contains("s3cr3t"), "the key leaked: {message}");
+    // The tenant echoed the key it refused; it is masked.
+    assert!(message.contains("Authorization: Bearer ***"), "{message}");
     assert_eq!(health.get("source:tenant"), Some(&Status::Ok));
     assert!(!fwd.health.is_healthy());
     assert!(!fwd.metrics.encode().contains("s3cr3t"));

@@ -38,6 +38,9 @@ pub struct Config {
     pub state: StateConfig,
     /// Logs, metrics and health.
     pub telemetry: TelemetryConfig,
+    /// What is allowed but unwise (e.g. an API key file other users may
+    /// read); printed at start and by `check`.
+    pub warnings: Vec<Problem>,
 }
 
 /// `[state]`.
@@ -175,9 +178,67 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-/// serde messages from `try_into` are fine but mention internal type names.
+/// A serde message from `try_into`, on one line, with every string value
+/// it quotes replaced by `"…"`: a type error quotes the value it got, which
+/// may be an API key or an interpolated `${VAR}` (secrets never reach an
+/// error).
 pub(crate) fn clean_de_error(message: &str) -> String {
-    message.trim().replace('\n', " ")
+    redact_quoted(&message.trim().replace('\n', " "))
+}
+
+/// `invalid type: string "sk_live_…", expected u32` →
+/// `invalid type: string "…", expected u32` (serde quotes a value it got as
+/// `string "…"`; our own messages quote examples, which stay).
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    const VALUE: &str = "string \"";
+    while let Some(at) = rest.find(VALUE) {
+        let start = at + VALUE.len() - 1;
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        // The closing quote, skipping escaped ones.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(end) => {
+                out.push_str("\"…\"");
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("\"…");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A TOML syntax error as line, column and what is wrong, without the
+/// source line toml quotes (it may hold an API key).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let position = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    format!(
+        "invalid TOML{}: {}",
+        position.unwrap_or_default(),
+        redact_quoted(e.message().trim())
+    )
 }
 
 const TOP_LEVEL: &[&str] = &["source", "sink", "state", "telemetry"];
@@ -212,13 +273,11 @@ impl Config {
         let mut doc: toml::Value = match toml::from_str::<toml::Table>(text) {
             Ok(t) => toml::Value::Table(t),
             Err(e) => {
-                return Err(fail(vec![Problem::new(
-                    "",
-                    format!("invalid TOML: {}", clean_de_error(&e.to_string())),
-                )]));
+                return Err(fail(vec![Problem::new("", syntax_error(text, &e))]));
             }
         };
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         env::interpolate(&mut doc, "", env, &mut problems);
         let toml::Value::Table(mut doc) = doc else {
             unreachable!("parsed as a table")
@@ -241,14 +300,15 @@ impl Config {
         let mut sources = Vec::new();
         for (i, table) in array_of_tables(doc.remove("source"), "source", &mut problems) {
             let path = format!("source[{i}]");
-            match toml::Value::Table(table).try_into::<source::RawSource>() {
-                Ok(raw) => {
-                    let path = format!("{path} (\"{}\")", raw.name());
-                    if let Some(s) = raw.validate(&path, base_dir, &mut problems) {
-                        sources.push(s);
-                    }
+            if let Some((raw, complete)) =
+                deserialize_all::<source::RawSource>(table, &path, &mut problems)
+            {
+                let path = format!("{path} (\"{}\")", raw.name());
+                if let Some(s) = raw.validate(&path, base_dir, &mut problems, &mut warnings)
+                    && complete
+                {
+                    sources.push(s);
                 }
-                Err(e) => problems.push(Problem::new(path, clean_de_error(&e.to_string()))),
             }
         }
 
@@ -288,7 +348,68 @@ impl Config {
             sinks,
             state,
             telemetry,
+            warnings,
         })
+    }
+}
+
+/// Deserializes `table`, reporting every key serde refuses, not only the
+/// first: a refused key is reported, taken out, and the rest tried again
+/// (so 5 wrong types in one table take one run to find, not 5). Returns
+/// the value and whether nothing was refused: a value built without the
+/// refused keys (their defaults in their place) is still worth validating,
+/// to report the remaining problems, but not worth using.
+pub(crate) fn deserialize_all<T: serde::de::DeserializeOwned>(
+    mut table: toml::Table,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(T, bool)> {
+    let mut refused: Vec<String> = Vec::new();
+    for _ in 0..64 {
+        let error = match toml::Value::Table(table.clone()).try_into::<T>() {
+            Ok(value) => return Some((value, refused.is_empty())),
+            Err(e) => clean_de_error(&e.to_string()),
+        };
+        let key = refused_key(&error);
+        // A missing field we took out ourselves is not news.
+        if !key.as_ref().is_some_and(|k| refused.contains(k)) {
+            problems.push(match &key {
+                Some(k) => {
+                    let message = error.strip_suffix(&format!(" in `{k}`")).unwrap_or(&error);
+                    Problem::new(format!("{path}.{k}"), message)
+                }
+                None => Problem::new(path, error),
+            });
+        }
+        match key {
+            Some(k) if remove_dotted(&mut table, &k) => refused.push(k),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The key a serde/toml message is about: "… in `a.b`", "unknown field
+/// `a`", "missing field `a`".
+fn refused_key(message: &str) -> Option<String> {
+    let quoted = |after: &str| {
+        let start = message.rfind(after)? + after.len();
+        let end = message[start..].find('`')? + start;
+        Some(message[start..end].to_string())
+    };
+    quoted(" in `")
+        .or_else(|| quoted("unknown field `"))
+        .or_else(|| quoted("missing field `"))
+}
+
+/// Removes `a.b.c` from `table`; whether it was there.
+fn remove_dotted(table: &mut toml::Table, key: &str) -> bool {
+    match key.split_once('.') {
+        None => table.remove(key).is_some(),
+        Some((head, rest)) => match table.get_mut(head) {
+            Some(toml::Value::Table(inner)) => remove_dotted(inner, rest),
+            _ => false,
+        },
     }
 }
 
@@ -331,11 +452,16 @@ fn section<T: serde::de::DeserializeOwned>(
     key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    let value = value?;
-    match value.try_into::<T>() {
-        Ok(v) => Some(v),
-        Err(e) => {
-            problems.push(Problem::new(key, clean_de_error(&e.to_string())));
+    match value? {
+        toml::Value::Table(table) => match deserialize_all(table, key, problems) {
+            Some((value, true)) => Some(value),
+            _ => None,
+        },
+        other => {
+            problems.push(Problem::new(
+                key,
+                format!("must be a table, found {}; write [{key}]", other.type_str()),
+            ));
             None
         }
     }

@@ -133,10 +133,10 @@ fn typed<T: DeserializeOwned>(
     validate: impl Fn(&T) -> Vec<ConfigProblem>,
     problems: &mut Vec<Problem>,
 ) -> Option<T> {
-    match toml::Value::Table(rest).try_into::<T>() {
-        Ok(config) => {
+    match super::deserialize_all::<T>(rest, path, problems) {
+        Some((config, complete)) => {
             let found = validate(&config);
-            let ok = found.is_empty();
+            let ok = found.is_empty() && complete;
             problems.extend(
                 found
                     .into_iter()
@@ -144,10 +144,7 @@ fn typed<T: DeserializeOwned>(
             );
             ok.then_some(config)
         }
-        Err(e) => {
-            problems.push(Problem::new(path, super::clean_de_error(&e.to_string())));
-            None
-        }
+        None => None,
     }
 }
 

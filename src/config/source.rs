@@ -189,6 +189,7 @@ impl RawSource {
         path: &str,
         base_dir: &Path,
         problems: &mut Vec<Problem>,
+        warnings: &mut Vec<Problem>,
     ) -> Option<SourceConfig> {
         let before = problems.len();
         let mut problem = |key: &str, message: String| {
@@ -265,7 +266,16 @@ impl RawSource {
                 );
                 None
             }
-            (Some(key), None) => Some(Secret::new(key.trim())),
+            (Some(key), None) => match key_problem(key.trim()) {
+                None => Some(Secret::new(key.trim())),
+                Some(why) => {
+                    problem(
+                        "api_key",
+                        format!("{why}; check the value or the environment variable it comes from"),
+                    );
+                    None
+                }
+            },
             (None, Some(file)) => {
                 let file = base_dir.join(file);
                 match std::fs::read_to_string(&file) {
@@ -276,7 +286,31 @@ impl RawSource {
                         );
                         None
                     }
-                    Ok(s) => Some(Secret::new(s.trim())),
+                    Ok(s) => match key_problem(s.trim()) {
+                        None => {
+                            if let Some(mode) = loose_mode(&file) {
+                                warnings.push(Problem::new(
+                                    format!("{path}.api_key_file"),
+                                    format!(
+                                        "{} has mode {mode:04o}: other users may read the API key; run `chmod 600 {}`",
+                                        file.display(),
+                                        file.display()
+                                    ),
+                                ));
+                            }
+                            Some(Secret::new(s.trim()))
+                        }
+                        Some(why) => {
+                            problem(
+                                "api_key_file",
+                                format!(
+                                    "{}: the key {why}; the file must hold the key alone, on one line",
+                                    file.display()
+                                ),
+                            );
+                            None
+                        }
+                    },
                     Err(e) => {
                         problem(
                             "api_key_file",
@@ -411,4 +445,23 @@ impl RawSource {
             enrich,
         })
     }
+}
+
+/// Why `key` can not be sent as a Bearer token, if it can not: it must be
+/// one line of visible ASCII (an HTTP header value). Never quotes the key.
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.contains(['\n', '\r']) {
+        Some("holds more than one line")
+    } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("contains spaces, control or non-ASCII characters an HTTP header can not carry")
+    } else {
+        None
+    }
+}
+
+/// The file's permission bits when group or others may read it.
+fn loose_mode(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
 }

@@ -121,7 +121,7 @@ format = "xml"
             "source[0] (\"acme corp\").base_url",
             "source[0] (\"acme corp\").page_size",
             "source[0] (\"acme corp\").start_at",
-            "source[1]",
+            "source[1].pagesize",
             "sink[0] (\"k\").type",
             "sink[1] (\"f\").format",
             "sink[1] (\"f\").path",
@@ -229,9 +229,185 @@ type = "stdout"
 "#;
     let evil =
         |name: &str| (name == "EVIL").then(|| "x\"\n[[sink]]\nname = \"injected\"".to_string());
-    let c = Config::parse(text, Path::new("auditfwd.toml"), Path::new("."), &evil).unwrap();
+    // The value stays one string: no second sink appears; as an API key it
+    // is refused (two lines can not be a Bearer token), without being shown.
+    let err = Config::parse(text, Path::new("auditfwd.toml"), Path::new("."), &evil).unwrap_err();
+    assert_eq!(keys(&err), ["source[0] (\"a\").api_key"]);
+    assert!(!err.to_string().contains("injected"), "{err}");
+    let in_a_path = text
+        .replace("api_key = \"${EVIL}\"", "api_key = \"k\"")
+        .replace(
+            "type = \"stdout\"",
+            "type = \"file\"\npath = \"/tmp/${EVIL}\"",
+        );
+    let c = Config::parse(
+        &in_a_path,
+        Path::new("auditfwd.toml"),
+        Path::new("."),
+        &evil,
+    )
+    .unwrap();
     assert_eq!(c.sinks.len(), 1);
-    assert!(c.sources[0].api_key.expose().contains("injected"));
+    assert!(format!("{:?}", c.sinks[0]).contains("injected"));
+}
+
+#[test]
+fn every_refused_key_of_a_table_is_reported_in_one_run() {
+    let text = r#"
+[[source]]
+name = "acme"
+base_url = "https://acme.example.com"
+api_key = "k"
+page_size = "many"
+poll_interval = 30
+lookback = "forever"
+bogus = 1
+retry = { initial_backoff = 5, max_backoff = "1s" }
+
+[[sink]]
+name = "f"
+type = "file"
+path = "/tmp/x.jsonl"
+max_bytes = "lots"
+fsync = 3
+
+[telemetry]
+listen = "nowhere"
+log_formt = "json"
+"#;
+    let err = parse(text).unwrap_err();
+    let mut found = keys(&err);
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "sink[0] (\"f\").fsync",
+            "sink[0] (\"f\").max_bytes",
+            "source[0].bogus",
+            "source[0].lookback",
+            "source[0].page_size",
+            "source[0].poll_interval",
+            "source[0].retry.initial_backoff",
+            "telemetry.listen",
+            "telemetry.log_formt",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let secret = "sk_live_0123456789abcdef";
+    let env = |name: &str| (name == "PS" || name == "KEY").then(|| secret.to_string());
+    // A type error on an interpolated value, and on a literal one.
+    for text in [
+        "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = \"k\"\npage_size = \"${PS}\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n",
+        "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = [\"${KEY}\"]\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n",
+        "[[source]]\nname = \"a\"\napi_key = \"sk_live_0123456789abcdef\" oops\n",
+        "[[source]]\nname = \"a\"\napi_key = \"sk_live_0123456789abcdef\nmore\"\n",
+        "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = \"${KEY} x\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n",
+    ] {
+        let err = Config::parse(text, Path::new("t.toml"), Path::new("."), &env).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("0123456789"), "{shown}");
+        assert!(!err.problems.is_empty());
+    }
+    let err = Config::parse(
+        "[[source]]\nname = \"a\"\napi_key = \"sk_live_0123456789abcdef\" oops\n",
+        Path::new("t.toml"),
+        Path::new("."),
+        &env,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid TOML at line 3, column"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_api_key_file_must_hold_one_line_and_should_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key_file = \"key\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n";
+    let key = dir.path().join("key");
+    let load = || Config::parse(text, Path::new("t.toml"), dir.path(), &|_| None);
+    std::fs::write(&key, "sk_live_first\nsk_live_second\n").unwrap();
+    let err = load().unwrap_err();
+    assert!(
+        err.to_string().contains("holds more than one line"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("sk_live"), "{err}");
+    std::fs::write(&key, "sk_live_only\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = load().unwrap();
+    assert_eq!(c.sources[0].api_key.expose(), "sk_live_only");
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].message.contains("mode 0644"),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings[0].message.contains("chmod 600"),
+        "{:?}",
+        c.warnings
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(load().unwrap().warnings.is_empty());
+}
+
+#[test]
+fn far_away_start_points_and_durations_are_refused_not_panicked_on() {
+    let text = |start_at: &str, lookback: &str| {
+        format!(
+            "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = \"k\"\nstart_at = \"{start_at}\"\nlookback = \"{lookback}\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n"
+        )
+    };
+    let err = parse(&text("300000y ago", "10m")).unwrap_err();
+    assert!(err.to_string().contains("longer than ten years"), "{err}");
+    let err = parse(&text("now", "1000000y")).unwrap_err();
+    assert_eq!(keys(&err), ["source[0].lookback"]);
+    let c = parse(&text("9y ago", "10m")).unwrap();
+    let _ = c.sources[0].start_at.resolve(chrono::Utc::now());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+    /// Any text: an error or a config, never a panic.
+    #[test]
+    fn no_text_panics_the_parser(text in "\\PC{0,400}") {
+        let _ = parse(&text);
+    }
+
+    /// Any value in any key of a valid config: an error or a config, never
+    /// a panic; and a config's start point resolves.
+    #[test]
+    fn no_value_panics_the_parser(
+        key in proptest::sample::select(vec![
+            "start_at", "lookback", "poll_interval", "late_sweep", "request_timeout",
+            "page_size", "max_body", "prefetch", "base_url", "name", "api_key", "actions",
+            "rate_limit", "retry", "proxy",
+        ]),
+        value in proptest::prop_oneof![
+            "\"[0-9]{1,10}(ms|s|m|h|d|w|y)( ago)?\"",
+            "\"[0-9]{1,25}[a-z]{0,3}( ago)?\"",
+            "-?[0-9]{1,25}",
+            "\"\\PC{0,40}\"",
+            proptest::strategy::Just("{ requests_per_second = 0, burst = 0 }".to_string()),
+            proptest::strategy::Just("{ initial_backoff = \"0s\", max_backoff = \"99999y\" }".to_string()),
+            proptest::strategy::Just("[\"A\", 1]".to_string()),
+        ],
+    ) {
+        let text = format!(
+            "[[source]]\nname = \"a\"\nbase_url = \"https://a.example.com\"\napi_key = \"k\"\n{key} = {value}\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n"
+        );
+        if let Ok(c) = parse(&text) {
+            let _ = c.sources[0].start_at.resolve(chrono::Utc::now());
+        }
+    }
 }
 
 #[test]

@@ -7,14 +7,29 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
-/// Deserializes `"30s"`, `"10m"`, `"1h 30m"` into a [`Duration`].
+/// The longest duration any setting accepts (and the furthest back
+/// `start_at = "… ago"` reaches): ten years. Longer values are mistakes,
+/// and would overflow time arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// Parses a humantime duration no longer than [`MAX_DURATION`].
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write it like \"500ms\", \"30s\" or \"10m\"")
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{s}` is longer than ten years; use a shorter duration"
+        ));
+    }
+    Ok(d)
+}
+
+/// Deserializes `"30s"`, `"10m"`, `"1h 30m"` into a [`Duration`] (at most
+/// [`MAX_DURATION`]).
 pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write it like \"500ms\", \"30s\" or \"10m\""
-        ))
-    })
+    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// Deserializes a size in bytes: an integer, or a string such as `"32MiB"`,
@@ -101,9 +116,9 @@ impl StartAt {
             _ => {}
         }
         if let Some(d) = s.strip_suffix("ago") {
-            return humantime::parse_duration(d.trim())
+            return parse_duration(d.trim())
                 .map(Self::Ago)
-                .map_err(|e| format!("`{s}`: {e}"));
+                .map_err(|e| format!("in `{s}`: {e}; or use \"beginning\""));
         }
         DateTime::parse_from_rfc3339(s)
             .map(|t| Self::Time(t.with_timezone(&Utc)))
@@ -120,7 +135,11 @@ impl StartAt {
             Self::Now => now,
             Self::Beginning => DateTime::UNIX_EPOCH,
             Self::Time(t) => *t,
-            Self::Ago(d) => now - chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX),
+            Self::Ago(d) => chrono::Duration::from_std(*d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(DateTime::UNIX_EPOCH)
+                .max(DateTime::UNIX_EPOCH),
         }
     }
 }

@@ -75,16 +75,20 @@ async fn gate_with(
     }
     shared.stats.lock().unwrap().requests += 1;
     let expected = format!("Bearer {}", config.api_key);
-    if headers
+    let sent = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(expected.as_str())
-    {
+        .and_then(|v| v.to_str().ok());
+    if sent != Some(expected.as_str()) {
         shared.stats.lock().unwrap().unauthorized += 1;
+        // Like some gateways, quote the credential it refused: the client
+        // must never log it.
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "Invalid or missing API key",
+            &format!(
+                "Invalid or missing API key; got Authorization: {}",
+                sent.unwrap_or("(none)")
+            ),
         ));
     }
     if let Some(limiter) = &shared.limiter

@@ -325,7 +325,9 @@ impl ApiClient {
         if status.is_success() {
             return Ok((body, headers));
         }
-        let message = error_message(&body);
+        // An error body may echo the request (a proxy or gateway quoting
+        // the Authorization header): never let the key reach a log.
+        let message = error_message(&body).map(|m| self.mask(redact_tokens(&m)));
         let retry_after = headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
@@ -446,6 +448,61 @@ fn error_message(body: &[u8]) -> Option<String> {
     Some(text.chars().filter(|c| !c.is_control()).take(200).collect())
 }
 
+/// `text` with credentials a server may echo replaced by `***`: the value
+/// after `Bearer `/`Basic ` and after an `Authorization:`/`api_key=`-style
+/// label, whatever key it was.
+fn redact_tokens(text: &str) -> String {
+    const LABELS: &[&str] = &[
+        "bearer ",
+        "basic ",
+        "authorization:",
+        "authorization=",
+        "api_key=",
+        "api_key:",
+        "apikey=",
+        "token=",
+        "x-api-key:",
+    ];
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let label = LABELS.iter().find(|l| lower[i..].starts_with(**l));
+        match label {
+            Some(label) => {
+                let mut j = i + label.len();
+                out.push_str(&text[i..j]);
+                // Keep a scheme word after `Authorization:`, mask the rest.
+                while text[j..].starts_with(' ') {
+                    out.push(' ');
+                    j += 1;
+                }
+                let end = text[j..]
+                    .find(|c: char| {
+                        c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ';' | '&' | '}')
+                    })
+                    .map_or(text.len(), |e| j + e);
+                let word = &text[j..end];
+                if matches!(word.to_ascii_lowercase().as_str(), "bearer" | "basic") {
+                    // `Authorization: Bearer …`: the scheme's label masks it.
+                    i = j;
+                    continue;
+                }
+                if end > j {
+                    out.push_str("***");
+                }
+                i = end;
+            }
+            None => {
+                let c = text[i..].chars().next().expect("in bounds");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+    }
+    out
+}
+
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), capped
 /// at [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -464,6 +521,28 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_credentials_are_masked() {
+        for (echo, secret) in [
+            ("invalid token: Bearer sk_live_abc123", "sk_live_abc123"),
+            (
+                "Authorization: Bearer eyJhbGciOi.x.y rejected",
+                "eyJhbGciOi",
+            ),
+            ("header authorization=Basic dXNlcjpwYXNz;", "dXNlcjpwYXNz"),
+            ("bad api_key=k-999&x=1", "k-999"),
+            ("{\"auth\":\"BEARER tok\"}", "tok\""),
+        ] {
+            let masked = redact_tokens(echo);
+            assert!(!masked.contains(secret), "{echo} → {masked}");
+            assert!(masked.contains("***"), "{masked}");
+        }
+        assert_eq!(
+            redact_tokens("plain message, nothing to hide"),
+            "plain message, nothing to hide"
+        );
+    }
 
     #[test]
     fn retry_after_in_both_forms() {
