@@ -14,6 +14,7 @@ mod health;
 mod hostile_pages;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod packaging;
 mod restart;
 mod source_errors;
 mod syslog;

@@ -1,0 +1,97 @@
+//! Packaging: the systemd unit and the logrotate snippet in `deploy/` are
+//! checked by the tools that will read them (`systemd-analyze`,
+//! `logrotate`), installed by `scripts/services.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::services::find_binary;
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+fn run(command: &mut Command) -> (Output, String) {
+    let out = command.output().expect("the tool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+/// A file with `text` and mode 0644 (logrotate refuses writable configs).
+fn write_0644(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Every `Key=value` line of a unit file, in order (keys may repeat).
+fn directives(unit: &str) -> Vec<(&str, &str)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| l.split_once('=').unwrap_or((l, "")))
+        .collect()
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let unit = repo_file("deploy/auditfwd.service");
+    let exec_start = "ExecStart=/usr/bin/auditfwd run -c /etc/auditfwd/auditfwd.toml\n";
+    assert!(unit.contains(exec_start), "{unit}");
+    // `verify` checks that every Exec binary exists: use the one just built.
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("auditfwd.service");
+    let built = exec_start.replace("/usr/bin/auditfwd", env!("CARGO_BIN_EXE_auditfwd"));
+    write_0644(&path, &unit.replace(exec_start, &built));
+
+    let analyze = find_binary("systemd-analyze", "SYSTEMD_ANALYZE_BIN");
+    let (out, text) = run(Command::new(&analyze).args(["verify", "--man=no"]).arg(&path));
+    // Unknown keys and bad values are only warnings: any output is a finding.
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify: {text}"
+    );
+    // The exposure score systemd computes from the sandboxing options:
+    // 0 (locked down) to 10 (none); 2.0 or less is rated OK.
+    let (out, text) = run(Command::new(&analyze)
+        .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+        .arg(&path));
+    assert!(
+        out.status.success(),
+        "exposure above 2.0 (systemd-analyze security):\n{text}"
+    );
+
+    let found = directives(&unit);
+    for expected in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("LimitNOFILE", "65536"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Restart", "on-failure"),
+        // Configuration errors (exit 2) are not cured by restarting.
+        ("RestartPreventExitStatus", "2"),
+        // /var/lib/auditfwd: the default [state] dir, kept 0700.
+        ("StateDirectory", "auditfwd"),
+        ("StateDirectoryMode", "0700"),
+        // /var/log/auditfwd: where file sinks may write.
+        ("LogsDirectory", "auditfwd"),
+        ("ConfigurationDirectory", "auditfwd"),
+    ] {
+        assert!(
+            found.contains(&expected),
+            "{}={} missing from deploy/auditfwd.service",
+            expected.0,
+            expected.1
+        );
+    }
+}
