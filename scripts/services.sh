@@ -6,8 +6,8 @@
 # - tansu: a Kafka-protocol broker for the Kafka sink tests (cargo install,
 #   about 10 minutes on 2 cores, once per machine)
 # - rsyslogd with its TLS driver (Debian packages) for the syslog sink tests
-# - systemd-analyze (Debian package systemd), which checks the systemd unit
-#   in deploy/ (tests/packaging.rs)
+# - systemd-analyze (Debian package systemd) and logrotate, which check the
+#   files in deploy/ (tests/packaging.rs)
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -22,6 +22,7 @@ dpkg -s pkg-config >/dev/null 2>&1 || missing_debs+=(pkg-config)
 have rsyslogd || missing_debs+=(rsyslog)
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing_debs+=(rsyslog-gnutls)
 have systemd-analyze || missing_debs+=(systemd)
+have logrotate || missing_debs+=(logrotate)
 if [ ${#missing_debs[@]} -gt 0 ]; then
   echo "services: installing Debian packages: ${missing_debs[*]}"
   sudo_if_needed apt-get update -qq
@@ -32,4 +33,4 @@ if ! have tansu; then
   echo "services: installing tansu $TANSU_VERSION (Kafka-protocol broker; ~10 minutes, once)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --quiet
 fi
-echo "services: $("$(command -v tansu || echo "$HOME/.cargo/bin/tansu")" --version 2>/dev/null | head -1), $(/usr/sbin/rsyslogd -v | head -1), $(systemd-analyze --version | head -1)"
+echo "services: $("$(command -v tansu || echo "$HOME/.cargo/bin/tansu")" --version 2>/dev/null | head -1), $(/usr/sbin/rsyslogd -v | head -1), $(systemd-analyze --version | head -1), $(/usr/sbin/logrotate --version 2>&1 | head -1)"

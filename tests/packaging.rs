@@ -95,3 +95,51 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         );
     }
 }
+
+#[test]
+fn the_logrotate_snippet_parses_and_signals_the_daemon() {
+    let snippet = repo_file("deploy/logrotate");
+    assert!(snippet.contains("/var/log/auditfwd/*.jsonl {"), "{snippet}");
+    // Debug mode parses and says what it would do, changing nothing. Point
+    // the pattern at a directory with a log in it, and force a rotation,
+    // so that the whole rotation including postrotate is planned.
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("acme.jsonl");
+    std::fs::write(&log, "{}\n").unwrap();
+    let config = dir.path().join("auditfwd");
+    write_0644(
+        &config,
+        &snippet.replace("/var/log/auditfwd", logs.to_str().unwrap()),
+    );
+
+    let logrotate = find_binary("logrotate", "LOGROTATE_BIN");
+    let (out, text) = run(Command::new(&logrotate)
+        .args(["--debug", "--force", "--state"])
+        .arg(dir.path().join("state"))
+        .arg(&config));
+    // An unknown directive is only reported (`error: ... ignoring line`).
+    assert!(
+        out.status.success() && !text.contains("error:"),
+        "logrotate --debug: {text}"
+    );
+    assert!(
+        text.contains(&format!("rotating pattern: {}/*.jsonl", logs.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("renaming {} to ", log.display())),
+        "{text}"
+    );
+    assert!(text.contains("running postrotate script"), "{text}");
+    let postrotate = text
+        .split("running script with args")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no postrotate script in: {text}"));
+    assert!(
+        postrotate.contains("--signal=HUP auditfwd.service"),
+        "postrotate does not send SIGHUP to auditfwd: {postrotate}"
+    );
+    assert!(log.exists(), "debug mode renamed the log");
+}
