@@ -8,6 +8,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl-dev zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# .git stays out of the build context (.dockerignore); pass the revision
+# that `auditfwd --version` shows:
+#   docker build --build-arg AUDITFWD_GIT_REV=$(git rev-parse --short HEAD) .
+ARG AUDITFWD_GIT_REV=
 COPY . .
 RUN cargo build --release --locked --bin auditfwd \
  && strip target/release/auditfwd

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(
     name = "auditfwd",
-    version,
+    // `auditfwd 0.1.0 (a1b2c3d)`: the git revision comes from build.rs.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AUDITFWD_GIT_REV"), ")"),
     about = "Audit-log SIEM forwarder: PeopleLens audit logs to Kafka, syslog and files, without loss"
 )]
 struct Cli {

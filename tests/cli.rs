@@ -208,6 +208,32 @@ async fn demo_runs_end_to_end_and_verifies_itself() {
     assert!(text(&out.stderr).contains("was not made by `auditfwd demo`"));
 }
 
+#[tokio::test]
+async fn version_names_the_git_revision() {
+    // What build.rs should have embedded: the override, else HEAD now (a
+    // commit since the last build must have rebuilt the binary).
+    let rev = std::env::var("AUDITFWD_GIT_REV")
+        .ok()
+        .filter(|rev| !rev.trim().is_empty())
+        .or_else(|| {
+            let out = std::process::Command::new("git")
+                .args(["rev-parse", "--short", "HEAD"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| text(&out.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let out = auditfwd(&["--version"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("auditfwd {} ({rev})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
 #[test]
 fn every_example_config_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
