@@ -63,6 +63,15 @@ enum Command {
         #[arg(long)]
         chaos: bool,
     },
+    /// GET an http(s) URL and exit 0 on a 2xx answer: a health check for
+    /// images without curl.
+    Probe {
+        /// e.g. http://127.0.0.1:9898/livez
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -249,6 +258,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Probe { url, timeout } => match telemetry::probe(&url, timeout).await {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                Ok(ExitCode::from(match error {
+                    telemetry::ProbeError::BadUrl { .. } => 2,
+                    _ => 1,
+                }))
+            }
+        },
         Command::Simulate {
             port,
             mut tenant,

@@ -1,6 +1,7 @@
 //! Logs, metrics and health: the tracing subscriber, the Prometheus
-//! registry every component counts into, the health board, and the HTTP
-//! listener serving `/metrics` and `/health`.
+//! registry every component counts into, the health board, the HTTP
+//! listener serving `/metrics`, `/livez` and `/readyz`, and the probe that
+//! asks it from outside (`auditfwd probe`, the Docker health check).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -328,6 +329,108 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// Why `auditfwd probe` failed; each message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Not an http(s) URL.
+    #[error(
+        "`{url}` is not an http:// or https:// URL; give one such as http://127.0.0.1:9898/livez"
+    )]
+    BadUrl {
+        /// What was given.
+        url: String,
+    },
+    /// Nothing answered (connection refused, unknown host, TLS failure).
+    #[error(
+        "cannot reach {url}: {cause}; is auditfwd running, with [telemetry] listen set to this address?"
+    )]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The innermost error.
+        cause: String,
+    },
+    /// Connected, but no full answer in time.
+    #[error(
+        "{url} did not answer within {}; the process may be stuck (raise --timeout if it is only slow)",
+        humantime::format_duration(*timeout)
+    )]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The time allowed.
+        timeout: std::time::Duration,
+    },
+    /// An answer other than 2xx.
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The start of the body (`/readyz` names what is not ready).
+        body: String,
+    },
+}
+
+/// GETs `url` (the health check of a container image without curl):
+/// `Ok` with the status line on a 2xx answer within `timeout`. Proxies from
+/// the environment are ignored: the probe is meant for the local process.
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<String, ProbeError> {
+    let parsed = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| ProbeError::BadUrl {
+            url: url.to_string(),
+        })?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|error| ProbeError::Unreachable {
+            url: url.to_string(),
+            cause: innermost(&error),
+        })?;
+    let failed = |error: reqwest::Error| {
+        if error.is_timeout() {
+            ProbeError::Timeout {
+                url: url.to_string(),
+                timeout,
+            }
+        } else {
+            ProbeError::Unreachable {
+                url: url.to_string(),
+                cause: innermost(&error),
+            }
+        }
+    };
+    let response = client.get(parsed).send().await.map_err(failed)?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(format!("{url}: {status}"));
+    }
+    let body = response.text().await.unwrap_or_default();
+    let mut body: String = body.trim().chars().take(500).collect();
+    if body.is_empty() {
+        body = "(no body)".into();
+    }
+    Err(ProbeError::Status {
+        url: url.to_string(),
+        status,
+        body,
+    })
+}
+
+/// The last error of a chain: "Connection refused (os error 111)" rather
+/// than "error sending request".
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 #[cfg(test)]

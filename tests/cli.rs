@@ -10,6 +10,7 @@ use auditfwd::app::App;
 use auditfwd::config::Config;
 use auditfwd::simulator::SimConfig;
 
+use crate::support::services::free_port;
 use crate::support::*;
 
 async fn auditfwd(args: &[&str]) -> Output {
@@ -231,6 +232,54 @@ async fn version_names_the_git_revision() {
     assert_eq!(
         text(&out.stdout),
         format!("auditfwd {} ({rev})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_passes_on_a_live_forwarder_and_explains_failures() {
+    let listen = free_port();
+    let (_sim, _dir, fwd) = forwarder_with_telemetry(listen).await;
+    let live = format!("http://127.0.0.1:{listen}/livez");
+    let mut out = auditfwd(&["probe", &live]).await;
+    for _ in 0..50 {
+        if out.status.success() {
+            break;
+        }
+        // The listener is not up yet.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = auditfwd(&["probe", &live]).await;
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{live}: 200 OK\n"));
+
+    // An answer other than 2xx fails, with the status and body.
+    let missing = format!("http://127.0.0.1:{listen}/nope");
+    let out = auditfwd(&["probe", &missing]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: {missing} answered 404 Not Found")),
+        "{err}"
+    );
+    fwd.stop().await.unwrap();
+
+    // Nothing listening: says so, and what to check.
+    let closed = format!("http://127.0.0.1:{}/livez", free_port());
+    let out = auditfwd(&["probe", "--timeout", "2s", &closed]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("cannot reach {closed}: ")), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("[telemetry] listen"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // Not a URL: a usage error.
+    let out = auditfwd(&["probe", "127.0.0.1:9898/livez"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not an http:// or https:// URL"),
+        "{}",
+        text(&out.stderr)
     );
 }
 

@@ -1,11 +1,14 @@
 //! Packaging: the systemd unit and the logrotate snippet in `deploy/` are
 //! checked by the tools that will read them (`systemd-analyze`,
-//! `logrotate`), installed by `scripts/services.sh`.
+//! `logrotate`), installed by `scripts/services.sh`; the Dockerfile's
+//! health check is run against a forwarder (no container engine here).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use crate::support::services::find_binary;
+use crate::support::services::{find_binary, free_port};
+use crate::support::*;
 
 fn repo_file(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -50,7 +53,9 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     write_0644(&path, &unit.replace(exec_start, &built));
 
     let analyze = find_binary("systemd-analyze", "SYSTEMD_ANALYZE_BIN");
-    let (out, text) = run(Command::new(&analyze).args(["verify", "--man=no"]).arg(&path));
+    let (out, text) = run(Command::new(&analyze)
+        .args(["verify", "--man=no"])
+        .arg(&path));
     // Unknown keys and bad values are only warnings: any output is a finding.
     assert!(
         out.status.success() && text.trim().is_empty(),
@@ -142,4 +147,61 @@ fn the_logrotate_snippet_parses_and_signals_the_daemon() {
         "postrotate does not send SIGHUP to auditfwd: {postrotate}"
     );
     assert!(log.exists(), "debug mode renamed the log");
+}
+
+/// The Dockerfile's `HEALTHCHECK ... CMD [...]` (exec form) and its options.
+fn healthcheck(dockerfile: &str) -> (String, Vec<String>) {
+    let joined = dockerfile.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK "))
+        .expect("the Dockerfile has a HEALTHCHECK");
+    let (options, command) = line.split_once(" CMD ").expect("HEALTHCHECK ... CMD [...]");
+    let command: Vec<String> = serde_json::from_str(command.trim())
+        .unwrap_or_else(|e| panic!("CMD is not in exec form (JSON array): {e}: {command}"));
+    (options.to_string(), command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_healthcheck_probes_livez_with_the_binary() {
+    let dockerfile = repo_file("Dockerfile");
+    let (options, command) = healthcheck(&dockerfile);
+    assert!(options.contains("--timeout="), "{options}");
+    // The image has no curl: the probe is the binary the image runs.
+    let binary = "/usr/local/bin/auditfwd";
+    assert!(
+        dockerfile.contains(&format!("ENTRYPOINT [\"{binary}\"]")),
+        "{dockerfile}"
+    );
+    assert_eq!(command[0], binary, "{command:?}");
+    assert_eq!(command[1], "probe", "{command:?}");
+    let url = command.last().unwrap();
+    assert_eq!(url, "http://127.0.0.1:9898/livez");
+    assert!(dockerfile.contains("\nEXPOSE 9898\n"), "{dockerfile}");
+
+    // The same command, on a forwarder's port: healthy while it runs.
+    let listen = free_port();
+    let (_sim, _dir, fwd) = forwarder_with_telemetry(listen).await;
+    let args: Vec<String> = command[1..]
+        .iter()
+        .map(|a| a.replace(":9898/", &format!(":{listen}/")))
+        .collect();
+    let probe = || {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_auditfwd"))
+                .args(&args)
+                .output()
+                .expect("auditfwd runs")
+        })
+    };
+    let healthy = wait_for_async(Duration::from_secs(10), || async {
+        probe().await.unwrap().status.success()
+    })
+    .await;
+    assert!(healthy, "{:?}", probe().await.unwrap());
+    // Stopped: unhealthy.
+    fwd.stop().await.unwrap();
+    let out = probe().await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
