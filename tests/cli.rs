@@ -235,6 +235,54 @@ async fn version_names_the_git_revision() {
     );
 }
 
+#[tokio::test]
+async fn help_shows_examples_for_every_command() {
+    // The unit test in main.rs parses every example; this one checks that
+    // the real binary prints them, with -h and --help.
+    for (args, example) in [
+        (
+            &["--help"][..],
+            "auditfwd run -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (
+            &["run", "--help"],
+            "auditfwd run -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (
+            &["run", "-h"],
+            "auditfwd run -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (
+            &["check", "--help"],
+            "auditfwd check -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (&["demo", "--help"], "auditfwd demo --duration 30s"),
+        (&["simulate", "--help"], "auditfwd simulate --port 8080"),
+        (
+            &["probe", "--help"],
+            "auditfwd probe http://127.0.0.1:9898/livez",
+        ),
+        (&["state", "--help"], "auditfwd state show -c"),
+        (&["state", "show", "--help"], "auditfwd state show -c"),
+        (&["state", "reset", "--help"], "auditfwd state reset -c"),
+        (
+            &["state", "set-since", "-h"],
+            "--source acme 2026-11-01T00:00:00Z",
+        ),
+    ] {
+        let out = auditfwd(args).await;
+        let help = text(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            help.contains("\nExamples:\n") && help.contains(example),
+            "auditfwd {}:\n{help}",
+            args.join(" ")
+        );
+    }
+    let help = text(&auditfwd(&["run", "--help"]).await.stdout);
+    assert!(help.contains("SIGHUP makes file sinks reopen"), "{help}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_passes_on_a_live_forwarder_and_explains_failures() {
     let listen = free_port();
