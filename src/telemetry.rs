@@ -19,17 +19,28 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{LogFormat, TelemetryConfig};
 
 /// Installs the global tracing subscriber (stderr). `RUST_LOG` overrides the
-/// configured level. Safe to call more than once (later calls are ignored).
+/// configured level. Colours only when stderr is a terminal (and `NO_COLOR`
+/// is unset), so journald, files and pipes get plain text. Safe to call more
+/// than once (later calls are ignored).
 pub fn init_logging(config: &TelemetryConfig) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(uses_colour(terminal, std::env::var_os("NO_COLOR")))
         .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Whether log lines carry ANSI colours: only on a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn uses_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Labels of per-source metrics.
@@ -455,6 +466,14 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(uses_colour(true, None));
+        assert!(uses_colour(true, Some("".into())));
+        assert!(!uses_colour(true, Some("1".into())));
+        assert!(!uses_colour(false, None));
     }
 
     #[test]

@@ -331,6 +331,41 @@ async fn probe_passes_on_a_live_forwarder_and_explains_failures() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // A refused key stops the only source: the daemon logs the error and
+    // exits by itself.
+    let sim = tenant(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auditfwd.toml");
+    let key = sim.api_key();
+    std::fs::write(
+        &path,
+        config_text(&sim, dir.path(), &Setup::new(dir.path()))
+            .replace(&format!("\"{key}\""), "\"wrong-key\""),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("auditfwd runs")
+    })
+    .await
+    .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(" ERROR auditfwd::source::poller: "), "{err}");
+    assert!(err.contains("the API refused the API key"), "{err}");
+    assert!(
+        !err.contains("\x1b["),
+        "colour codes in piped logs: {err:?}"
+    );
+}
+
 #[test]
 fn every_example_config_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
