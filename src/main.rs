@@ -264,10 +264,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            telemetry::init_logging(&config.telemetry);
+            let console = telemetry::init_logging(&config.telemetry);
             let shutdown = CancellationToken::new();
             on_terminate(shutdown.clone());
-            let app = App::new(config);
+            let app = App::new(config).with_console(console);
             let control = app.control();
             tokio::spawn(async move {
                 use tokio::signal::unix::{SignalKind, signal};

@@ -366,6 +366,62 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_off_a_terminal_logs_progress_and_draws_no_bar() {
+    // 12 pages or more (a backfill) at one request per second: the 15 s
+    // progress line comes before the pass ends.
+    let sim = tenant(SimConfig {
+        backlog: 1200,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auditfwd.toml");
+    let setup = Setup {
+        rate_limit: "{ requests_per_second = 1, burst = 1 }",
+        ..Setup::new(dir.path())
+    };
+    std::fs::write(&path, config_text(&sim, dir.path(), &setup)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("auditfwd starts");
+    let done = wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("backfill pass done")
+    })
+    .await;
+    // SIGTERM: drain and exit.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(done, "no end of the backfill in 60 s: {err}");
+    assert!(status.success(), "{status}: {err}");
+    let progress = err
+        .lines()
+        .find(|l| l.contains(" backfill: read "))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(progress.contains(" of 1200 events ("), "{progress}");
+    assert!(progress.contains(" events/s"), "{progress}");
+    assert!(progress.contains("total=1200"), "{progress}");
+    // Tie groups at page edges are read twice: a few more than 1200.
+    assert!(err.contains("backfill pass done: read 12"), "{err}");
+    // No bar: it would redraw with a carriage return or cursor movements.
+    assert!(!err.contains('\r'), "{err:?}");
+    assert!(!err.contains("\x1b["), "{err:?}");
+    assert!(!err.contains("[====="), "{err:?}");
+}
+
 #[test]
 fn every_example_config_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
