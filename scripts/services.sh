@@ -8,6 +8,8 @@
 # - rsyslogd with its TLS driver (Debian packages) for the syslog sink tests
 # - Python's prometheus_client (Debian package), whose OpenMetrics parser
 #   checks the /metrics exposition
+# - systemd-analyze (Debian package systemd) and logrotate, which check the
+#   files in deploy/ (tests/packaging.rs)
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -23,6 +25,8 @@ have rsyslogd || missing_debs+=(rsyslog)
 dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing_debs+=(rsyslog-gnutls)
 # A real OpenMetrics parser for the /metrics exposition test.
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing_debs+=(python3-prometheus-client)
+have systemd-analyze || missing_debs+=(systemd)
+have logrotate || missing_debs+=(logrotate)
 if [ ${#missing_debs[@]} -gt 0 ]; then
   echo "services: installing Debian packages: ${missing_debs[*]}"
   sudo_if_needed apt-get update -qq
@@ -33,4 +37,4 @@ if ! have tansu; then
   echo "services: installing tansu $TANSU_VERSION (Kafka-protocol broker; ~10 minutes, once)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --quiet
 fi
-echo "services: $("$(command -v tansu || echo "$HOME/.cargo/bin/tansu")" --version 2>/dev/null | head -1), $(/usr/sbin/rsyslogd -v | head -1)"
+echo "services: $("$(command -v tansu || echo "$HOME/.cargo/bin/tansu")" --version 2>/dev/null | head -1), $(/usr/sbin/rsyslogd -v | head -1), $(systemd-analyze --version | head -1), $(/usr/sbin/logrotate --version 2>&1 | head -1)"

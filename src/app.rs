@@ -22,7 +22,7 @@ use crate::retry::RetryPolicy;
 use crate::sinks;
 use crate::source::client::ApiClient;
 use crate::source::poller::{Poller, PollerParts};
-use crate::telemetry::{self, Health, Metrics, Status};
+use crate::telemetry::{self, Console, Health, Metrics, Status};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,7 @@ pub struct App {
     health: Health,
     control: broadcast::Sender<Control>,
     sink_retry: RetryPolicy,
+    console: Console,
 }
 
 impl App {
@@ -71,6 +72,7 @@ impl App {
             health: Health::default(),
             control: broadcast::channel(4).0,
             sink_retry: RetryPolicy::DEFAULT,
+            console: Console::default(),
         }
     }
 
@@ -83,6 +85,13 @@ impl App {
     /// Uses `policy` for sink retries (tests use [`RetryPolicy::FAST`]).
     pub fn with_sink_retry(mut self, policy: RetryPolicy) -> Self {
         self.sink_retry = policy;
+        self
+    }
+
+    /// Shows backfill progress as bars on `console` when it draws them
+    /// (the daemon on a terminal); without, progress is logged.
+    pub fn with_console(mut self, console: Console) -> Self {
+        self.console = console;
         self
     }
 
@@ -110,6 +119,7 @@ impl App {
             health,
             control,
             sink_retry,
+            console,
         } = self;
 
         if let Some(addr) = config.telemetry.listen {
@@ -159,7 +169,9 @@ impl App {
         let mut pollers = JoinSet::new();
         let mut start_failures = Vec::new();
         for source in &config.sources {
-            match start_source(source, &config, &handles, &metrics, &health, &shutdown) {
+            match start_source(
+                source, &config, &handles, &metrics, &health, &console, &shutdown,
+            ) {
                 Ok(poller) => {
                     let shutdown = shutdown.clone();
                     pollers.spawn(poller.run(shutdown));
@@ -202,6 +214,7 @@ fn start_source(
     sinks: &[SinkHandle],
     metrics: &Metrics,
     health: &Health,
+    console: &Console,
     shutdown: &CancellationToken,
 ) -> Result<Poller, AppError> {
     let fail = |message: String| AppError::SourceStart {
@@ -245,6 +258,7 @@ fn start_source(
             pipeline,
             metrics: metrics.clone(),
             health: health.clone(),
+            console: console.clone(),
         },
         cursor,
         Box::new(store),

@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(
     name = "auditfwd",
-    version,
-    about = "Audit-log SIEM forwarder: PeopleLens audit logs to Kafka, syslog and files, without loss"
+    // `auditfwd 0.1.0 (a1b2c3d)`: the git revision comes from build.rs.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AUDITFWD_GIT_REV"), ")"),
+    about = "Audit-log SIEM forwarder: PeopleLens audit logs to Kafka, syslog and files, without loss",
+    after_help = help::MAIN
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,25 +31,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run against the built-in simulated tenant, writing to ./auditfwd-out/.
+    #[command(after_help = help::DEMO)]
     Demo(demo::DemoOptions),
     /// Run the forwarder (the daemon).
+    #[command(after_help = help::RUN)]
     Run {
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Validate the configuration and reach every API, broker and receiver.
+    #[command(after_help = help::CHECK)]
     Check {
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Inspect or move cursors.
+    #[command(after_help = help::STATE)]
     State {
         #[command(subcommand)]
         action: StateAction,
     },
     /// Serve the simulated tenant API on its own.
+    #[command(after_help = help::SIMULATE)]
     Simulate {
         /// Port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
@@ -62,11 +69,22 @@ enum Command {
         #[arg(long)]
         chaos: bool,
     },
+    /// GET an http(s) URL and exit 0 on a 2xx answer: a health check for
+    /// images without curl.
+    #[command(after_help = help::PROBE)]
+    Probe {
+        /// e.g. http://127.0.0.1:9898/livez
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
 enum StateAction {
     /// Show each source's cursor (safe while the daemon runs).
+    #[command(after_help = help::STATE_SHOW)]
     Show {
         /// Configuration file.
         #[arg(short, long)]
@@ -76,6 +94,7 @@ enum StateAction {
         source: Option<String>,
     },
     /// Forget a source's cursor; the next run starts at start_at.
+    #[command(after_help = help::STATE_RESET)]
     Reset {
         /// Configuration file.
         #[arg(short, long)]
@@ -85,6 +104,7 @@ enum StateAction {
         source: String,
     },
     /// Make the next run read events created from TIME (RFC 3339).
+    #[command(after_help = help::STATE_SET_SINCE)]
     SetSince {
         /// Configuration file.
         #[arg(short, long)]
@@ -95,6 +115,87 @@ enum StateAction {
         /// e.g. 2026-11-01T00:00:00Z
         time: String,
     },
+}
+
+/// Examples shown after each command's options (`--help`); a unit test
+/// parses every example line.
+mod help {
+    pub const MAIN: &str = "\
+Examples:
+  # Try it: the simulated tenant, output in ./auditfwd-out/, a verdict at the end
+  auditfwd demo --duration 30s
+  # Validate a configuration and reach every API and sink, then run
+  auditfwd check -c /etc/auditfwd/auditfwd.toml
+  auditfwd run -c /etc/auditfwd/auditfwd.toml
+  # Where each source stands
+  auditfwd state show -c /etc/auditfwd/auditfwd.toml
+
+Each command has its own examples: auditfwd <COMMAND> --help";
+
+    pub const DEMO: &str = "\
+Examples:
+  # 30 seconds against a well-behaved tenant, then the check against its ground truth
+  auditfwd demo --duration 30s
+  # Every adversity on, a bigger backlog, output elsewhere; stop with Ctrl-C
+  auditfwd demo --chaos --backlog 20000 --out /tmp/auditfwd-demo";
+
+    pub const RUN: &str = "\
+Examples:
+  auditfwd run -c /etc/auditfwd/auditfwd.toml
+  # Debug logs from the poller only
+  RUST_LOG=info,auditfwd::source=debug auditfwd run -c auditfwd.toml
+
+Signals: SIGTERM or SIGINT finishes the batch in flight, saves the cursors and
+exits (a second one exits at once); SIGHUP makes file sinks reopen their files
+(after logrotate moved them). The configuration is read only at start.
+
+Exit status: 0 stopped by a signal, 1 runtime failure, 2 configuration error.";
+
+    pub const CHECK: &str = "\
+Examples:
+  # Before a (re)start: parse, validate, reach every API, broker and receiver
+  auditfwd check -c /etc/auditfwd/auditfwd.toml
+
+Exit status: 0 all reachable, 1 something failed (each line says what),
+2 configuration error.";
+
+    pub const STATE: &str = "\
+Examples:
+  auditfwd state show -c /etc/auditfwd/auditfwd.toml
+  auditfwd state set-since -c /etc/auditfwd/auditfwd.toml --source acme 2026-11-01T00:00:00Z
+  auditfwd state reset -c /etc/auditfwd/auditfwd.toml --source acme";
+
+    pub const STATE_SHOW: &str = "\
+Examples:
+  # Watermark, lag, delivered and dead-lettered counts of every source
+  auditfwd state show -c /etc/auditfwd/auditfwd.toml
+  auditfwd state show -c /etc/auditfwd/auditfwd.toml --source acme";
+
+    pub const STATE_RESET: &str = "\
+Examples:
+  # The next run starts acme over at its start_at
+  auditfwd state reset -c /etc/auditfwd/auditfwd.toml --source acme";
+
+    pub const STATE_SET_SINCE: &str = "\
+Examples:
+  # Read acme again from the first of November (events already sent are sent again)
+  auditfwd state set-since -c /etc/auditfwd/auditfwd.toml --source acme 2026-11-01T00:00:00Z";
+
+    pub const SIMULATE: &str = "\
+Examples:
+  # A well-behaved tenant on http://127.0.0.1:8080
+  auditfwd simulate --port 8080
+  # Every adversity on, on a free port (printed at start)
+  auditfwd simulate --port 0 --chaos";
+
+    pub const PROBE: &str = "\
+Examples:
+  # Liveness (the Docker HEALTHCHECK): needs [telemetry] listen = \"0.0.0.0:9898\"
+  auditfwd probe http://127.0.0.1:9898/livez
+  # Readiness: fails with the component that is not ok
+  auditfwd probe --timeout 2s http://127.0.0.1:9898/readyz
+
+Exit status: 0 on a 2xx answer, 1 on any other answer or none, 2 on a bad URL.";
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -167,10 +268,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            telemetry::init_logging(&config.telemetry);
+            let console = telemetry::init_logging(&config.telemetry);
             let shutdown = CancellationToken::new();
             on_terminate(shutdown.clone());
-            let app = App::new(config);
+            let app = App::new(config).with_console(console);
             let control = app.control();
             tokio::spawn(async move {
                 use tokio::signal::unix::{SignalKind, signal};
@@ -252,6 +353,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Probe { url, timeout } => match telemetry::probe(&url, timeout).await {
+            Ok(line) => {
+                println!("{line}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                Ok(ExitCode::from(match error {
+                    telemetry::ProbeError::BadUrl { .. } => 2,
+                    _ => 1,
+                }))
+            }
+        },
         Command::Simulate {
             port,
             mut tenant,
@@ -303,6 +417,64 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .ok();
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command, with its path (`["state", "show"]`).
+    fn commands(command: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let help = command
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out.push((path.clone(), help));
+        for sub in command.get_subcommands() {
+            let mut path = path.clone();
+            path.push(sub.get_name().to_string());
+            commands(sub, path, out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_examples_that_parse() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), Vec::new(), &mut all);
+        assert!(all.len() >= 10, "{} commands", all.len());
+        for (path, help) in all {
+            let name = format!("auditfwd {}", path.join(" "));
+            let examples: Vec<Vec<&str>> = help
+                .split_once("Examples:\n")
+                .unwrap_or_else(|| panic!("`{name} --help` shows no examples"))
+                .1
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .filter(|l| !l.trim_start().starts_with('#'))
+                // Leading `VAR=value` assignments are the shell's.
+                .map(|l| {
+                    l.split_whitespace()
+                        .skip_while(|word| word.contains('='))
+                        .collect()
+                })
+                .collect();
+            assert!(!examples.is_empty(), "`{name} --help`: no example lines");
+            for words in examples {
+                assert_eq!(words.first(), Some(&"auditfwd"), "{name}: {words:?}");
+                assert!(
+                    words[1..].starts_with(&path.iter().map(String::as_str).collect::<Vec<_>>()),
+                    "an example of `{name}` runs another command: {words:?}"
+                );
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!(
+                        "example of `{name}` does not parse: {}\n{e}",
+                        words.join(" ")
+                    );
+                }
+            }
         }
     }
 }

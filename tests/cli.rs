@@ -10,6 +10,7 @@ use auditfwd::app::App;
 use auditfwd::config::Config;
 use auditfwd::simulator::SimConfig;
 
+use crate::support::services::free_port;
 use crate::support::*;
 
 async fn auditfwd(args: &[&str]) -> Output {
@@ -213,6 +214,219 @@ async fn demo_runs_end_to_end_and_verifies_itself() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("was not made by `auditfwd demo`"));
+}
+
+#[tokio::test]
+async fn version_names_the_git_revision() {
+    // What build.rs should have embedded: the override, else HEAD now (a
+    // commit since the last build must have rebuilt the binary).
+    let rev = std::env::var("AUDITFWD_GIT_REV")
+        .ok()
+        .filter(|rev| !rev.trim().is_empty())
+        .or_else(|| {
+            let out = std::process::Command::new("git")
+                .args(["rev-parse", "--short", "HEAD"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| text(&out.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let out = auditfwd(&["--version"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("auditfwd {} ({rev})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn help_shows_examples_for_every_command() {
+    // The unit test in main.rs parses every example; this one checks that
+    // the real binary prints them, with -h and --help.
+    for (args, example) in [
+        (
+            &["--help"][..],
+            "auditfwd run -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (
+            &["run", "--help"],
+            "auditfwd run -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (
+            &["run", "-h"],
+            "auditfwd run -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (
+            &["check", "--help"],
+            "auditfwd check -c /etc/auditfwd/auditfwd.toml",
+        ),
+        (&["demo", "--help"], "auditfwd demo --duration 30s"),
+        (&["simulate", "--help"], "auditfwd simulate --port 8080"),
+        (
+            &["probe", "--help"],
+            "auditfwd probe http://127.0.0.1:9898/livez",
+        ),
+        (&["state", "--help"], "auditfwd state show -c"),
+        (&["state", "show", "--help"], "auditfwd state show -c"),
+        (&["state", "reset", "--help"], "auditfwd state reset -c"),
+        (
+            &["state", "set-since", "-h"],
+            "--source acme 2026-11-01T00:00:00Z",
+        ),
+    ] {
+        let out = auditfwd(args).await;
+        let help = text(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(
+            help.contains("\nExamples:\n") && help.contains(example),
+            "auditfwd {}:\n{help}",
+            args.join(" ")
+        );
+    }
+    let help = text(&auditfwd(&["run", "--help"]).await.stdout);
+    assert!(help.contains("SIGHUP makes file sinks reopen"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_passes_on_a_live_forwarder_and_explains_failures() {
+    let listen = free_port();
+    let (_sim, _dir, fwd) = forwarder_with_telemetry(listen).await;
+    let live = format!("http://127.0.0.1:{listen}/livez");
+    let mut out = auditfwd(&["probe", &live]).await;
+    for _ in 0..50 {
+        if out.status.success() {
+            break;
+        }
+        // The listener is not up yet.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = auditfwd(&["probe", &live]).await;
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{live}: 200 OK\n"));
+
+    // An answer other than 2xx fails, with the status and body.
+    let missing = format!("http://127.0.0.1:{listen}/nope");
+    let out = auditfwd(&["probe", &missing]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: {missing} answered 404 Not Found")),
+        "{err}"
+    );
+    fwd.stop().await.unwrap();
+
+    // Nothing listening: says so, and what to check.
+    let closed = format!("http://127.0.0.1:{}/livez", free_port());
+    let out = auditfwd(&["probe", "--timeout", "2s", &closed]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("cannot reach {closed}: ")), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("[telemetry] listen"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    // Not a URL: a usage error.
+    let out = auditfwd(&["probe", "127.0.0.1:9898/livez"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not an http:// or https:// URL"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    // A refused key stops the only source: the daemon logs the error and
+    // exits by itself.
+    let sim = tenant(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auditfwd.toml");
+    let key = sim.api_key();
+    std::fs::write(
+        &path,
+        config_text(&sim, dir.path(), &Setup::new(dir.path()))
+            .replace(&format!("\"{key}\""), "\"wrong-key\""),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("auditfwd runs")
+    })
+    .await
+    .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(" ERROR auditfwd::source::poller: "), "{err}");
+    assert!(err.contains("the API refused the API key"), "{err}");
+    assert!(
+        !err.contains("\x1b["),
+        "colour codes in piped logs: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_off_a_terminal_logs_progress_and_draws_no_bar() {
+    // 12 pages or more (a backfill) at one request per second: the 15 s
+    // progress line comes before the pass ends.
+    let sim = tenant(SimConfig {
+        backlog: 1200,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auditfwd.toml");
+    let setup = Setup {
+        rate_limit: "{ requests_per_second = 1, burst = 1 }",
+        ..Setup::new(dir.path())
+    };
+    std::fs::write(&path, config_text(&sim, dir.path(), &setup)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("auditfwd starts");
+    let done = wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("backfill pass done")
+    })
+    .await;
+    // SIGTERM: drain and exit.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(done, "no end of the backfill in 60 s: {err}");
+    assert!(status.success(), "{status}: {err}");
+    let progress = err
+        .lines()
+        .find(|l| l.contains(" backfill: read "))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(progress.contains(" of 1200 events ("), "{progress}");
+    assert!(progress.contains(" events/s"), "{progress}");
+    assert!(progress.contains("total=1200"), "{progress}");
+    // Tie groups at page edges are read twice: a few more than 1200.
+    assert!(err.contains("backfill pass done: read 12"), "{err}");
+    // No bar: it would redraw with a carriage return or cursor movements.
+    assert!(!err.contains('\r'), "{err:?}");
+    assert!(!err.contains("\x1b["), "{err:?}");
+    assert!(!err.contains("[====="), "{err:?}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod hostile_pages;
 mod http_client;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod packaging;
 mod readme;
 mod restart;
 mod source_errors;

@@ -23,7 +23,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{ApiClient, FetchError, Fetched, PageQuery};
-use super::progress::Progress;
+use super::progress::{Progress, ProgressView};
 use crate::config::SourceConfig;
 use crate::cursor::store::StateStore;
 use crate::cursor::{Admission, Batch, Checkpoint, Cursor, CursorError, Next, Outcome, PageIn};
@@ -31,7 +31,7 @@ use crate::deadletter::DeadLetter;
 use crate::normalize::normalize;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::retry::Backoff;
-use crate::telemetry::{Health, Metrics, SourceLabel, Status};
+use crate::telemetry::{Console, Health, Metrics, SourceLabel, Status};
 
 /// Why a source stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,7 @@ pub struct Poller {
     pipeline: Pipeline,
     counters: SourceMetrics,
     health: Health,
+    console: Console,
     date_warned: bool,
 }
 
@@ -157,6 +158,8 @@ pub struct PollerParts {
     pub metrics: Metrics,
     /// Health board.
     pub health: Health,
+    /// Where backfill progress bars go (none: log lines).
+    pub console: Console,
 }
 
 impl Poller {
@@ -169,6 +172,7 @@ impl Poller {
             pipeline,
             metrics,
             health,
+            console,
         } = parts;
         let fetcher = Fetcher {
             client,
@@ -187,6 +191,7 @@ impl Poller {
             pipeline,
             counters,
             health,
+            console,
             date_warned: false,
         }
     }
@@ -260,6 +265,7 @@ impl Poller {
         let mut inflight: VecDeque<InFlight> = VecDeque::new();
         let mut arrived = 0u64;
         let mut progress = Progress::new(Instant::now());
+        let mut view = ProgressView::new(self.console.clone(), &self.config.name);
         let outcome = loop {
             let offset = match self.cursor.next() {
                 Next::Fetch(offset) => offset,
@@ -316,7 +322,9 @@ impl Poller {
                     .backlog
                     .set(total.saturating_sub(asked + returned) as i64);
             }
-            if let Some(report) = progress.page(Instant::now(), returned, total, u64::from(limit)) {
+            let now = Instant::now();
+            let due = progress.page(now, returned, total, u64::from(limit));
+            if let Some(report) = view.page(&progress, now, due) {
                 tracing::info!(source = %self.config.name, read = report.read, total = report.total, "backfill: {report}");
             }
             // Fetch what comes next while this page is delivered.
@@ -358,6 +366,7 @@ impl Poller {
         } else {
             self.health.set(&self.component(), Status::Ok);
         }
+        view.finish();
         if progress.is_backfill() {
             let report = progress.report(Instant::now());
             tracing::info!(

@@ -6,8 +6,13 @@
 //! need one), so the daemon's log shows a backfill moving instead of going
 //! quiet for an hour. Time is passed in, so the logic is tested without
 //! sleeping.
+//!
+//! On a terminal ([`crate::telemetry::shows_bars`]) a [`ProgressView`]
+//! draws the same report as a bar per source instead of the periodic line.
 
 use std::time::{Duration, Instant};
+
+use crate::telemetry::Console;
 
 /// A pass whose listing holds at least this many pages is a backfill.
 const MIN_PAGES: u64 = 10;
@@ -136,6 +141,84 @@ impl Progress {
     }
 }
 
+/// Where one source's backfill progress goes: a bar on the console when it
+/// shows bars, else the periodic log line. The bar appears once a pass is
+/// known to be a backfill and goes away when the view is finished or
+/// dropped (the pass ended, or stopped on shutdown or an error).
+pub struct ProgressView {
+    console: Console,
+    source: String,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressView {
+    /// How long a pass runs before the bar shows a rate and time left.
+    const SETTLE: Duration = Duration::from_secs(3);
+
+    /// A view of `source`'s passes on `console`.
+    pub fn new(console: Console, source: &str) -> Self {
+        Self {
+            console,
+            source: source.to_string(),
+            bar: None,
+        }
+    }
+
+    /// Shows `progress` after a page; returns the report to log, which is
+    /// `due` unless a bar shows it.
+    pub fn page(
+        &mut self,
+        progress: &Progress,
+        now: Instant,
+        due: Option<Report>,
+    ) -> Option<Report> {
+        if !progress.is_backfill() {
+            return due;
+        }
+        if self.bar.is_none() {
+            self.bar = self.console.add_bar(0).inspect(|bar| {
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {msg}")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_prefix(self.source.clone());
+            });
+        }
+        let Some(bar) = &self.bar else {
+            return due;
+        };
+        let report = progress.report(now);
+        bar.set_length(report.total);
+        bar.set_position(report.read);
+        // A rate over the first page or two means nothing yet.
+        bar.set_message(if progress.elapsed(now) < Self::SETTLE {
+            format!("read {} of {} events", report.read, report.total)
+        } else {
+            report.to_string()
+        });
+        None
+    }
+
+    /// Whether a bar is on the console.
+    pub fn shows_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Takes the bar off the console.
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            self.console.remove_bar(&bar);
+        }
+    }
+}
+
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +298,78 @@ mod tests {
                 None
             );
         }
+    }
+
+    /// A backfill on `console`: 20 pages of 100 from a listing of 2000, the
+    /// last one 30 s in (a log line is due).
+    fn backfill(view: &mut ProgressView) -> Vec<Option<Report>> {
+        let t0 = Instant::now();
+        let mut p = Progress::new(t0);
+        (1..=20u64)
+            .map(|i| {
+                let now = t0 + Duration::from_millis(1500 * i);
+                let due = p.page(now, 100, Some(2000), 100);
+                view.page(&p, now, due)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn without_bars_the_log_lines_stay() {
+        let mut view = ProgressView::new(Console::default(), "acme");
+        let logged: Vec<Report> = backfill(&mut view).into_iter().flatten().collect();
+        assert!(!view.shows_bar());
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        assert_eq!(logged[0].read, 1000);
+    }
+
+    #[test]
+    fn a_bar_replaces_the_log_lines_and_goes_away() {
+        let console = Console::with_bars(indicatif::ProgressDrawTarget::hidden());
+        let mut view = ProgressView::new(console, "acme");
+        let logged = backfill(&mut view);
+        assert!(logged.iter().all(Option::is_none), "{logged:?}");
+        assert!(view.shows_bar());
+        let bar = view.bar.clone().unwrap();
+        assert_eq!((bar.position(), bar.length()), (2000, Some(2000)));
+        assert_eq!(bar.prefix(), "acme");
+        assert!(
+            bar.message()
+                .starts_with("read 2000 of 2000 events (100.0%)")
+        );
+        view.finish();
+        assert!(!view.shows_bar());
+        assert!(bar.is_finished());
+    }
+
+    #[test]
+    fn a_bar_shows_a_rate_only_once_it_means_something() {
+        let console = Console::with_bars(indicatif::ProgressDrawTarget::hidden());
+        let mut view = ProgressView::new(console, "acme");
+        let t0 = Instant::now();
+        let mut p = Progress::new(t0);
+        let now = t0 + Duration::from_millis(10);
+        let due = p.page(now, 100, Some(2000), 100);
+        view.page(&p, now, due);
+        let bar = view.bar.clone().unwrap();
+        assert_eq!(bar.message(), "read 100 of 2000 events");
+        let now = t0 + Duration::from_secs(4);
+        let due = p.page(now, 100, Some(2000), 100);
+        view.page(&p, now, due);
+        assert_eq!(
+            bar.message(),
+            "read 200 of 2000 events (10.0%), 50 events/s, about 36s left"
+        );
+    }
+
+    #[test]
+    fn a_small_pass_gets_no_bar() {
+        let console = Console::with_bars(indicatif::ProgressDrawTarget::hidden());
+        let mut view = ProgressView::new(console, "acme");
+        let t0 = Instant::now();
+        let mut p = Progress::new(t0);
+        let due = p.page(t0 + Duration::from_secs(20), 100, Some(500), 100);
+        assert_eq!(view.page(&p, t0, due), None);
+        assert!(!view.shows_bar());
     }
 }

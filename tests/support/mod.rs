@@ -148,6 +148,29 @@ impl Forwarder {
     }
 }
 
+/// A forwarder of a quiet tenant (no events) serving telemetry on
+/// 127.0.0.1:`listen`; the tenant and the directory live as long as it.
+pub async fn forwarder_with_telemetry(listen: u16) -> (Simulator, tempfile::TempDir, Forwarder) {
+    let sim = tenant(SimConfig {
+        backlog: 0,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n");
+    let setup = Setup {
+        extra: &extra,
+        ..Setup::new(dir.path())
+    };
+    let fwd = Forwarder::start(App::new(parse_config(&config_text(
+        &sim,
+        dir.path(),
+        &setup,
+    ))));
+    (sim, dir, fwd)
+}
+
 /// Polls `check` every 50ms until it holds or `timeout` passes.
 pub async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

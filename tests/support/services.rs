@@ -16,7 +16,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn find_binary(name: &str, env: &str) -> PathBuf {
+/// The installed `name` (or the path in `$env`); panics with the fix when
+/// it is missing.
+pub fn find_binary(name: &str, env: &str) -> PathBuf {
     if let Ok(path) = std::env::var(env) {
         return PathBuf::from(path);
     }
@@ -26,7 +28,9 @@ fn find_binary(name: &str, env: &str) -> PathBuf {
     if cargo_bin.exists() {
         return cargo_bin;
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+    // sbin is often missing from a user's PATH (logrotate, rsyslogd).
+    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
+    for dir in path.split(':') {
         let p = PathBuf::from(dir).join(name);
         if p.exists() {
             return p;
