@@ -229,15 +229,19 @@ impl RawSource {
                         "must not carry a query or fragment; auditfwd adds the query itself".into(),
                     );
                 }
+                if !url.username().is_empty() || url.password().is_some() {
+                    // It would be sent along and printed in every error.
+                    problem(
+                        "base_url",
+                        "must not carry a user or password; the API key authenticates (api_key or api_key_file)".into(),
+                    );
+                }
                 Some(url)
             }
             Err(e) => {
                 problem(
                     "base_url",
-                    format!(
-                        "`{}` is not a URL ({e}); write it like \"https://acme.peoplelensai.com\"",
-                        self.base_url
-                    ),
+                    format!("is not a URL ({e}); write it like \"https://acme.peoplelensai.com\""),
                 );
                 None
             }

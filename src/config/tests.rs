@@ -326,6 +326,19 @@ fn secrets_never_appear_in_errors() {
 }
 
 #[test]
+fn a_base_url_with_credentials_is_refused_without_showing_them() {
+    let text = "[[source]]\nname = \"a\"\nbase_url = \"https://user:hunter2@a.example.com\"\napi_key = \"k\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(keys(&err), ["source[0] (\"a\").base_url"]);
+    assert!(
+        err.to_string()
+            .contains("must not carry a user or password"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
 fn an_api_key_file_must_hold_one_line_and_should_be_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
