@@ -8,6 +8,7 @@ mod backpressure;
 mod cli;
 mod delivery;
 mod enrich;
+mod features;
 mod formats;
 mod full_disk;
 mod health;

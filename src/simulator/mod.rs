@@ -297,6 +297,9 @@ pub struct SimStats {
     pub bad_requests: u64,
     /// Users lookups served.
     pub user_lookups: u64,
+    /// The most audit-log requests that were in progress at once (prefetch
+    /// shows as more than one).
+    pub max_in_flight: u64,
 }
 
 pub(crate) struct Shared {
@@ -305,6 +308,7 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<rand::rngs::StdRng>,
     pub(crate) stats: Mutex<SimStats>,
     pub(crate) limiter: Option<governor::DefaultDirectRateLimiter>,
+    pub(crate) in_flight: std::sync::atomic::AtomicU64,
 }
 
 /// A running simulated tenant.
@@ -335,6 +339,7 @@ impl Simulator {
             world: Mutex::new(World::new(config.clone(), now_ms())),
             faults: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17)),
             stats: Mutex::default(),
+            in_flight: Default::default(),
             config: Mutex::new(config),
             limiter,
         });

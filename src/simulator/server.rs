@@ -239,11 +239,33 @@ fn bad_request(shared: &Shared, message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "validation_error", message)
 }
 
+/// Counts an audit-log request as in progress until dropped.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        use std::sync::atomic::Ordering;
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut stats = shared.stats.lock().unwrap();
+        stats.max_in_flight = stats.max_in_flight.max(now);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn audit_logs(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let _in_flight = InFlight::enter(&shared);
     let delivery = match gate(&shared, &headers).await {
         Ok(d) => d,
         Err(response) => return response,
