@@ -25,6 +25,7 @@ pub mod demo;
 pub mod enrich;
 pub mod filter;
 pub mod format;
+pub mod limits;
 pub mod model;
 pub mod normalize;
 pub mod pipeline;

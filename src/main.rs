@@ -269,6 +269,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let console = telemetry::init_logging(&config.telemetry);
+            if let Err(error) = auditfwd::limits::prepare(&config) {
+                eprintln!("error: {error}");
+                return Ok(ExitCode::from(1));
+            }
             let shutdown = CancellationToken::new();
             on_terminate(shutdown.clone());
             let app = App::new(config).with_console(console);

@@ -446,3 +446,81 @@ fn every_example_config_is_valid() {
     }
     assert!(seen >= 2, "examples/ holds {seen} configs");
 }
+
+/// Runs `auditfwd run -c config` with open-files limits `soft`/`hard`.
+fn run_with_nofile(config: &Path, soft: u64, hard: u64) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"));
+    command
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_files_limit_is_raised_and_a_config_that_can_not_fit_is_refused() {
+    let sim = tenant(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // 60 tenants into one file sink: about 64 + 60 × 6 + 60 descriptors.
+    let more: String = (1..60)
+        .map(|i| {
+            format!(
+                "\n[[source]]\nname = \"t{i}\"\nbase_url = \"{}\"\napi_key = \"{}\"\nallow_http = true\n",
+                sim.base_url(),
+                sim.api_key()
+            )
+        })
+        .collect();
+    let setup = Setup {
+        extra: &format!("\n{more}"),
+        ..Setup::new(dir.path())
+    };
+    let config = dir.path().join("many.toml");
+    std::fs::write(&config, config_text(&sim, dir.path(), &setup)).unwrap();
+    let child = run_with_nofile(&config, 256, 256);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs about"), "{stderr}");
+    assert!(stderr.contains("60 sources"), "{stderr}");
+    assert!(stderr.contains("at most 256"), "{stderr}");
+    assert!(stderr.contains("LimitNOFILE="), "{stderr}");
+
+    // The same with room under the hard limit: the soft one is raised.
+    let mut child = run_with_nofile(&config, 256, 8192);
+    let pid = child.id();
+    let limits = format!("/proc/{pid}/limits");
+    let raised = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&limits)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("8192"))
+    })
+    .await;
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        raised,
+        "{}",
+        std::fs::read_to_string(&limits).unwrap_or_default()
+    );
+    assert!(status.success(), "{status}");
+}
