@@ -322,7 +322,7 @@ impl KafkaSink {
     /// Why a record of an unusable topic is rejected after the wait.
     fn given_up(&self, topic: &str, code: RDKafkaErrorCode) -> String {
         format!(
-            "kafka sink `{}`: gave up after missing_topic_timeout = {}: {}; the record can be replayed from this file once the topic is writable",
+            "kafka sink `{}`: gave up after missing_topic_timeout = {}: {}",
             self.name,
             humantime::format_duration(self.config.missing_topic_timeout),
             self.topic_problem(topic, code)
