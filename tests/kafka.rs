@@ -21,6 +21,16 @@ fn kafka_config(
     dir: &std::path::Path,
     kafka: &str,
 ) -> String {
+    kafka_config_paged(sim, dir, kafka, Setup::new(dir).page_size)
+}
+
+/// [`kafka_config`] with `page_size` events per page (and batch).
+fn kafka_config_paged(
+    sim: &auditfwd::simulator::Simulator,
+    dir: &std::path::Path,
+    kafka: &str,
+    page_size: u32,
+) -> String {
     let extra = format!(
         "actions = [\"NO_SUCH_ACTION\"]\n\n[[sink]]\nname = \"kafka\"\ntype = \"kafka\"\n{kafka}\n"
     );
@@ -29,6 +39,7 @@ fn kafka_config(
         dir,
         &Setup {
             extra: &extra,
+            page_size,
             ..Setup::new(dir)
         },
     )
@@ -188,9 +199,10 @@ async fn topics_follow_the_template_and_a_missing_topic_is_named() {
     ))));
 
     // The batch with a SETTINGS_CHANGED event can not be delivered: the sink
-    // says which topic is missing, and the source waits.
+    // says which topic is missing, and the source waits (for at most
+    // `missing_topic_timeout`, 5 minutes by default).
     let failed = wait_for(Duration::from_secs(20), || {
-        matches!(fwd.health.snapshot().get("sink:kafka"), Some(Status::Failed(m)) if m.contains("topic `audit.tenant.tenant` does not exist"))
+        matches!(fwd.health.snapshot().get("sink:kafka"), Some(Status::Degraded(m)) if m.contains("topic `audit.tenant.tenant` does not exist"))
     })
     .await;
     assert!(failed, "{:?}", fwd.health.snapshot());
@@ -305,4 +317,321 @@ async fn the_sink_contract_holds_and_oversized_records_are_rejected_not_lost() {
         ids,
         BTreeSet::from(["evt-0".to_string(), "evt-2".to_string()])
     );
+}
+
+/// Every action the simulated tenant sends.
+const SIM_ACTIONS: &[&str] = &[
+    "USER_LOGIN",
+    "USER_LOGOUT",
+    "USER_LOGIN_FAILED",
+    "USER_CREATED",
+    "USER_UPDATED",
+    "USER_DELETED",
+    "ROLE_CHANGED",
+    "API_KEY_CREATED",
+    "API_KEY_REVOKED",
+    "CANDIDATE_CREATED",
+    "CANDIDATE_UPDATED",
+    "CANDIDATE_VIEWED",
+    "CANDIDATE_DELETED",
+    "EXPORT_DOWNLOADED",
+    "SETTINGS_CHANGED",
+];
+
+/// The dead letters the Kafka sink caused, as written so far.
+fn kafka_dead_letters(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("dead letters are JSON"))
+        .filter(|l| l["sink"] == "kafka")
+        .collect()
+}
+
+fn dead_letter_time(line: &serde_json::Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(line["at"].as_str().expect("dead letters carry `at`"))
+        .unwrap()
+        .to_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_holds_its_records_for_the_bound_then_dead_letters_them() {
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const MISSING: &str = "SETTINGS_CHANGED";
+    let broker = Tansu::start();
+    // tansu creates no topic by itself (not on metadata requests, not on
+    // produce): the topic of one action stays missing.
+    for action in SIM_ACTIONS.iter().filter(|a| **a != MISSING) {
+        broker.create_topic(&format!("audit.{action}"), 1);
+    }
+    let sim = tenant(SimConfig {
+        backlog: 600,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let truth = sim.truth();
+    for e in &truth {
+        assert!(SIM_ACTIONS.contains(&e.action.as_deref().unwrap()), "{e:?}");
+    }
+    let held: BTreeSet<&str> = truth
+        .iter()
+        .filter(|e| e.action.as_deref() == Some(MISSING))
+        .map(|e| e.id.as_deref().unwrap())
+        .collect();
+    assert!(
+        held.len() >= 3,
+        "too few {MISSING} events to test: {held:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = format!(
+        "brokers = [\"{}\"]\ntopic = \"audit.{{action}}\"\nmissing_topic_timeout = \"{}\"",
+        broker.brokers(),
+        humantime::format_duration(TIMEOUT)
+    );
+    // Pages of 50: the held events are spread over several batches.
+    let fwd = Forwarder::start(App::new(parse_config(&kafka_config_paged(
+        &sim,
+        dir.path(),
+        &kafka,
+        50,
+    ))));
+
+    // While the records wait, health is degraded and names the topic.
+    let named = wait_for(Duration::from_secs(20), || {
+        matches!(fwd.health.snapshot().get("sink:kafka"), Some(Status::Degraded(m))
+            if m.contains("topic `audit.SETTINGS_CHANGED` does not exist")
+                && m.contains("then go to the dead-letter file"))
+    })
+    .await;
+    let degraded_at = chrono::Utc::now();
+    assert!(named, "{:?}", fwd.health.snapshot());
+    let dead_letter_file = dir.path().join("state/dead-letter/tenant.jsonl");
+    assert!(
+        kafka_dead_letters(&dead_letter_file).is_empty(),
+        "dead-lettered before the wait was over"
+    );
+
+    // Then everything is acknowledged, the held records as dead letters.
+    let expected = deliverable(&truth).len() as u64;
+    assert!(
+        wait_for(TIMEOUT + Duration::from_secs(30), || delivered(
+            &fwd.metrics
+        ) >= expected)
+        .await,
+        "stalled: {} of {expected} delivered; health {:?}",
+        delivered(&fwd.metrics),
+        fwd.health.snapshot()
+    );
+    assert!(fwd.is_running(), "the forwarder stopped");
+    assert!(
+        wait_for(Duration::from_secs(5), || fwd
+            .health
+            .snapshot()
+            .get("sink:kafka")
+            == Some(&Status::Ok))
+        .await,
+        "{:?}",
+        fwd.health.snapshot()
+    );
+    fwd.stop().await.unwrap();
+
+    // The held records are in the dead-letter file, once each, with the
+    // topic and the fix, written after the bound and all at once: a later
+    // batch with the same missing topic did not wait again.
+    let dead = kafka_dead_letters(&dead_letter_file);
+    let dead_ids: Vec<&str> = dead.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        dead_ids.iter().copied().collect::<BTreeSet<_>>(),
+        held,
+        "{dead:#?}"
+    );
+    assert_eq!(
+        dead_ids.len(),
+        held.len(),
+        "dead-lettered twice: {dead_ids:?}"
+    );
+    for line in &dead {
+        let reason = line["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("gave up after missing_topic_timeout = 5s")
+                && reason.contains("topic `audit.SETTINGS_CHANGED` does not exist")
+                && reason.contains("create it"),
+            "{reason}"
+        );
+        assert_eq!(line["event"]["action"], MISSING);
+        assert_eq!(line["event"]["id"], line["id"]);
+    }
+    let first = dead.iter().map(dead_letter_time).min().unwrap();
+    let last = dead.iter().map(dead_letter_time).max().unwrap();
+    assert!(
+        first - degraded_at
+            >= chrono::Duration::from_std(TIMEOUT).unwrap() - chrono::Duration::seconds(1),
+        "dead-lettered {} after the sink reported the wait; expected about {TIMEOUT:?}",
+        first - degraded_at
+    );
+    assert!(
+        last - first < chrono::Duration::from_std(TIMEOUT).unwrap(),
+        "the sink waited again for a topic it had given up: dead letters from {first} to {last}"
+    );
+
+    // Every other event arrived once, in the topic of its action.
+    let topics: Vec<String> = SIM_ACTIONS
+        .iter()
+        .filter(|a| **a != MISSING)
+        .map(|a| format!("audit.{a}"))
+        .collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let messages = consume_everything(&broker.brokers(), &names).await;
+    for m in &messages {
+        assert_eq!(
+            m.topic,
+            format!("audit.{}", m.payload["action"].as_str().unwrap())
+        );
+    }
+    let others: Vec<_> = truth
+        .iter()
+        .filter(|e| e.action.as_deref() != Some(MISSING))
+        .cloned()
+        .collect();
+    let lines: Vec<serde_json::Value> = messages.iter().map(|m| m.payload.clone()).collect();
+    compare(&others, &id_counts(&lines)).assert_exact();
+}
+
+/// `sample_events` with these actions and ids prefixed by `prefix`.
+fn events_with_actions(prefix: &str, actions: &[&str]) -> Vec<auditfwd_sink::Event> {
+    let mut events = sample_events("acme", actions.len());
+    for (e, action) in events.iter_mut().zip(actions) {
+        e.id = format!("{prefix}-{}", e.id);
+        e.action = action.to_string();
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_actions_become_legal_topic_names() {
+    let broker = Tansu::start();
+    let long = "x".repeat(300);
+    // (action, template, the topic it must land in), written out by hand.
+    let cases: Vec<(&str, &str, String)> = vec![
+        ("../x y", "audit.{action}", "audit..._x_y".into()),
+        ("ünï ✓ 日本", "audit.{action}", "audit._n______".into()),
+        (
+            &long,
+            "audit.{action}",
+            format!("audit.{}", "x".repeat(243)),
+        ),
+        ("..", "{action}", "unknown".into()),
+        (".", "{action}", "unknown".into()),
+    ];
+    assert_eq!(cases[2].2.len(), 249, "Kafka's longest topic name");
+    let topics: BTreeSet<&str> = cases.iter().map(|c| c.2.as_str()).collect();
+    for topic in &topics {
+        broker.create_topic(topic, 1);
+    }
+    let mut sent = HashMap::new();
+    for template in ["audit.{action}", "{action}"] {
+        let mut config = KafkaSinkConfig::new(&[&broker.brokers()]);
+        config.topic = template.into();
+        let mut sink = KafkaSink::new("kafka", config, vec!["acme".into()]).unwrap();
+        sink.healthcheck().await.unwrap();
+        let actions: Vec<&str> = cases
+            .iter()
+            .filter(|c| c.1 == template)
+            .map(|c| c.0)
+            .collect();
+        let batch = records(events_with_actions(template, &actions));
+        let result = tokio::time::timeout(Duration::from_secs(30), sink.deliver(&batch))
+            .await
+            .expect("delivered in time")
+            .unwrap_or_else(|e| panic!("{template}: {e}"));
+        assert!(result.rejected.is_empty(), "{:?}", result.rejected);
+        for r in &batch {
+            let payload: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            sent.insert(r.event.id.clone(), (r.event.action.clone(), payload));
+        }
+    }
+
+    let names: Vec<&str> = topics.iter().copied().collect();
+    let messages = consume_everything(&broker.brokers(), &names).await;
+    assert_eq!(messages.len(), cases.len(), "{messages:#?}");
+    for m in &messages {
+        let id = m.payload["id"].as_str().unwrap();
+        let (action, payload) = &sent[id];
+        let case = cases.iter().find(|c| c.0 == action).unwrap();
+        assert_eq!(m.topic, case.2, "action {action:?}");
+        assert_eq!(&m.payload, payload, "the bytes sent");
+        assert_eq!(&m.headers["action"], action, "the action header is intact");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templated_topics_are_capped_at_max_topics() {
+    let broker = Tansu::start();
+    let actions = ["A1", "A2", "A3", "A4", "A5", "A6"];
+    for a in actions {
+        broker.create_topic(&format!("audit.{a}"), 1);
+    }
+    let mut config = KafkaSinkConfig::new(&[&broker.brokers()]);
+    config.topic = "audit.{action}".into();
+    config.max_topics = 3;
+    let mut sink = KafkaSink::new("kafka", config, vec!["acme".into()]).unwrap();
+    sink.healthcheck().await.unwrap();
+
+    // Five distinct actions, twice: the first three topics are taken.
+    let first = records(events_with_actions(
+        "one",
+        &["A1", "A2", "A3", "A4", "A5", "A1", "A2", "A3", "A4", "A5"],
+    ));
+    let result = sink.deliver(&first).await.unwrap();
+    let rejected: Vec<usize> = result.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(rejected, [3, 4, 8, 9]);
+    for r in &result.rejected {
+        let topic = format!("audit.{}", first[r.index].event.action);
+        assert!(
+            r.reason.contains(&format!(
+                "topic `{topic}` would be one more than max_topics = 3"
+            )) && r.reason.contains("raise `max_topics`"),
+            "{}",
+            r.reason
+        );
+    }
+    // Later batches: the counted topics still work, no new one gets in.
+    let second = records(events_with_actions("two", &["A6", "A1", "A4", "A3"]));
+    let result = sink.deliver(&second).await.unwrap();
+    let rejected: Vec<usize> = result.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(rejected, [0, 2]);
+
+    let names: Vec<String> = actions.iter().map(|a| format!("audit.{a}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let messages = consume_everything(&broker.brokers(), &names).await;
+    let mut got: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m.topic.clone(),
+                m.payload["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = first
+        .iter()
+        .chain(&second)
+        .filter(|r| ["A1", "A2", "A3"].contains(&r.event.action.as_str()))
+        .map(|r| (format!("audit.{}", r.event.action), r.event.id.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    for m in &messages {
+        let sent = first
+            .iter()
+            .chain(&second)
+            .find(|r| r.event.id == m.payload["id"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            m.payload,
+            serde_json::from_slice::<serde_json::Value>(&sent.payload).unwrap()
+        );
+    }
 }

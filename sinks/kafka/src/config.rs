@@ -42,6 +42,22 @@ pub struct KafkaSinkConfig {
     /// Default 10s.
     #[serde(default = "default_healthcheck_timeout", deserialize_with = "duration")]
     pub healthcheck_timeout: Duration,
+    /// How long records for a topic that does not exist or that this client
+    /// may not write to are held back (the batch is retried and the sink's
+    /// health names the topic) before they go to the dead-letter file, so
+    /// that one unexpected topic can not stall the sources feeding this sink
+    /// for longer. Default 5m.
+    #[serde(
+        default = "default_missing_topic_timeout",
+        deserialize_with = "duration"
+    )]
+    pub missing_topic_timeout: Duration,
+    /// How many distinct topics a template with `{action}` or
+    /// `{entity_type}` may produce to since start; records that would need
+    /// one more go to the dead-letter file. Bounds what API data can do to
+    /// the cluster (topics auto-created by hostile actions). Default 100.
+    #[serde(default = "default_max_topics")]
+    pub max_topics: usize,
     /// librdkafka properties passed through verbatim (SASL, SSL, batching),
     /// e.g. `"security.protocol" = "SASL_SSL"`.
     #[serde(default)]
@@ -114,6 +130,12 @@ fn default_delivery_timeout() -> Duration {
 fn default_healthcheck_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_missing_topic_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_topics() -> usize {
+    100
+}
 
 /// Compression codecs librdkafka is built with here.
 pub const COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
@@ -149,6 +171,8 @@ impl KafkaSinkConfig {
             compression: default_compression(),
             delivery_timeout: default_delivery_timeout(),
             healthcheck_timeout: default_healthcheck_timeout(),
+            missing_topic_timeout: default_missing_topic_timeout(),
+            max_topics: default_max_topics(),
             librdkafka: BTreeMap::new(),
             unsafe_allow_weak_acks: false,
             unsafe_allow_non_idempotent: false,
@@ -202,6 +226,18 @@ impl KafkaSinkConfig {
             problems.push(ConfigProblem::new(
                 "delivery_timeout",
                 "must be at least 1s",
+            ));
+        }
+        if self.missing_topic_timeout < Duration::from_secs(1) {
+            problems.push(ConfigProblem::new(
+                "missing_topic_timeout",
+                "must be at least 1s (a topic that was just created can take a moment to show in metadata)",
+            ));
+        }
+        if self.max_topics == 0 {
+            problems.push(ConfigProblem::new(
+                "max_topics",
+                "must be at least 1; it caps the distinct topics a template with {action} or {entity_type} produces to",
             ));
         }
         for (key, value) in &self.librdkafka {
@@ -288,6 +324,9 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("headers", &self.headers)
             .field("compression", &self.compression)
             .field("delivery_timeout", &self.delivery_timeout)
+            .field("healthcheck_timeout", &self.healthcheck_timeout)
+            .field("missing_topic_timeout", &self.missing_topic_timeout)
+            .field("max_topics", &self.max_topics)
             .field("librdkafka", &passthrough)
             .field("unsafe_allow_weak_acks", &self.unsafe_allow_weak_acks)
             .field(
@@ -356,6 +395,27 @@ mod tests {
         );
         let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["brokers[0]", "topic", "key", "compression"]);
+    }
+
+    #[test]
+    fn topic_bounds_have_safe_defaults_and_are_checked_together() {
+        let c = parse("brokers = [\"k:9092\"]");
+        assert_eq!(c.missing_topic_timeout, Duration::from_secs(300));
+        assert_eq!(c.max_topics, 100);
+        let c = parse(
+            "brokers = [\"k:9092\"]\nmissing_topic_timeout = \"500ms\"\nmax_topics = 0\ndelivery_timeout = \"0s\"",
+        );
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            ["delivery_timeout", "missing_topic_timeout", "max_topics"]
+        );
+        let bad = toml::from_str::<KafkaSinkConfig>(
+            "brokers = [\"k:9092\"]\nmissing_topic_timeout = \"soon\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("write it like \"30s\""), "{bad}");
     }
 
     #[test]

@@ -8,17 +8,24 @@
 //! remembered and not produced again when the same batch comes back, so a
 //! partial failure does not duplicate them.
 //!
-//! Each distinct topic is checked against broker metadata once: a topic
-//! that does not exist (and is not auto-created) is reported as an operator
-//! error instead of surfacing as message timeouts.
+//! Each distinct topic is checked against broker metadata before the first
+//! message is produced to it. Records for a topic that does not exist or
+//! that this client may not write to are held back (the batch fails with an
+//! error naming the topic, so the pipeline retries it and reports the sink
+//! degraded) for at most `missing_topic_timeout`, then rejected with the
+//! reason: one unexpected topic delays the sources feeding this sink by at
+//! most that bound, and nothing is lost (the rules are in `topics.rs`). A
+//! template with `{action}` or `{entity_type}` reaches at most `max_topics`
+//! distinct topics; records beyond are rejected.
 #![deny(missing_docs)]
 
 mod config;
 mod topic;
+mod topics;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use auditfwd_sink::{Delivered, Record, Rejected, SCHEMA_VERSION, Sink, SinkError};
@@ -29,7 +36,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 pub use config::{COMPRESSIONS, KafkaSinkConfig, is_secret, toml_value};
-pub use topic::TopicTemplate;
+pub use topic::{MAX_TOPIC_LEN, TopicTemplate};
+use topics::{Topics, Verdict};
 
 /// Keeps librdkafka's recent errors (which name the broker and the cause,
 /// e.g. "Connect to ipv4#127.0.0.1:9092 failed: Connection refused") for
@@ -78,8 +86,8 @@ pub struct KafkaSink {
     context: Context,
     topic: TopicTemplate,
     sources: Vec<String>,
-    /// Topics whose metadata showed they exist.
-    known_topics: HashSet<String>,
+    /// Which topics exist, which are missing since when, and the cap.
+    topics: Topics,
     /// `(source, id)` of messages of the current batch that the cluster
     /// acknowledged in an attempt that failed as a whole.
     landed: HashSet<(String, String)>,
@@ -122,6 +130,16 @@ fn code_of(error: &KafkaError) -> Option<RDKafkaErrorCode> {
     error.rdkafka_error_code()
 }
 
+/// What broker metadata says.
+enum TopicMeta {
+    /// The cluster, with this many brokers.
+    Brokers(usize),
+    /// The topic exists and has partitions.
+    Exists,
+    /// The topic can not be written, and why.
+    Absent(RDKafkaErrorCode),
+}
+
 impl KafkaSink {
     /// Builds the producer (no connection yet). `sources` are the sources
     /// feeding this sink, used to name topics in the health check.
@@ -143,6 +161,8 @@ impl KafkaSink {
                 "kafka sink `{name}`: librdkafka refused the configuration ({e}); check the [sink.librdkafka] table"
             ))
         })?;
+        let cap = (!topic.per_source_only()).then_some(config.max_topics);
+        let topics = Topics::new(cap, config.missing_topic_timeout);
         Ok(Self {
             name,
             config,
@@ -150,7 +170,7 @@ impl KafkaSink {
             context,
             topic,
             sources,
-            known_topics: HashSet::new(),
+            topics,
             landed: HashSet::new(),
         })
     }
@@ -173,19 +193,24 @@ impl KafkaSink {
         &self,
         topic: Option<String>,
         timeout: Duration,
-    ) -> Result<Option<usize>, KafkaError> {
+    ) -> Result<TopicMeta, KafkaError> {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || {
             let metadata = producer
                 .client()
                 .fetch_metadata(topic.as_deref(), timeout)?;
             Ok(match topic {
-                None => Some(metadata.brokers().len()),
-                Some(t) => metadata
-                    .topics()
-                    .iter()
-                    .find(|m| m.name() == t && m.error().is_none() && !m.partitions().is_empty())
-                    .map(|m| m.partitions().len()),
+                None => TopicMeta::Brokers(metadata.brokers().len()),
+                Some(t) => match metadata.topics().iter().find(|m| m.name() == t) {
+                    None => TopicMeta::Absent(RDKafkaErrorCode::UnknownTopicOrPartition),
+                    Some(m) => match m.error() {
+                        Some(error) => TopicMeta::Absent(error.into()),
+                        None if m.partitions().is_empty() => {
+                            TopicMeta::Absent(RDKafkaErrorCode::UnknownTopicOrPartition)
+                        }
+                        None => TopicMeta::Exists,
+                    },
+                },
             })
         })
         .await
@@ -201,30 +226,115 @@ impl KafkaSink {
         ))
     }
 
-    fn missing_topic(&self, topic: &str) -> SinkError {
-        SinkError::permanent(format!(
-            "kafka sink `{}`: topic `{topic}` does not exist on brokers {} and was not created automatically; create it (e.g. `kafka-topics --create --topic {topic}`) or change `topic`",
-            self.name,
-            self.config.brokers.join(", ")
-        ))
+    /// What is wrong with `topic` and how to fix it.
+    fn topic_problem(&self, topic: &str, code: RDKafkaErrorCode) -> String {
+        let brokers = self.config.brokers.join(", ");
+        match code {
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => format!(
+                "topic `{topic}` does not exist on brokers {brokers} and was not created automatically; create it (e.g. `kafka-topics --create --topic {topic}`) or change `topic`"
+            ),
+            RDKafkaErrorCode::TopicAuthorizationFailed => format!(
+                "topic `{topic}` on brokers {brokers} is not authorised for this client ({code}); allow it Describe and Write on the topic in the cluster's ACLs, or change `topic`"
+            ),
+            _ => format!(
+                "topic `{topic}` on brokers {brokers} can not be written ({code}); create it or change `topic`"
+            ),
+        }
     }
 
-    /// Makes sure `topic` exists before producing to it.
-    async fn ensure_topic(&mut self, topic: &str) -> Result<(), SinkError> {
-        if self.known_topics.contains(topic) {
-            return Ok(());
-        }
+    /// Looks `topic` up for the start-up health check (which does not start
+    /// the wait: only deliveries do).
+    async fn check_topic(&mut self, topic: &str) -> Result<(), SinkError> {
         match self
             .metadata(Some(topic.to_string()), self.config.healthcheck_timeout)
             .await
         {
-            Ok(Some(_)) => {
-                self.known_topics.insert(topic.to_string());
+            Ok(TopicMeta::Exists) => {
+                self.topics.exists(topic);
                 Ok(())
             }
-            Ok(None) => Err(self.missing_topic(topic)),
+            Ok(TopicMeta::Absent(code)) => Err(SinkError::permanent(format!(
+                "kafka sink `{}`: {}",
+                self.name,
+                self.topic_problem(topic, code)
+            ))),
+            Ok(TopicMeta::Brokers(_)) => unreachable!("asked for a topic"),
             Err(e) => Err(self.unreachable(&e)),
         }
+    }
+
+    /// Looks up every topic of a batch the bookkeeping wants looked up;
+    /// returns the ones over the cap.
+    async fn look_up(&mut self, topics: &[String]) -> Result<HashSet<String>, SinkError> {
+        let mut over_cap = HashSet::new();
+        let mut seen = HashSet::new();
+        for topic in topics {
+            if !seen.insert(topic.as_str()) {
+                continue;
+            }
+            if !self.topics.admits(topic) {
+                over_cap.insert(topic.clone());
+                continue;
+            }
+            if !self.topics.needs_lookup(topic, Instant::now()) {
+                continue;
+            }
+            match self
+                .metadata(Some(topic.clone()), self.config.healthcheck_timeout)
+                .await
+            {
+                Ok(TopicMeta::Exists) => self.topics.exists(topic),
+                Ok(TopicMeta::Absent(code)) => self.topics.absent(topic, code, Instant::now()),
+                Ok(TopicMeta::Brokers(_)) => unreachable!("asked for a topic"),
+                Err(e) => return Err(self.unreachable(&e)),
+            }
+        }
+        Ok(over_cap)
+    }
+
+    /// The error that makes the pipeline retry a batch whose records for
+    /// unusable topics still wait: it names each topic and says when its
+    /// records go to the dead-letter file.
+    fn waiting(&self, waiting: &[(String, Instant, RDKafkaErrorCode, usize)]) -> SinkError {
+        let now = Instant::now();
+        let timeout = humantime::format_duration(self.config.missing_topic_timeout);
+        let topics: Vec<String> = waiting
+            .iter()
+            .map(|(topic, until, code, count)| {
+                let left = Duration::from_secs(until.saturating_duration_since(now).as_secs());
+                format!(
+                    "{}; its {count} record(s) wait {} more, then go to the dead-letter file (missing_topic_timeout = {timeout})",
+                    self.topic_problem(topic, *code),
+                    humantime::format_duration(left)
+                )
+            })
+            .collect();
+        let next = waiting
+            .iter()
+            .map(|(_, until, _, _)| until.saturating_duration_since(now))
+            .min()
+            .unwrap_or_default()
+            .min(topics::RECHECK_WAITING);
+        SinkError::transient(format!("kafka sink `{}`: {}", self.name, topics.join("; ")))
+            .with_retry_after(next)
+    }
+
+    /// Why a record of an unusable topic is rejected after the wait.
+    fn given_up(&self, topic: &str, code: RDKafkaErrorCode) -> String {
+        format!(
+            "kafka sink `{}`: gave up after missing_topic_timeout = {}: {}",
+            self.name,
+            humantime::format_duration(self.config.missing_topic_timeout),
+            self.topic_problem(topic, code)
+        )
+    }
+
+    /// Why a record beyond `max_topics` is rejected.
+    fn over_cap(&self, topic: &str) -> String {
+        format!(
+            "kafka sink `{}`: topic `{topic}` would be one more than max_topics = {} distinct topics from the template `{}`; raise `max_topics` if these topics are expected, or use a template with fewer distinct values",
+            self.name, self.config.max_topics, self.config.topic
+        )
     }
 
     fn headers(&self, record: &Record) -> OwnedHeaders {
@@ -261,14 +371,15 @@ impl Sink for KafkaSink {
 
     async fn healthcheck(&mut self) -> Result<(), SinkError> {
         let brokers = match self.metadata(None, self.config.healthcheck_timeout).await {
-            Ok(n) => n.unwrap_or(0),
+            Ok(TopicMeta::Brokers(n)) => n,
+            Ok(_) => 0,
             Err(e) => return Err(self.unreachable(&e)),
         };
         tracing::info!(sink = %self.name, brokers, "kafka cluster reachable");
         if self.topic.per_source_only() {
             for source in self.sources.clone() {
                 let topic = self.topic.render_with(&source, "", None);
-                self.ensure_topic(&topic).await?;
+                self.check_topic(&topic).await?;
             }
         }
         Ok(())
@@ -276,9 +387,7 @@ impl Sink for KafkaSink {
 
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
         let topics: Vec<String> = batch.iter().map(|r| self.topic.render(&r.event)).collect();
-        for topic in topics.iter().collect::<HashSet<_>>() {
-            self.ensure_topic(topic).await?;
-        }
+        let over_cap = self.look_up(&topics).await?;
         // Forget what landed in an earlier attempt of a different batch.
         let keys: HashSet<(String, String)> = batch
             .iter()
@@ -289,6 +398,11 @@ impl Sink for KafkaSink {
         let mut pending = Vec::with_capacity(batch.len());
         let mut delivered = Delivered::default();
         let mut failures: Vec<KafkaError> = Vec::new();
+        // Records held back because their topic is unusable, by index.
+        let mut held: Vec<usize> = Vec::new();
+        // Records whose topic the broker refused while producing.
+        let mut refused: Vec<(usize, RDKafkaErrorCode)> = Vec::new();
+        let now = Instant::now();
         for (index, record) in batch.iter().enumerate() {
             let event = &record.event;
             if self
@@ -297,10 +411,37 @@ impl Sink for KafkaSink {
             {
                 continue;
             }
+            let topic = &topics[index];
+            let verdict = if over_cap.contains(topic) {
+                Verdict::OverCap
+            } else {
+                self.topics.verdict(topic, now)
+            };
+            match verdict {
+                Verdict::Ready => {}
+                Verdict::Wait { .. } => {
+                    held.push(index);
+                    continue;
+                }
+                Verdict::GiveUp(code) => {
+                    delivered.rejected.push(Rejected {
+                        index,
+                        reason: self.given_up(topic, code),
+                    });
+                    continue;
+                }
+                Verdict::OverCap => {
+                    delivered.rejected.push(Rejected {
+                        index,
+                        reason: self.over_cap(topic),
+                    });
+                    continue;
+                }
+            }
             let key = (self.config.key != "none")
                 .then(|| event.field(&self.config.key))
                 .flatten();
-            let mut message = FutureRecord::to(&topics[index]).payload(&record.payload[..]);
+            let mut message = FutureRecord::to(topic).payload(&record.payload[..]);
             if let Some(key) = &key {
                 message = message.key(key.as_bytes());
             }
@@ -326,6 +467,9 @@ impl Sink for KafkaSink {
                                     reason: format!("kafka refused the message: {error}"),
                                 })
                             }
+                            Some(code) if topics::is_topic_problem(code) => {
+                                refused.push((index, code))
+                            }
                             _ => failures.push(error),
                         }
                         break;
@@ -344,31 +488,63 @@ impl Sink for KafkaSink {
                         index,
                         reason: format!("kafka refused the message: {error}"),
                     }),
+                    Some(code) if topics::is_topic_problem(code) => refused.push((index, code)),
                     _ => failures.push(error),
                 },
                 Err(_) => failures.push(KafkaError::Canceled),
             }
         }
-        if failures.is_empty() {
-            self.landed.clear();
-            delivered.rejected.sort_by_key(|r| r.index);
-            return Ok(delivered);
+        // A topic that metadata showed but the broker refused (deleted since,
+        // or Describe allowed but Write not): its records wait like those of
+        // a missing topic.
+        let now = Instant::now();
+        for &(index, code) in &refused {
+            self.topics.absent(&topics[index], code, now);
         }
-        let first = &failures[0];
-        let message = format!(
-            "kafka sink `{}`: {} of {} messages not acknowledged by brokers {} ({first}{})",
-            self.name,
-            failures.len(),
-            batch.len(),
-            self.config.brokers.join(", "),
-            self.last_broker_error()
-        );
-        Err(match code_of(first) {
-            Some(code) if needs_operator(code) => SinkError::permanent(format!(
-                "{message}; check the credentials and ACLs in [sink.librdkafka]"
-            )),
-            _ => SinkError::transient(message),
-        })
+        held.extend(refused.into_iter().map(|(index, _)| index));
+        held.sort_unstable();
+        // Records still waiting, per topic: (topic, deadline, why, count).
+        let mut waiting: Vec<(String, Instant, RDKafkaErrorCode, usize)> = Vec::new();
+        for index in held {
+            let topic = &topics[index];
+            match self.topics.verdict(topic, now) {
+                Verdict::Wait { until, code } => match waiting.iter_mut().find(|w| &w.0 == topic) {
+                    Some(w) => w.3 += 1,
+                    None => waiting.push((topic.clone(), until, code, 1)),
+                },
+                // The bound passed while this attempt ran.
+                Verdict::GiveUp(code) => delivered.rejected.push(Rejected {
+                    index,
+                    reason: self.given_up(topic, code),
+                }),
+                Verdict::Ready | Verdict::OverCap => {
+                    unreachable!("held records are of absent topics")
+                }
+            }
+        }
+        if !failures.is_empty() {
+            let first = &failures[0];
+            let message = format!(
+                "kafka sink `{}`: {} of {} messages not acknowledged by brokers {} ({first}{})",
+                self.name,
+                failures.len(),
+                batch.len(),
+                self.config.brokers.join(", "),
+                self.last_broker_error()
+            );
+            return Err(match code_of(first) {
+                Some(code) if needs_operator(code) => SinkError::permanent(format!(
+                    "{message}; check the credentials and ACLs in [sink.librdkafka]"
+                )),
+                _ => SinkError::transient(message),
+            });
+        }
+        if !waiting.is_empty() {
+            return Err(self.waiting(&waiting));
+        }
+        self.landed.clear();
+        delivered.rejected.sort_by_key(|r| r.index);
+        Ok(delivered)
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
