@@ -39,8 +39,15 @@ async fn delivers_everything_exactly_once(api: Api) {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
+    // Late events are at most 1.5 s late. A sweep reads `now - lookback`
+    // when it starts, so lookback must cover that lateness plus how long a
+    // sweep can take to start and reach the event under 429s, retries and
+    // a loaded CI machine (page caps make sweeps many requests long): with
+    // 4 s, CI saw 2 of 1,887 events missed in 2 of ~8 runs. See the note on
+    // sweep overlap in the README's limits.
     let setup = Setup {
         page_size: api.page_size,
+        lookback: "8s",
         extra_source: "max_body = \"2MiB\"",
         ..Setup::new(dir.path())
     };
