@@ -63,6 +63,19 @@ fn run(cmd: &str, args: &[&str]) {
     assert!(status.success(), "{cmd} {args:?} failed: {status}");
 }
 
+/// Whether to skip a test that mounts a tmpfs: only when not root and
+/// `AUDITFWD_SKIP_ROOT_TESTS` says so; otherwise not being root fails it.
+fn skip_without_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("AUDITFWD_SKIP_ROOT_TESTS").is_some(),
+        "this test mounts a tmpfs and needs root; set AUDITFWD_SKIP_ROOT_TESTS=1 to skip it"
+    );
+    true
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -130,11 +143,7 @@ fn id_counts_in(dir: &Path, strict: bool) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_delays_events_but_never_tears_or_repeats_a_batch() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("AUDITFWD_SKIP_ROOT_TESTS").is_some(),
-            "this test mounts a tmpfs and needs root; set AUDITFWD_SKIP_ROOT_TESTS=1 to skip it"
-        );
+    if skip_without_root() {
         return;
     }
     let sim = tenant(SimConfig {
@@ -236,11 +245,7 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_disk_holds_the_source_and_loses_nothing() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("AUDITFWD_SKIP_ROOT_TESTS").is_some(),
-            "this test mounts a tmpfs and needs root; set AUDITFWD_SKIP_ROOT_TESTS=1 to skip it"
-        );
+    if skip_without_root() {
         return;
     }
     let sim = tenant(SimConfig {
