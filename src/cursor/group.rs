@@ -12,9 +12,92 @@
 //! the members uniformly; the rounds stop once, since the last new member,
 //! the members were seen [`GROUP_SIGHTINGS`] times over (a member then
 //! escaped with probability about e^−14).
+//!
+//! **A stable order ends the rounds early.** Many APIs break ties the same
+//! way on every request (a hidden sequence, a primary key). When a round
+//! reads every member again in exactly the order the reading before it
+//! did, each page a run of consecutive members of that order, and one of
+//! its pages held at least [`STABLE_RUN`] members, the listing showed one
+//! fixed order to two readings at different alignments. A forward reading
+//! of a fixed order misses nothing (inserts only move members later, so
+//! consecutive pages overlap rather than gap), and the group is complete.
+//! A fresh random order passes this test with probability below
+//! 1 / [`STABLE_RUN`]! ≈ 3 × 10⁻⁷, the same order as the sightings rule.
 
 use super::{GROUP_SIGHTINGS, Shape};
-use crate::model::{EventKey, KeySet};
+use crate::model::{EventKey, KeyMap, KeySet};
+
+/// Members a round must see in one page, in the previous reading's order,
+/// to take the order as fixed (see the module documentation).
+pub(super) const STABLE_RUN: usize = 10;
+
+/// One reading of the group (the scan, or a round): its members in the
+/// order they came, compared with the reading before.
+#[derive(Debug, Clone, Default)]
+struct Reading {
+    /// Members in first-seen order.
+    order: Vec<EventKey>,
+    seen: KeySet,
+    /// Every member so far came in the previous reading's order, as
+    /// consecutive runs without a gap.
+    agrees: bool,
+    /// The previous reading's rank expected next.
+    expect: usize,
+    /// A page showed at least [`STABLE_RUN`] members in agreement.
+    long_run: bool,
+}
+
+impl Reading {
+    fn new() -> Self {
+        Self {
+            agrees: true,
+            ..Self::default()
+        }
+    }
+
+    /// Takes one page's members, in page order, against `previous` (ranks
+    /// of the previous reading; empty during the scan).
+    fn page(&mut self, members: &[EventKey], previous: &KeyMap<usize>) {
+        let mut run: Option<usize> = None;
+        let mut length = 0usize;
+        for key in members {
+            if self.seen.insert(*key) {
+                self.order.push(*key);
+            }
+            match previous.get(key) {
+                Some(&rank) => {
+                    let follows = match run {
+                        // A page may start before where the last one
+                        // ended (inserts ahead moved the group), never
+                        // after it.
+                        None => rank <= self.expect,
+                        Some(last) => rank == last + 1,
+                    };
+                    self.agrees &= follows;
+                    run = Some(rank);
+                    length += 1;
+                    self.expect = self.expect.max(rank + 1);
+                }
+                None => self.agrees = false,
+            }
+        }
+        self.long_run |= self.agrees && length >= STABLE_RUN;
+    }
+
+    /// Whether this reading saw every member of `previous`, all in its
+    /// order.
+    fn confirms(&self, previous: &KeyMap<usize>) -> bool {
+        self.agrees && self.long_run && self.expect == previous.len() && !previous.is_empty()
+    }
+
+    fn ranks(&self) -> KeyMap<usize> {
+        self.order
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i))
+            .collect()
+    }
+}
 
 /// The time of a "group" of elements whose time is unknown (a full page
 /// without one usable `created_at`).
@@ -67,6 +150,10 @@ pub(super) struct Group {
     /// Offset of the page where the group ended: read again afterwards.
     end: Option<u64>,
     rng: u64,
+    /// The reading in progress (the scan, then each round).
+    reading: Reading,
+    /// Ranks of the members in the last complete reading.
+    previous: KeyMap<usize>,
 }
 
 /// What one page inside a group leads to.
@@ -87,11 +174,16 @@ impl Group {
         keys: impl Iterator<Item = EventKey>,
         before: Option<i64>,
     ) -> Self {
+        let keys: Vec<EventKey> = keys.collect();
+        let mut reading = Reading::new();
+        reading.page(&keys, &KeyMap::default());
         Self {
             t,
             start: offset,
             begins: offset,
-            members: keys.collect(),
+            members: keys.into_iter().collect(),
+            reading,
+            previous: KeyMap::default(),
             neighbours: if t == UNKNOWN_TIME {
                 before.into_iter().collect()
             } else {
@@ -113,6 +205,12 @@ impl Group {
     /// the group was read).
     pub(super) fn end(&self) -> Option<u64> {
         self.end
+    }
+
+    /// Ends a reading: the next one is compared with it.
+    fn next_reading(&mut self) {
+        let done = std::mem::replace(&mut self.reading, Reading::new());
+        self.previous = done.ranks();
     }
 
     fn random(&mut self) -> u64 {
@@ -204,6 +302,8 @@ impl Group {
                 for i in &members {
                     self.members.insert(keys[*i]);
                 }
+                let member_keys: Vec<EventKey> = members.iter().map(|i| keys[*i]).collect();
+                self.reading.page(&member_keys, &KeyMap::default());
                 // The first reading goes on past a full page of members (and
                 // of elements of unknown time, which may be members) that
                 // ends on a member shown at its time. One ending on elements
@@ -242,6 +342,7 @@ impl Group {
                 let budget =
                     (3 * (GROUP_SIGHTINGS + 2) * (self.members.len() as u64 / cap.max(1) + 2))
                         .max(40);
+                self.next_reading();
                 self.phase = Phase::Rounds {
                     inside: false,
                     since_new: 0,
@@ -266,10 +367,23 @@ impl Group {
                         since_new += 1;
                     }
                 }
+                // Unknown times can not be ranked: only groups of one known
+                // time may end on a stable order.
+                if self.t != UNKNOWN_TIME {
+                    let member_keys: Vec<EventKey> = members.iter().map(|i| keys[*i]).collect();
+                    self.reading.page(&member_keys, &self.previous);
+                }
                 inside |= !members.is_empty();
                 let requests = requests + 1;
-                let confirmed = since_new >= GROUP_SIGHTINGS * self.members.len() as u64;
                 let round_over = ends_here && (inside || page.n == 0 || page.short);
+                let stable = round_over
+                    && self.t != UNKNOWN_TIME
+                    && self.reading.confirms(&self.previous)
+                    && self.reading.order.len() == self.members.len();
+                let confirmed = stable || since_new >= GROUP_SIGHTINGS * self.members.len() as u64;
+                if round_over {
+                    self.next_reading();
+                }
                 if round_over && confirmed || requests >= budget {
                     return Step {
                         next: None,

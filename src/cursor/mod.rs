@@ -81,7 +81,10 @@
 //! the group ends, then samples pages inside the group at varying offsets
 //! until it has seen every member [`GROUP_SIGHTINGS`] times over without
 //! finding a new one (with a fresh random order per request, the chance that
-//! a member escapes is below e^−14 ≈ 10⁻⁶). This is the one limit the
+//! a member escapes is below e^−14 ≈ 10⁻⁶). A round that shows every
+//! member in the order of the reading before it ends this early: the order
+//! is fixed, and a forward reading of a fixed order misses nothing (see
+//! `group`). This is the one limit the
 //! cursor can not beat: an API that returns a tie group larger than its
 //! page in an order that depends on `offset` but never varies can hide
 //! members for ever. Such groups are counted and logged.

@@ -622,6 +622,60 @@ fn a_tie_group_larger_than_a_page_in_a_fresh_order_per_request_is_read_whole() {
     }
 }
 
+/// A group larger than a page that the API returns in one fixed order is
+/// read once forward and once to confirm the order, not re-sampled until
+/// every member was seen [`GROUP_SIGHTINGS`] times (issue: cheap on the
+/// API); in a fresh order per request it still is.
+#[test]
+fn a_tie_group_in_a_fixed_order_is_confirmed_by_one_round() {
+    let requests = |ties: TieOrder| {
+        let mut listing = Listing::default();
+        let mut seq = 0;
+        for i in 0..30 {
+            listing.insert(1000 + i, seq, (format!("before{i}"), 1000 + i));
+            seq += 1;
+        }
+        for i in 0..250 {
+            listing.insert(5000, seq, (format!("bulk{i}"), 5000));
+            seq += 1;
+        }
+        let config = ListingConfig {
+            order: SortOrder::NewestFirst,
+            ties,
+            ..ListingConfig::default()
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut c = fresh();
+        c.begin_pass(at(1_000_000), PassKind::Sweep);
+        let (mut n, mut got, mut report) = (0, std::collections::HashSet::new(), None);
+        while let Next::Fetch(offset) = c.next() {
+            n += 1;
+            let (items, total) =
+                listing.page(&config, Some(-1), None, offset as usize, 40, &mut rng);
+            let items = items.into_iter().map(|(id, ms)| ev(&id, ms)).collect();
+            let mut p = page(offset, 40, items, 1_000_000);
+            p.total = total;
+            let b = batch(c.admit(p).unwrap());
+            got.extend(b.events.iter().map(|e| e.id.clone()));
+            report = report.or(b.stats.tie_group);
+            settle(&mut c, b);
+        }
+        assert_eq!(got.len(), 280, "{ties:?}: every event");
+        let report = report.expect("an oversized group was reported");
+        assert!(report.confirmed && report.size == 250, "{report:?}");
+        n
+    };
+    let fixed = requests(TieOrder::Stable);
+    let shuffled = requests(TieOrder::Shuffled);
+    // 280 events at 40 a page: 8 pages forward, 7 to confirm, a boundary.
+    assert!(fixed <= 20, "a fixed order took {fixed} requests");
+    eprintln!("fixed order: {fixed} requests, fresh order: {shuffled}");
+    assert!(
+        shuffled as u64 >= GROUP_SIGHTINGS * 250 / 40,
+        "a fresh order per request ended after {shuffled} requests"
+    );
+}
+
 /// A listing of `n` events, one every 50 ms, pairs of them on one
 /// millisecond.
 fn backfill_listing(n: usize) -> Listing<(String, i64)> {

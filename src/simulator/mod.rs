@@ -263,6 +263,8 @@ pub struct TruthEvent {
     pub id: Option<String>,
     /// True creation time, epoch ms.
     pub created_ms: i64,
+    /// When the listing first showed it, epoch ms.
+    pub visible_ms: i64,
     /// What the forwarder must do with it.
     pub expect: Expect,
     /// The action as served, when a string.
@@ -387,6 +389,7 @@ impl Simulator {
                 seq: e.seq,
                 id: e.id.clone(),
                 created_ms: e.created_ms,
+                visible_ms: e.visible_ms,
                 expect: e.expect,
                 action: e.action.clone(),
                 reused: e.reused,

@@ -93,6 +93,7 @@ mod tests {
             seq: 0,
             id: Some(id.into()),
             created_ms: 0,
+            visible_ms: 0,
             expect,
             action: None,
             reused: false,

@@ -36,7 +36,8 @@ pub struct SimEvent {
     pub id: Option<String>,
     /// The true creation time (ms), what `since` filters on.
     pub created_ms: i64,
-    /// When it became visible (ms).
+    /// When the listing first showed it (ms): the first request after it
+    /// was due.
     pub visible_ms: i64,
     /// The action as served (if a string).
     pub action: Option<String>,
@@ -212,7 +213,7 @@ impl World {
             {
                 // A bulk operation: many events on one millisecond.
                 for _ in 0..self.config.burst_size {
-                    self.insert(due, due);
+                    self.insert(due, now_ms);
                 }
                 continue;
             }
@@ -220,7 +221,7 @@ impl World {
                 .rng
                 .random_bool(self.config.future_ratio.clamp(0.0, 1.0))
             {
-                self.insert(FAR_FUTURE_MS, due);
+                self.insert(FAR_FUTURE_MS, now_ms);
                 continue;
             }
             let created = if self.rng.random_bool(self.config.tie_ratio) {
@@ -238,7 +239,7 @@ impl World {
             } else {
                 due
             };
-            self.insert(created, due);
+            self.insert(created, now_ms);
         }
     }
 

@@ -248,6 +248,7 @@ impl Poller {
         let now = Utc::now();
         let kind = self.cursor.due(now, self.config.late_sweep);
         let plan = self.cursor.begin_pass(now, kind);
+        tracing::debug!(source = %self.config.name, ?kind, since = %plan.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "pass begins");
         if plan.resumed {
             tracing::info!(source = %self.config.name, offset = ?self.cursor.next(), "resuming the pass a restart interrupted");
         }
@@ -378,6 +379,7 @@ impl Poller {
             );
         }
         let checkpoint = self.cursor.finish_pass();
+        tracing::debug!(source = %self.config.name, ?outcome, watermark_ms = ?self.cursor.state().watermark_ms, "pass ends");
         self.commit(checkpoint, shutdown).await?;
         Ok(outcome)
     }

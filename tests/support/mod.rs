@@ -27,6 +27,35 @@ pub async fn tenant(config: SimConfig) -> Simulator {
         .expect("simulator starts")
 }
 
+/// Logs to stderr when `AUDITFWD_TEST_LOG` holds a filter (e.g.
+/// `auditfwd=debug`), to see what the forwarder did in a failing test.
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("AUDITFWD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// Prints, for each missing id, when the tenant created it and when its
+/// listing first showed it (relative to `since_ms`), to tell a late event
+/// from a lost one.
+pub fn explain_missing(truth: &[TruthEvent], missing: &[String], since_ms: i64) {
+    for id in missing {
+        for e in truth.iter().filter(|e| e.id.as_deref() == Some(id)) {
+            eprintln!(
+                "missing {id}: seq {}, created at +{} ms, shown at +{} ms ({} ms late){}",
+                e.seq,
+                e.created_ms - since_ms,
+                e.visible_ms - since_ms,
+                e.visible_ms - e.created_ms,
+                if e.reused { ", reuses an id" } else { "" }
+            );
+        }
+    }
+}
+
 /// Settings of a test forwarder config.
 pub struct Setup<'a> {
     pub source: &'a str,
@@ -111,6 +140,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn start(app: App) -> Self {
+        log_if_asked();
         let app = app.with_sink_retry(RetryPolicy::FAST);
         let shutdown = CancellationToken::new();
         let metrics = app.metrics();
