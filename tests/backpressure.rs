@@ -30,6 +30,10 @@ fn route(name: &str) -> Route {
 fn setup(dir: &std::path::Path) -> Setup<'_> {
     Setup {
         extra: "actions = [\"NO_SUCH_ACTION\"]",
+        // Pages in order, each after the one before arrived, so that a
+        // batch's size is known ([`new_in_pages`]): a page fetched ahead
+        // overlaps the one before by two, not one.
+        extra_source: "prefetch = 0",
         ..Setup::new(dir)
     }
 }

@@ -141,8 +141,16 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
         ))));
         let truth = sim.truth();
         assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(60)).await);
+        let requests = sim.stats().requests;
         fwd.stop().await.unwrap();
         compare(&truth, &id_counts(&read_lines(&dir.path().join("out")))).assert_exact();
+        // Pages fetched ahead are used, not read again: 25 pages of 100,
+        // plus the page that ends the pass, the few fetched ahead past the
+        // end, and the polls while the test looked.
+        assert!(
+            requests <= 26 + 8 + 6,
+            "prefetch = {prefetch}: {requests} requests for 25 pages"
+        );
         let seen = sim.stats().max_in_flight;
         assert!(
             in_flight.contains(&seen),

@@ -110,7 +110,7 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_prefetch() -> u32 {
-    2
+    8
 }
 fn default_max_body() -> u64 {
     32 << 20
@@ -155,14 +155,17 @@ pub struct SourceConfig {
     pub request_timeout: Duration,
     /// Permit `http://` (only for the simulator and tests). Default false.
     pub allow_http: bool,
-    /// Pages fetched ahead while a backfill is delivered. Default 2.
+    /// Most pages fetched ahead while a backfill is delivered; the depth
+    /// follows the rate limit × the API's latency (see
+    /// [`crate::source::depth`]). Default 8; 0 turns prefetching off.
     pub prefetch: u32,
     /// Largest response body read (bytes); a larger page is asked again
     /// with a smaller `limit`. Default 32 MiB.
     pub max_body: u64,
     /// Requests per second to this tenant, enrichment included. Default 10.
     pub requests_per_second: NonZeroU32,
-    /// Burst allowance of the rate limit. Default = requests_per_second.
+    /// Burst allowance of the rate limit. Default: half of
+    /// requests_per_second, rounded up.
     pub burst: NonZeroU32,
     /// Backoff for 5xx, timeouts, resets and bad bodies.
     pub retry: RetryPolicy,
@@ -390,10 +393,14 @@ impl RawSource {
                 "must be at least 1".into(),
             );
         }
+        // Half the rate by default: an API's own limiter usually allows a
+        // burst of about its rate, and the half left keeps requests that
+        // arrive a little closer together than they were sent (network and
+        // scheduling jitter) from drawing a 429 at full speed.
         let burst = NonZeroU32::new(
             self.rate_limit
                 .burst
-                .unwrap_or(self.rate_limit.requests_per_second),
+                .unwrap_or(self.rate_limit.requests_per_second.div_ceil(2)),
         );
         if burst.is_none() {
             problem("rate_limit.burst", "must be at least 1".into());

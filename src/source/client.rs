@@ -43,6 +43,9 @@ pub struct Fetched {
     pub page: Page,
     /// The response's `Date` header, when present.
     pub server_date: Option<DateTime<Utc>>,
+    /// From sending the request to the last byte of the body (the rate
+    /// limiter's wait excluded): what sizes the prefetch depth.
+    pub latency: std::time::Duration,
 }
 
 /// Why a request failed, and whether to retry.
@@ -311,6 +314,11 @@ impl ApiClient {
     /// One rate-limited GET; returns the body of a 2xx response.
     pub async fn get(&self, url: reqwest::Url) -> Result<(bytes::Bytes, HeaderMap), FetchError> {
         self.limiter.until_ready().await;
+        self.get_now(url).await
+    }
+
+    /// One GET the limiter already admitted.
+    async fn get_now(&self, url: reqwest::Url) -> Result<(bytes::Bytes, HeaderMap), FetchError> {
         let response = self
             .http
             .get(url.clone())
@@ -426,14 +434,21 @@ impl ApiClient {
                 q.append_pair("action", action);
             }
         }
-        let (body, headers) = self.get(url).await?;
+        self.limiter.until_ready().await;
+        let sent = std::time::Instant::now();
+        let (body, headers) = self.get_now(url).await?;
+        let latency = sent.elapsed();
         let page = page::parse(&body)?;
         let server_date = headers
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
             .map(|d| d.with_timezone(&Utc));
-        Ok(Fetched { page, server_date })
+        Ok(Fetched {
+            page,
+            server_date,
+            latency,
+        })
     }
 }
 

@@ -5,7 +5,8 @@
 //! The cursor decides which offset to read and when a pass is over; the
 //! poller does the I/O. While a page is delivered, the next one is already
 //! being fetched (requested after the page before it arrived, so it chains
-//! by timing), and up to `prefetch` more are fetched ahead at offsets that
+//! by timing), and up to `prefetch` more (as many as the rate limit × the
+//! observed latency asks, see [`super::depth`]) are fetched ahead at offsets that
 //! overlap a little; the cursor accepts those only when they provably
 //! chain (see [`crate::cursor`]).
 //!
@@ -142,6 +143,7 @@ pub struct Poller {
     health: Health,
     console: Console,
     date_warned: bool,
+    depth: super::depth::Depth,
 }
 
 /// What a poller is built from, besides its cursor and store.
@@ -182,6 +184,7 @@ impl Poller {
             health: health.clone(),
         };
         let counters = SourceMetrics::new(&metrics, &Metrics::source(&config.name));
+        let depth = super::depth::Depth::new(config.prefetch, config.requests_per_second);
         Self {
             config,
             fetcher,
@@ -193,6 +196,7 @@ impl Poller {
             health,
             console,
             date_warned: false,
+            depth,
         }
     }
 
@@ -288,6 +292,7 @@ impl Poller {
                 ),
             };
             let ((fetched, used_limit), asked) = (fetched, asked);
+            self.depth.observe(fetched.latency);
             arrived += 1;
             let returned = fetched.page.items.len() as u64;
             let total = fetched.page.total;
@@ -331,11 +336,18 @@ impl Poller {
             // Fetch what comes next while this page is delivered.
             match batch.next() {
                 Next::Fetch(next) => {
-                    if inflight.front().is_none_or(|a| a.offset != next) {
+                    // A page fetched ahead that starts at `next` or a little
+                    // before it (lookahead leaves room for a witness) is
+                    // kept: it counts if it chains, else it is read again.
+                    let cap = self.cursor.page_cap().max(1);
+                    if inflight
+                        .front()
+                        .is_none_or(|a| a.offset > next || a.offset + cap <= next)
+                    {
                         inflight.clear();
                         inflight.push_back(self.spawn_fetch(query(next), arrived, shutdown));
                     }
-                    let depth = self.config.prefetch as usize;
+                    let depth = self.depth.ahead();
                     let have = inflight.len().saturating_sub(1);
                     if depth > have {
                         let last = inflight.back().map_or(next, |a| a.offset);
