@@ -301,11 +301,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let shutdown = CancellationToken::new();
             on_terminate(shutdown.clone());
+            // `auditfwd reload` finds the daemon here. Another daemon on
+            // this state directory is refused (its cursors are locked too);
+            // a pid file that can not be written (a full disk) only costs
+            // `auditfwd reload`: SIGHUP still works.
             let pid_file = match auditfwd::pidfile::PidFile::create(&config.state.dir) {
-                Ok(pid_file) => pid_file,
-                Err(error) => {
+                Ok(pid_file) => Some(pid_file),
+                Err(error @ auditfwd::pidfile::PidFileError::Taken { .. }) => {
                     eprintln!("error: {error}");
                     return Ok(ExitCode::from(1));
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "no pid file: `auditfwd reload` will not find this daemon; send SIGHUP to reload");
+                    None
                 }
             };
             let app = App::new(config)

@@ -22,7 +22,9 @@
 //!
 //! Sinks, `[state]` and `[telemetry]` are built once at start: a reload that
 //! changes them logs a warning naming what needs a restart. New sources go
-//! to the running sinks by the running sinks' `sources` lists.
+//! to the running sinks by the running sinks' `sources` lists; a reload
+//! that would start a source none of them takes is refused (its events
+//! would be acknowledged by no sink).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -318,17 +320,7 @@ impl Supervisor {
         tracing::info!(file = %file.display(), "reloading the configuration");
         let new = match load(file).await {
             Ok(new) => new,
-            Err(error) => {
-                tracing::error!(error = %error, "configuration reload refused; still running on the previous configuration");
-                self.count("refused");
-                self.health.set(
-                    "config",
-                    Status::Degraded(format!(
-                        "reload refused, running on the previous configuration: {error}"
-                    )),
-                );
-                return;
-            }
+            Err(error) => return self.refuse(&error),
         };
         for w in &new.warnings {
             tracing::warn!(file = %w.file_or(&self.reload_path()).display(), key = %w.key, "{}", w.message);
@@ -339,6 +331,26 @@ impl Supervisor {
                 sections = %plan.needs_restart.join(", "),
                 "configuration changes to these sections need a restart; this reload applies only the sources"
             );
+        }
+        // The running sinks route by their own `sources` lists: a source
+        // none of them takes would have its events acknowledged by nobody.
+        let orphans: Vec<&str> = plan
+            .added
+            .iter()
+            .chain(&plan.changed)
+            .map(String::as_str)
+            .filter(|name| {
+                !self.sinks.iter().any(|sink| {
+                    let sources = &sink.route().sources;
+                    sources.is_empty() || sources.iter().any(|s| s == name)
+                })
+            })
+            .collect();
+        if !orphans.is_empty() {
+            return self.refuse(&format!(
+                "no running sink takes events from source {}: a sink's `sources` list changes only at a restart; restart auditfwd to apply it",
+                orphans.join(", ")
+            ));
         }
         let by_name: HashMap<String, SourceConfig> = new
             .sources
@@ -393,6 +405,18 @@ impl Supervisor {
         self.config = new;
         self.count("applied");
         self.health.remove("config");
+    }
+
+    /// Keeps the running configuration and says why.
+    fn refuse(&self, error: &str) {
+        tracing::error!(error = %error, "configuration reload refused; still running on the previous configuration");
+        self.count("refused");
+        self.health.set(
+            "config",
+            Status::Degraded(format!(
+                "reload refused, running on the previous configuration: {error}"
+            )),
+        );
     }
 
     fn reload_path(&self) -> PathBuf {

@@ -468,3 +468,47 @@ async fn auditfwd_reload_signals_the_daemon_found_by_its_pid_file() {
     assert!(text.contains("source added; starting it"), "{text}");
     assert!(!text.contains(&globex.api_key()), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_whose_new_tenant_no_running_sink_takes_is_refused() {
+    let acme = tenant(live(100, 12)).await;
+    let globex = tenant(quiet(50, 13)).await;
+    let setup = Mssp::new();
+    let main = std::fs::read_to_string(setup.main()).unwrap();
+    std::fs::write(
+        setup.main(),
+        main.replace(
+            "type = \"file\"\n",
+            "type = \"file\"\nsources = [\"acme\"]\n",
+        ),
+    )
+    .unwrap();
+    setup.add("acme", &acme, "");
+    let fwd = setup.start();
+    assert!(all_delivered(&acme.truth(), &setup.out("acme"), Duration::from_secs(20)).await);
+
+    // The sink's list names the new tenant, but sinks change only at a
+    // restart: its events would reach no sink, so nothing starts.
+    std::fs::write(
+        setup.main(),
+        main.replace(
+            "type = \"file\"\n",
+            "type = \"file\"\nsources = [\"acme\", \"globex\"]\n",
+        ),
+    )
+    .unwrap();
+    setup.add("globex", &globex, "");
+    reload(&fwd, "refused", 1).await;
+    let Some(Status::Degraded(reason)) = fwd.health.get("config") else {
+        panic!("no config health: {:?}", fwd.health.snapshot());
+    };
+    assert!(
+        reason.contains("no running sink takes events from source globex"),
+        "{reason}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(globex.stats().requests, 0);
+    assert_eq!(starts(&fwd.metrics, "acme"), 1);
+    exact(&acme, &setup.out("acme")).await;
+    fwd.stop().await.unwrap();
+}

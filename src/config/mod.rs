@@ -1,10 +1,13 @@
 //! Configuration: TOML → raw serde structs → validated config.
 //!
-//! Loading reads the file, interpolates `${ENV}` in string values, and
-//! validates every `[[source]]`, `[[sink]]`, `[state]` and `[telemetry]`
-//! table. Validation does no network or output I/O (only `api_key_file` and
-//! the PEM files of `[source.tls]` are read) and reports **every** problem at
-//! once, each naming the file, the key path (`sink[1].path`) and the fix.
+//! Loading reads the file and the tenant files of its `sources_dir` (one
+//! `[source]` each, see `tenants.rs`), interpolates `${ENV}` in string
+//! values, merges `[source_defaults]` under every source, and validates
+//! every source, `[[sink]]`, `[state]` and `[telemetry]` table.
+//! Validation does no network or output I/O (only `sources_dir`,
+//! `api_key_file` and the PEM files of `[source.tls]` are read) and reports
+//! **every** problem at once, each naming the file, the key path
+//! (`sink[1].path`) and the fix.
 //! Opening clients, files and sockets is the next step, done by
 //! [`crate::app`].
 
