@@ -164,7 +164,9 @@ Exit status: 0 stopped by a signal, 1 runtime failure, 2 configuration error.";
 
     pub const CHECK: &str = "\
 Examples:
-  # Before a (re)start: parse, validate, reach every API, broker and receiver
+  # Before a (re)start or reload: parse and validate the file and every tenant
+  # file of its sources_dir (every problem of every file), reach every API,
+  # broker and receiver
   auditfwd check -c /etc/auditfwd/auditfwd.toml
 
 Exit status: 0 all reachable, 1 something failed (each line says what),

@@ -443,3 +443,52 @@ async fn load(file: PathBuf) -> Result<Config, String> {
     crate::limits::prepare(&config).map_err(|e| e.to_string())?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sources: &[(&str, &str)], sink_extra: &str) -> Config {
+        let mut text = format!("[[sink]]\nname = \"out\"\ntype = \"stdout\"\n{sink_extra}\n");
+        for (name, extra) in sources {
+            text.push_str(&format!(
+                "[[source]]\nname = \"{name}\"\nbase_url = \"https://{name}.example.com\"\napi_key = \"k\"\n{extra}\n"
+            ));
+        }
+        Config::parse(&text, Path::new("t.toml"), Path::new("."), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_reload_is_planned_source_by_source() {
+        let old = config(
+            &[
+                ("kept", ""),
+                ("gone", ""),
+                ("tuned", "poll_interval = \"1m\""),
+            ],
+            "",
+        );
+        let new = config(
+            &[
+                ("tuned", "poll_interval = \"2m\""),
+                ("kept", ""),
+                ("new", ""),
+            ],
+            "format = \"ecs\"",
+        );
+        assert_eq!(
+            plan(&old, &new),
+            ReloadPlan {
+                added: vec!["new".into()],
+                removed: vec!["gone".into()],
+                changed: vec!["tuned".into()],
+                unchanged: vec!["kept".into()],
+                needs_restart: vec!["sink"],
+            }
+        );
+        let same = plan(&old, &old.clone());
+        assert_eq!(same.unchanged.len(), 3);
+        assert!(same.added.is_empty() && same.changed.is_empty() && same.needs_restart.is_empty());
+    }
+}
