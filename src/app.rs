@@ -1,18 +1,21 @@
 //! Wiring: builds sinks, cursors, clients and pipelines from a validated
 //! [`Config`] and runs them until shutdown.
 //!
-//! `App::run(shutdown)` is the whole daemon. On shutdown every source
-//! finishes the batch in flight and checkpoints, then every sink flushes.
+//! `App::run(shutdown)` is the whole daemon. Sinks are built once; the
+//! sources run under a [`crate::supervisor::Supervisor`], which also
+//! applies reloads ([`Control::Reload`]) source by source. On shutdown every
+//! source finishes the batch in flight and checkpoints, then every sink
+//! flushes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use auditfwd_sink::Sink;
 use chrono::Utc;
 use tokio::sync::broadcast;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SourceConfig, StateConfig};
 use crate::cursor::store::{FileStore, StateStore, StoreError};
 use crate::cursor::{Cursor, CursorState};
 use crate::deadletter::DeadLetterFile;
@@ -22,6 +25,7 @@ use crate::retry::RetryPolicy;
 use crate::sinks;
 use crate::source::client::ApiClient;
 use crate::source::poller::{Poller, PollerParts};
+use crate::supervisor::{Supervisor, SupervisorError, SupervisorParts};
 use crate::telemetry::{self, Console, Health, Metrics, Status};
 
 /// Why the daemon could not run.
@@ -39,8 +43,8 @@ pub enum AppError {
         message: String,
     },
     /// Every source stopped on an error; nothing is left to do.
-    #[error("every source stopped on an error: {0}")]
-    AllSourcesFailed(String),
+    #[error(transparent)]
+    Sources(#[from] SupervisorError),
     /// The metrics listener could not bind.
     #[error("cannot listen on {addr} for metrics ({error}); change telemetry.listen")]
     Listen {
@@ -60,6 +64,7 @@ pub struct App {
     control: broadcast::Sender<Control>,
     sink_retry: RetryPolicy,
     console: Console,
+    reload_from: Option<PathBuf>,
 }
 
 impl App {
@@ -73,7 +78,16 @@ impl App {
             control: broadcast::channel(4).0,
             sink_retry: RetryPolicy::DEFAULT,
             console: Console::default(),
+            reload_from: None,
         }
+    }
+
+    /// Re-reads `file` (the file `config` came from, with its
+    /// `sources_dir`) on [`Control::Reload`]. Without it a reload is
+    /// refused with a warning.
+    pub fn reload_from(mut self, file: impl Into<PathBuf>) -> Self {
+        self.reload_from = Some(file.into());
+        self
     }
 
     /// Adds a sink built elsewhere (tests, embedding).
@@ -105,7 +119,7 @@ impl App {
         self.health.clone()
     }
 
-    /// Sends signals (reopen) to every sink.
+    /// Sends signals: reopen to every sink, reload to the sources.
     pub fn control(&self) -> broadcast::Sender<Control> {
         self.control.clone()
     }
@@ -120,6 +134,7 @@ impl App {
             control,
             sink_retry,
             console,
+            reload_from,
         } = self;
 
         if let Some(addr) = config.telemetry.listen {
@@ -165,64 +180,42 @@ impl App {
             sink_tasks.push(task);
         }
 
-        // Sources.
-        let mut pollers = JoinSet::new();
-        let mut start_failures = Vec::new();
-        for source in &config.sources {
-            match start_source(
-                source, &config, &handles, &metrics, &health, &console, &shutdown,
-            ) {
-                Ok(poller) => {
-                    let shutdown = shutdown.clone();
-                    pollers.spawn(poller.run(shutdown));
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "source can not start; other sources continue");
-                    health.set(
-                        &format!("source:{}", source.name),
-                        Status::Failed(error.to_string()),
-                    );
-                    start_failures.push(error.to_string());
-                }
-            }
-        }
-        drop(handles);
-
-        let mut failures: Vec<String> = start_failures;
-        let mut clean_exits = 0;
-        while let Some(result) = pollers.join_next().await {
-            match result {
-                Ok(Ok(())) => clean_exits += 1,
-                Ok(Err(error)) => failures.push(error.to_string()),
-                Err(join) => failures.push(format!("a source task panicked: {join}")),
-            }
-        }
-        drop(pollers);
+        // Sources: the supervisor owns the sink handles, so the sinks stop
+        // once it returned (every poller ended) and dropped them.
+        let supervisor = Supervisor::new(SupervisorParts {
+            config,
+            sinks: handles,
+            metrics,
+            health,
+            console,
+            shutdown,
+            reload_from,
+        });
+        let result = supervisor.run(control.subscribe()).await;
         for task in sink_tasks {
             let _ = task.await;
         }
-        if clean_exits == 0 && !failures.is_empty() {
-            return Err(AppError::AllSourcesFailed(failures.join("; ")));
-        }
-        Ok(())
+        result.map_err(AppError::from)
     }
 }
 
-fn start_source(
+/// Builds the poller of `source`: its cursor (loaded, or started at
+/// `start_at`), client, enrichment and pipeline. `stop` drains it.
+pub(crate) fn start_source(
     source: &SourceConfig,
-    config: &Config,
+    state_config: &StateConfig,
     sinks: &[SinkHandle],
     metrics: &Metrics,
     health: &Health,
     console: &Console,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> Result<Poller, AppError> {
     let fail = |message: String| AppError::SourceStart {
         source_name: source.name.clone(),
         message,
     };
     let mut store =
-        FileStore::open(&config.state.dir, &source.name).map_err(|e| fail(e.to_string()))?;
+        FileStore::open(&state_config.dir, &source.name).map_err(|e| fail(e.to_string()))?;
     let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
     let cursor = Cursor::new(state, source.lookback);
     let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
@@ -241,14 +234,14 @@ fn start_source(
             health.clone(),
         )
     });
-    let dead_letter = DeadLetterFile::new(&config.state.dead_letter_dir(), &source.name);
+    let dead_letter = DeadLetterFile::new(&state_config.dead_letter_dir(), &source.name);
     let pipeline = Pipeline::new(
         &source.name,
         sinks,
         dead_letter,
         metrics.clone(),
         source.retry,
-        shutdown.clone(),
+        stop.clone(),
     );
     Ok(Poller::new(
         PollerParts {

@@ -14,6 +14,7 @@
 //! - [`pipeline`]: fan-out to sinks and acknowledgements;
 //! - [`deadletter`]: events that can not be forwarded, kept with the reason;
 //! - [`app`]: wiring it all from a [`config::Config`];
+//! - [`supervisor`]: the running sources, and reloads applied per source;
 //! - [`simulator`]: the simulated tenant used by tests and the demo.
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod format;
 pub mod limits;
 pub mod model;
 pub mod normalize;
+pub mod pidfile;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod retry;
@@ -35,4 +37,5 @@ pub mod simulator;
 pub mod sinks;
 pub mod source;
 pub mod state_cmd;
+pub mod supervisor;
 pub mod telemetry;

@@ -40,10 +40,19 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Validate the configuration and reach every API, broker and receiver.
+    /// Validate the configuration (and every tenant file) and reach every
+    /// API, broker and receiver.
     #[command(after_help = help::CHECK)]
     Check {
         /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Make the running daemon re-read its configuration (SIGHUP to the
+    /// pid in the state directory), after checking the configuration.
+    #[command(after_help = help::RELOAD)]
+    Reload {
+        /// Configuration file (the one the daemon runs with).
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -147,17 +156,30 @@ Examples:
 
 Signals: SIGTERM or SIGINT finishes the batch in flight, saves the cursors and
 exits (a second one exits at once); SIGHUP makes file sinks reopen their files
-(after logrotate moved them). The configuration is read only at start.
+(after logrotate moved them) and re-reads the configuration: added, removed
+and changed sources are started, drained or restarted, each alone (sinks,
+[state] and [telemetry] need a restart). The pid is in {state.dir}/auditfwd.pid.
 
 Exit status: 0 stopped by a signal, 1 runtime failure, 2 configuration error.";
 
     pub const CHECK: &str = "\
 Examples:
-  # Before a (re)start: parse, validate, reach every API, broker and receiver
+  # Before a (re)start or reload: parse and validate the file and every tenant
+  # file of its sources_dir (every problem of every file), reach every API,
+  # broker and receiver
   auditfwd check -c /etc/auditfwd/auditfwd.toml
 
 Exit status: 0 all reachable, 1 something failed (each line says what),
 2 configuration error.";
+
+    pub const RELOAD: &str = "\
+Examples:
+  # After adding, changing or removing a file in sources_dir
+  auditfwd reload -c /etc/auditfwd/auditfwd.toml
+
+An invalid configuration is reported (every problem, in every file) and not
+sent; the daemon goes on with the old one either way.
+Exit status: 0 sent, 1 no daemon found, 2 configuration error.";
 
     pub const STATE: &str = "\
 Examples:
@@ -204,7 +226,12 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         ExitCode::from(2)
     })?;
     for w in &config.warnings {
-        eprintln!("warning: {}: {}: {}", path.display(), w.key, w.message);
+        eprintln!(
+            "warning: {}: {}: {}",
+            w.file_or(path).display(),
+            w.key,
+            w.message
+        );
     }
     Ok(config)
 }
@@ -264,7 +291,8 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Run { config } => {
-            let config = match load(&config) {
+            let config_path = config;
+            let config = match load(&config_path) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
@@ -275,17 +303,39 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let shutdown = CancellationToken::new();
             on_terminate(shutdown.clone());
-            let app = App::new(config).with_console(console);
+            // `auditfwd reload` finds the daemon here. Another daemon on
+            // this state directory is refused (its cursors are locked too);
+            // a pid file that can not be written (a full disk) only costs
+            // `auditfwd reload`: SIGHUP still works.
+            let pid_file = match auditfwd::pidfile::PidFile::create(&config.state.dir) {
+                Ok(pid_file) => Some(pid_file),
+                Err(error @ auditfwd::pidfile::PidFileError::Taken { .. }) => {
+                    eprintln!("error: {error}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "no pid file: `auditfwd reload` will not find this daemon; send SIGHUP to reload");
+                    None
+                }
+            };
+            let app = App::new(config)
+                .with_console(console)
+                .reload_from(&config_path);
             let control = app.control();
             tokio::spawn(async move {
                 use tokio::signal::unix::{SignalKind, signal};
                 let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
                 while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reopening sink outputs");
+                    tracing::info!(
+                        "SIGHUP: reopening sink outputs and reloading the configuration"
+                    );
                     let _ = control.send(Control::Reopen);
+                    let _ = control.send(Control::Reload);
                 }
             });
-            app.run(shutdown).await.context("auditfwd stopped")?;
+            let result = app.run(shutdown).await;
+            drop(pid_file);
+            result.context("auditfwd stopped")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
@@ -304,6 +354,30 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Reload { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let pid = match auditfwd::pidfile::running(&config.state.dir) {
+                Ok(pid) => pid,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            // SAFETY: kill(2) with a pid read from the locked pid file; no
+            // memory is involved.
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
+                eprintln!(
+                    "error: cannot signal auditfwd (pid {pid}): {}",
+                    std::io::Error::last_os_error()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            println!("sent SIGHUP to auditfwd (pid {pid}); its log says what the reload changed");
+            Ok(ExitCode::SUCCESS)
         }
         Command::State { action } => {
             let (config, result) = match action {

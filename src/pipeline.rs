@@ -41,11 +41,14 @@ pub struct Route {
     pub sources: Vec<String>,
 }
 
-/// Signals to every sink task.
+/// Signals to the running forwarder (SIGHUP sends both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// Reopen files and connections (SIGHUP).
+    /// Sinks reopen files and connections.
     Reopen,
+    /// The sources are reconciled with the configuration file read again
+    /// (see [`crate::supervisor`]); sinks ignore it.
+    Reload,
 }
 
 /// The batch was not acknowledged because auditfwd is shutting down while a

@@ -139,6 +139,13 @@ pub struct RequestLabel {
     pub outcome: String,
 }
 
+/// Labels of outcomes without a source (configuration reloads).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `applied` or `refused`.
+    pub outcome: String,
+}
+
 /// Labels of per-sink metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabel {
@@ -182,6 +189,11 @@ pub struct Metrics {
     pub sink_truncated: Family<SinkLabel, Counter>,
     /// Enrichment lookups by outcome (`hit`, `miss`, `not_found`, `error`).
     pub enrich_lookups: Family<RequestLabel, Counter>,
+    /// Times a source's poller started: 1 at start, one more for each
+    /// restart a reload caused (a changed source) or retried.
+    pub source_starts: Family<SourceLabel, Counter>,
+    /// Configuration reloads by outcome (`applied`, `refused`).
+    pub config_reloads: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -247,6 +259,14 @@ impl Metrics {
             "Records delivered cut to a size limit (kept whole in the dead-letter file)"
         );
         let enrich_lookups = reg!("enrich_lookups", "User enrichment lookups by outcome");
+        let source_starts = reg!(
+            "source_starts",
+            "Times a source's poller started (at start and when a reload restarted it)"
+        );
+        let config_reloads = reg!(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by outcome: applied, or refused (the old configuration stays)"
+        );
         Self {
             registry: Arc::new(registry),
             events_received,
@@ -265,6 +285,8 @@ impl Metrics {
             sink_errors,
             sink_truncated,
             enrich_lookups,
+            source_starts,
+            config_reloads,
         }
     }
 
@@ -324,6 +346,14 @@ impl Health {
         if map.get(component) != Some(&status) {
             map.insert(component.to_string(), status);
         }
+    }
+
+    /// Takes `component` off the board (a source a reload removed).
+    pub fn remove(&self, component: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(component);
     }
 
     /// The status of `component`, if it reported one.

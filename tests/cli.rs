@@ -446,6 +446,38 @@ fn every_example_config_is_valid() {
         seen += 1;
     }
     assert!(seen >= 2, "examples/ holds {seen} configs");
+    // A layout in a directory of its own (examples/mssp/): its main file,
+    // with every tenant file of its sources_dir.
+    let mut layouts = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let main = entry.unwrap().path().join("auditfwd.toml");
+        if !main.is_file() {
+            continue;
+        }
+        let config = Config::load_with_env(&main, &|name| Some(format!("value-of-{name}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(sources_dir) = &config.sources_dir {
+            let tenant_files = std::fs::read_dir(sources_dir)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".toml") && !name.starts_with('.')
+                })
+                .count();
+            let from_files = config
+                .sources
+                .iter()
+                .filter(|s| s.defined_in.is_some())
+                .count();
+            assert_eq!(from_files, tenant_files, "{}", main.display());
+        }
+        layouts += 1;
+    }
+    assert!(
+        layouts >= 1,
+        "examples/ holds {layouts} layouts in directories"
+    );
 }
 
 /// Runs `auditfwd run -c config` with open-files limits `soft`/`hard`.

@@ -18,6 +18,7 @@ mod http_client;
 mod kafka;
 mod packaging;
 mod readme;
+mod reload;
 mod restart;
 mod source_errors;
 mod state_repair;

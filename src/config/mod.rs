@@ -1,10 +1,13 @@
 //! Configuration: TOML → raw serde structs → validated config.
 //!
-//! Loading reads the file, interpolates `${ENV}` in string values, and
-//! validates every `[[source]]`, `[[sink]]`, `[state]` and `[telemetry]`
-//! table. Validation does no network or output I/O (only `api_key_file` and
-//! the PEM files of `[source.tls]` are read) and reports **every** problem at
-//! once, each naming the file, the key path (`sink[1].path`) and the fix.
+//! Loading reads the file and the tenant files of its `sources_dir` (one
+//! `[source]` each, see `tenants.rs`), interpolates `${ENV}` in string
+//! values, merges `[source_defaults]` under every source, and validates
+//! every source, `[[sink]]`, `[state]` and `[telemetry]` table.
+//! Validation does no network or output I/O (only `sources_dir`,
+//! `api_key_file` and the PEM files of `[source.tls]` are read) and reports
+//! **every** problem at once, each naming the file, the key path
+//! (`sink[1].path`) and the fix.
 //! Opening clients, files and sockets is the next step, done by
 //! [`crate::app`].
 
@@ -13,6 +16,7 @@ mod env;
 mod http;
 mod sink;
 mod source;
+mod tenants;
 mod types;
 
 use std::fmt;
@@ -25,6 +29,7 @@ pub use enrich::EnrichConfig;
 pub use http::{ProxyUrl, TlsConfig};
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
 pub use source::{MAX_PAGE_SIZE, SourceConfig};
+pub use tenants::Fingerprint;
 pub use types::{Secret, StartAt};
 
 /// A complete, validated configuration.
@@ -41,6 +46,27 @@ pub struct Config {
     /// What is allowed but unwise (e.g. an API key file other users may
     /// read); printed at start and by `check`.
     pub warnings: Vec<Problem>,
+    /// `sources_dir`, resolved: one file per tenant. Default: none.
+    pub sources_dir: Option<PathBuf>,
+    /// Digests of the sections a reload does not apply (`sink`, `state`,
+    /// `telemetry`), to tell when one changed.
+    pub restart_only: Vec<(&'static str, Fingerprint)>,
+}
+
+impl Config {
+    /// The sections a reload to `new` would change but can not apply
+    /// (they need a restart).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        self.restart_only
+            .iter()
+            .filter(|(section, digest)| {
+                !new.restart_only
+                    .iter()
+                    .any(|(s, d)| s == section && d == digest)
+            })
+            .map(|(section, _)| *section)
+            .collect()
+    }
 }
 
 /// `[state]`.
@@ -123,6 +149,8 @@ pub enum LogFormat {
 /// One configuration problem: where and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The tenant file (in `sources_dir`) it is in; `None`: the main file.
+    pub file: Option<PathBuf>,
     /// Key path, e.g. `source[0].page_size`.
     pub key: String,
     /// What is wrong and how to fix it.
@@ -132,9 +160,23 @@ pub struct Problem {
 impl Problem {
     pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
+            file: None,
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// The same problem, found in the tenant file `file`.
+    pub(crate) fn in_file(self, file: &Path) -> Self {
+        Self {
+            file: Some(file.to_path_buf()),
+            ..self
+        }
+    }
+
+    /// The file it is in: `file`, or `main` for the main file.
+    pub fn file_or<'a>(&'a self, main: &'a Path) -> &'a Path {
+        self.file.as_deref().unwrap_or(main)
     }
 }
 
@@ -142,26 +184,49 @@ impl Problem {
 /// file they are in.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
-    /// The configuration file.
+    /// The main configuration file.
     pub file: PathBuf,
-    /// Every problem found.
+    /// Every problem found, in the main file and in every tenant file.
     pub problems: Vec<Problem>,
 }
 
 impl fmt::Display for ConfigError {
+    /// One block per file, the main file first: `file: N configuration
+    /// problems` and a line per problem.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(
-            f,
-            "{}: {n} configuration problem{}",
-            self.file.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
+        let mut files: Vec<Option<&Path>> = Vec::new();
         for p in &self.problems {
-            if p.key.is_empty() {
-                write!(f, "\n  - {}", p.message)?;
-            } else {
-                write!(f, "\n  - {}: {}", p.key, p.message)?;
+            if !files.contains(&p.file.as_deref()) {
+                files.push(p.file.as_deref());
+            }
+        }
+        // The main file first, then tenant files by name.
+        files.sort();
+        if files.is_empty() {
+            files.push(None);
+        }
+        for (i, file) in files.into_iter().enumerate() {
+            let problems: Vec<&Problem> = self
+                .problems
+                .iter()
+                .filter(|p| p.file.as_deref() == file)
+                .collect();
+            let n = problems.len();
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}: {n} configuration problem{}",
+                file.unwrap_or(&self.file).display(),
+                if n == 1 { "" } else { "s" }
+            )?;
+            for p in problems {
+                if p.key.is_empty() {
+                    write!(f, "\n  - {}", p.message)?;
+                } else {
+                    write!(f, "\n  - {}: {}", p.key, p.message)?;
+                }
             }
         }
         Ok(())
@@ -241,12 +306,27 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
     )
 }
 
-const TOP_LEVEL: &[&str] = &["source", "sink", "state", "telemetry"];
+const TOP_LEVEL: &[&str] = &[
+    "source",
+    "sources_dir",
+    "source_defaults",
+    "sink",
+    "state",
+    "telemetry",
+];
 
 impl Config {
-    /// Loads and validates a configuration file, reading `${ENV}` from the
-    /// process environment.
+    /// Loads and validates a configuration file and the tenant files of
+    /// its `sources_dir`, reading `${ENV}` from the process environment.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with `env` looking up `${VAR}`.
+    pub fn load_with_env(
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             problems: vec![Problem::new(
@@ -255,11 +335,12 @@ impl Config {
             )],
         })?;
         let base_dir = file.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, file, base_dir, &|name| std::env::var(name).ok())
+        Self::parse(&text, file, base_dir, env)
     }
 
     /// Parses configuration text. `file` is used in messages, `base_dir`
-    /// resolves relative `api_key_file` paths, `env` looks up `${VAR}`.
+    /// resolves relative paths (`sources_dir`, `api_key_file`, TLS files,
+    /// in tenant files too), `env` looks up `${VAR}`.
     pub fn parse(
         text: &str,
         file: &Path,
@@ -296,18 +377,91 @@ impl Config {
                 ));
             }
         }
+        let restart_only = ["sink", "state", "telemetry"]
+            .into_iter()
+            .map(|section| (section, Fingerprint::of_value(doc.get(section))))
+            .collect();
+
+        let sources_dir = match doc.remove("sources_dir") {
+            None => None,
+            Some(toml::Value::String(dir)) => Some(base_dir.join(dir)),
+            Some(other) => {
+                problems.push(Problem::new(
+                    "sources_dir",
+                    format!(
+                        "must be a string, found {}; write sources_dir = \"/etc/auditfwd/sources.d\"",
+                        other.type_str()
+                    ),
+                ));
+                None
+            }
+        };
+        let defaults = match doc.remove("source_defaults") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(defaults)) => defaults,
+            Some(other) => {
+                problems.push(Problem::new(
+                    "source_defaults",
+                    format!(
+                        "must be a table, found {}; write [source_defaults]",
+                        other.type_str()
+                    ),
+                ));
+                toml::Table::new()
+            }
+        };
+        if defaults.contains_key("name") {
+            problems.push(Problem::new(
+                "source_defaults.name",
+                "every source would have the same name; name each source in its own table",
+            ));
+        }
+
+        let mut entries: Vec<tenants::SourceEntry> =
+            array_of_tables(doc.remove("source"), "source", &mut problems)
+                .into_iter()
+                .map(|(i, table)| tenants::SourceEntry {
+                    file: None,
+                    path: format!("source[{i}]"),
+                    table,
+                })
+                .collect();
+        if let Some(dir) = &sources_dir {
+            entries.extend(tenants::read_dir(dir, env, &mut problems));
+        }
 
         let mut sources = Vec::new();
-        for (i, table) in array_of_tables(doc.remove("source"), "source", &mut problems) {
-            let path = format!("source[{i}]");
+        let mut named: Vec<(String, &tenants::SourceEntry)> = Vec::new();
+        for entry in &entries {
+            let merged = tenants::merge(&defaults, &entry.table);
+            let name = merged.get("name").and_then(|n| n.as_str());
+            if let Some(name) = name {
+                if let Some((_, first)) = named.iter().find(|(n, _)| n == name) {
+                    problems.push(duplicate(name, first, entry, file));
+                }
+                named.push((name.to_string(), entry));
+            }
+            let mut found = Vec::new();
+            let mut warned = Vec::new();
             if let Some((raw, complete)) =
-                deserialize_all::<source::RawSource>(table, &path, &mut problems)
+                deserialize_all::<source::RawSource>(merged.clone(), &entry.path, &mut found)
             {
-                let path = format!("{path} (\"{}\")", raw.name());
-                if let Some(s) = raw.validate(&path, base_dir, &mut problems, &mut warnings)
+                let path = format!("{} (\"{}\")", entry.path, raw.name());
+                if let Some(mut s) = raw.validate(&path, base_dir, &mut found, &mut warned)
                     && complete
                 {
+                    s.fingerprint = Fingerprint::of_source(&merged, base_dir);
+                    s.defined_in = entry.file.clone();
                     sources.push(s);
+                }
+            }
+            for (list, out) in [(found, &mut problems), (warned, &mut warnings)] {
+                for p in list {
+                    let p = tenants::attribute(p, entry, name, &defaults);
+                    // An inherited mistake is reported once, not per source.
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
                 }
             }
         }
@@ -339,7 +493,7 @@ impl Config {
             ));
         }
 
-        cross_check(&sources, &sinks, &mut problems);
+        cross_check(&sources, &sinks, sources_dir.as_deref(), &mut problems);
         if !problems.is_empty() {
             return Err(fail(problems));
         }
@@ -349,7 +503,39 @@ impl Config {
             state,
             telemetry,
             warnings,
+            sources_dir,
+            restart_only,
         })
+    }
+}
+
+/// The problem of `later` reusing the name of `first`.
+fn duplicate(
+    name: &str,
+    first: &tenants::SourceEntry,
+    later: &tenants::SourceEntry,
+    main: &Path,
+) -> Problem {
+    let key = format!("{}.name", later.path);
+    let problem = match (&first.file, &later.file) {
+        (None, None) => Problem::new(
+            key,
+            format!(
+                "`{name}` is used by another source; names must be unique (they key the cursor)"
+            ),
+        ),
+        (first_file, _) => Problem::new(
+            key,
+            format!(
+                "`{name}` is also the name of {} in {}; names must be unique (they key the cursor): rename or remove one of the two",
+                first.path,
+                first_file.as_deref().unwrap_or(main).display()
+            ),
+        ),
+    };
+    match &later.file {
+        Some(file) => problem.in_file(file),
+        None => problem,
     }
 }
 
@@ -467,29 +653,32 @@ fn section<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn cross_check(sources: &[SourceConfig], sinks: &[SinkConfig], problems: &mut Vec<Problem>) {
+fn cross_check(
+    sources: &[SourceConfig],
+    sinks: &[SinkConfig],
+    sources_dir: Option<&Path>,
+    problems: &mut Vec<Problem>,
+) {
     if sources.is_empty() && !problems.iter().any(|p| p.key.starts_with("source")) {
-        problems.push(Problem::new(
-            "source",
-            "no [[source]] is configured; add at least one tenant",
-        ));
+        problems.push(match sources_dir {
+            None => Problem::new(
+                "source",
+                "no [[source]] is configured; add at least one tenant",
+            ),
+            Some(dir) => Problem::new(
+                "source",
+                format!(
+                    "no source is configured; add a [[source]] or a tenant file to {}",
+                    dir.display()
+                ),
+            ),
+        });
     }
     if sinks.is_empty() && !problems.iter().any(|p| p.key.starts_with("sink")) {
         problems.push(Problem::new(
             "sink",
             "no [[sink]] is configured; add at least one output",
         ));
-    }
-    for (i, s) in sources.iter().enumerate() {
-        if sources[..i].iter().any(|o| o.name == s.name) {
-            problems.push(Problem::new(
-                format!("source[{i}].name"),
-                format!(
-                    "`{}` is used by another source; names must be unique (they key the cursor)",
-                    s.name
-                ),
-            ));
-        }
     }
     for (i, s) in sinks.iter().enumerate() {
         if sinks[..i].iter().any(|o| o.name == s.name) {

@@ -178,6 +178,13 @@ pub struct SourceConfig {
     pub tls: TlsConfig,
     /// User enrichment, when configured.
     pub enrich: Option<super::EnrichConfig>,
+    /// The tenant file (in `sources_dir`) the source is written in;
+    /// `None`: a `[[source]]` of the main file.
+    pub defined_in: Option<PathBuf>,
+    /// Digest of everything above as configured (merged with
+    /// `[source_defaults]`, with the files it names): a reload restarts the
+    /// source only when this changed.
+    pub fingerprint: super::Fingerprint,
 }
 
 impl RawSource {
@@ -454,6 +461,8 @@ impl RawSource {
             proxy,
             tls: tls?,
             enrich,
+            defined_in: None,
+            fingerprint: super::Fingerprint::default(),
         })
     }
 }

@@ -1,4 +1,5 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::*;
 
@@ -598,4 +599,188 @@ fn tls_files_are_read_checked_and_every_problem_reported() {
     let key = std::fs::read_to_string(dir.path().join("client.key")).unwrap();
     let key_body = key.lines().nth(1).unwrap();
     assert!(!text.contains(key_body), "{text}");
+}
+
+/// A main file with `[source_defaults]` and `sources_dir = "sources.d"`,
+/// and one tenant file per `(name, text)`.
+fn mssp(defaults: &str, inline: &str, tenants: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("auditfwd.toml");
+    std::fs::write(
+        &main,
+        format!(
+            "sources_dir = \"sources.d\"\n\n[source_defaults]\n{defaults}\n\n{inline}\n\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("sources.d")).unwrap();
+    for (file, text) in tenants {
+        std::fs::write(dir.path().join("sources.d").join(file), text).unwrap();
+    }
+    (dir, main)
+}
+
+fn tenant(name: &str, extra: &str) -> String {
+    format!("[source]\nname = \"{name}\"\napi_key = \"k-{name}\"\n{extra}\n")
+}
+
+#[test]
+fn sources_inherit_source_defaults_and_their_own_values_win() {
+    let (_dir, main) = mssp(
+        "base_url = \"https://audit.example.com\"\npoll_interval = \"2m\"\nrate_limit = { requests_per_second = 3, burst = 6 }\nactions = [\"USER_LOGIN\"]",
+        "[[source]]\nname = \"inline\"\napi_key = \"k\"\npoll_interval = \"5s\"",
+        &[
+            ("acme.toml", &tenant("acme", "rate_limit = { burst = 9 }")),
+            (
+                "globex.toml",
+                &tenant(
+                    "globex",
+                    "base_url = \"https://globex.example.com\"\nactions = []",
+                ),
+            ),
+            // Not tenants: a switched-off one, an editor's files.
+            ("off.toml.disabled", &tenant("off", "")),
+            (".acme.toml.swp", "garbage"),
+            ("acme.toml~", "garbage"),
+        ],
+    );
+    let config = Config::load_with_env(&main, &env).unwrap();
+    let by_name = |n: &str| config.sources.iter().find(|s| s.name == n).unwrap();
+    assert_eq!(config.sources.len(), 3, "{:?}", config.sources);
+
+    let inline = by_name("inline");
+    assert_eq!(inline.base_url.as_str(), "https://audit.example.com/");
+    assert_eq!(
+        inline.poll_interval,
+        Duration::from_secs(5),
+        "own value wins"
+    );
+    assert_eq!(inline.requests_per_second.get(), 3);
+    assert_eq!(inline.defined_in, None);
+
+    let acme = by_name("acme");
+    assert_eq!(acme.poll_interval, Duration::from_secs(120), "inherited");
+    assert_eq!(acme.actions, ["USER_LOGIN"]);
+    // Tables merge key by key.
+    assert_eq!((acme.requests_per_second.get(), acme.burst.get()), (3, 9));
+    assert_eq!(
+        acme.defined_in.as_deref(),
+        Some(main.parent().unwrap().join("sources.d/acme.toml").as_path())
+    );
+
+    let globex = by_name("globex");
+    assert_eq!(globex.base_url.as_str(), "https://globex.example.com/");
+    assert!(globex.actions.is_empty(), "arrays are replaced, not merged");
+    assert_eq!(
+        config.sources_dir,
+        Some(main.parent().unwrap().join("sources.d"))
+    );
+}
+
+#[test]
+fn problems_name_the_file_and_key_the_bad_value_came_from() {
+    let (dir, main) = mssp(
+        "base_url = \"https://audit.example.com\"\npage_size = 500\nlookback = 600",
+        "[[source]]\nname = \"inline\"\napi_key = \"k\"\nlookback = \"5m\"",
+        &[
+            (
+                "acme.toml",
+                &tenant("acme", "poll_interval = \"1ms\"\nsecret_knob = 1"),
+            ),
+            ("broken.toml", "[source\nname = \"x\""),
+            (
+                "two.toml",
+                "[[source]]\nname = \"a\"\n[[source]]\nname = \"b\"",
+            ),
+            (
+                "dup.toml",
+                &tenant("inline", "lookback = \"5m\"\npage_size = 10"),
+            ),
+            (
+                "typo.toml",
+                "[source]\nname = \"typo\"\napi_key = \"s3cret key\"\n",
+            ),
+        ],
+    );
+    let err = Config::load_with_env(&main, &env).unwrap_err();
+    let d = dir.path().join("sources.d");
+    let found: Vec<(Option<PathBuf>, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.file.clone(), p.key.as_str()))
+        .collect();
+    let file = |f: &str| Some(d.join(f));
+    for expected in [
+        // An inherited mistake: reported once, at [source_defaults].
+        (None, "source_defaults.page_size"),
+        (None, "source_defaults.lookback"),
+        (file("acme.toml"), "source.secret_knob"),
+        (file("acme.toml"), "source (\"acme\").poll_interval"),
+        (file("broken.toml"), ""),
+        (file("two.toml"), "source"),
+        (file("dup.toml"), "source.name"),
+        (file("typo.toml"), "source (\"typo\").api_key"),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} not in\n{err}");
+    }
+    assert_eq!(
+        found
+            .iter()
+            .filter(|(_, k)| *k == "source_defaults.page_size")
+            .count(),
+        1,
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&format!("{}: ", main.display())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: 2 configuration problems",
+            d.join("acme.toml").display()
+        )),
+        "{text}"
+    );
+    // The duplicate names both places.
+    assert!(
+        text.contains(&format!(
+            "source.name: `inline` is also the name of source[0] in {}",
+            main.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn tenant_files_with_the_same_name_are_refused_naming_both() {
+    let (dir, main) = mssp(
+        "base_url = \"https://audit.example.com\"",
+        "",
+        &[
+            ("acme.toml", &tenant("acme", "")),
+            ("acme-copy.toml", &tenant("acme", "")),
+        ],
+    );
+    let err = Config::load_with_env(&main, &env).unwrap_err();
+    let d = dir.path().join("sources.d");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    let p = &err.problems[0];
+    // Files are read in name order: acme-copy.toml comes first.
+    assert_eq!(p.file.as_deref(), Some(d.join("acme.toml").as_path()));
+    assert!(
+        p.message
+            .contains(&d.join("acme-copy.toml").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_sources_dir_and_defaults_that_name_a_source_are_refused() {
+    let text = "sources_dir = \"/nonexistent/sources.d\"\n[source_defaults]\nname = \"x\"\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(keys(&err), ["source_defaults.name", "sources_dir"], "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot read the directory /nonexistent/sources.d")
+    );
 }

@@ -134,6 +134,8 @@ pub fn parse_config(text: &str) -> Config {
 pub struct Forwarder {
     pub metrics: Metrics,
     pub health: Health,
+    /// What SIGHUP sends: `Control::Reopen`, `Control::Reload`.
+    pub control: tokio::sync::broadcast::Sender<auditfwd::pipeline::Control>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), AppError>>,
 }
@@ -145,10 +147,12 @@ impl Forwarder {
         let shutdown = CancellationToken::new();
         let metrics = app.metrics();
         let health = app.health();
+        let control = app.control();
         let task = tokio::spawn(app.run(shutdown.clone()));
         Self {
             metrics,
             health,
+            control,
             shutdown,
             task,
         }

@@ -1,0 +1,494 @@
+//! The running sources, keyed by name, and reloads that change them one
+//! at a time.
+//!
+//! Each source's poller runs in its own task under its own
+//! [`CancellationToken`], a child of shutdown, so one source can be stopped
+//! the way shutdown stops all of them: it finishes the batch in flight,
+//! saves its cursor and returns (a *drain*).
+//!
+//! A reload ([`Control::Reload`], sent on SIGHUP) reads the configuration
+//! file and its `sources_dir` again. A configuration that does not validate
+//! changes nothing: the error is logged, counted
+//! (`auditfwd_config_reloads_total{outcome="refused"}`) and shown as the
+//! health component `config` until a reload succeeds. Otherwise each source
+//! is compared by its effective configuration ([`plan`]):
+//!
+//! - **added**: started (a new cursor at `start_at`, or the saved one);
+//! - **removed**: drained, then taken off the health board;
+//! - **changed**: drained, then started again with the new configuration
+//!   (its cursor is kept);
+//! - **unchanged**: not touched (a source stopped by an error is started
+//!   again, since a reload is how an operator says "try now").
+//!
+//! Sinks, `[state]` and `[telemetry]` are built once at start: a reload that
+//! changes them logs a warning naming what needs a restart. New sources go
+//! to the running sinks by the running sinks' `sources` lists; a reload
+//! that would start a source none of them takes is refused (its events
+//! would be acknowledged by no sink).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SourceConfig, StateConfig};
+use crate::pipeline::{Control, SinkHandle};
+use crate::telemetry::{Console, Health, Metrics, OutcomeLabel, Status};
+
+/// Why the forwarder stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Every source stopped on an error; nothing is left to do.
+    #[error("every source stopped on an error: {0}")]
+    AllSourcesFailed(String),
+}
+
+/// What a reload changes, source by source (names in name order).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// In the new configuration only.
+    pub added: Vec<String>,
+    /// In the old configuration only.
+    pub removed: Vec<String>,
+    /// In both, with another effective configuration.
+    pub changed: Vec<String>,
+    /// In both, the same.
+    pub unchanged: Vec<String>,
+    /// Sections that changed but need a restart (`sink`, `state`,
+    /// `telemetry`).
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Compares two configurations source by source.
+pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
+    let old_sources: BTreeMap<&str, &SourceConfig> =
+        old.sources.iter().map(|s| (s.name.as_str(), s)).collect();
+    let new_sources: BTreeMap<&str, &SourceConfig> =
+        new.sources.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut plan = ReloadPlan {
+        needs_restart: old.restart_only_changes(new),
+        ..ReloadPlan::default()
+    };
+    for (name, source) in &new_sources {
+        match old_sources.get(name) {
+            None => plan.added.push(name.to_string()),
+            Some(old) if old.fingerprint != source.fingerprint => {
+                plan.changed.push(name.to_string())
+            }
+            Some(_) => plan.unchanged.push(name.to_string()),
+        }
+    }
+    plan.removed = old_sources
+        .keys()
+        .filter(|name| !new_sources.contains_key(*name))
+        .map(|name| name.to_string())
+        .collect();
+    plan
+}
+
+/// A configured source and its poller, if one runs.
+struct Slot {
+    config: SourceConfig,
+    task: Option<Task>,
+    /// A poller of this name is draining; this one starts when it is done.
+    waiting_for: Option<u64>,
+}
+
+struct Task {
+    id: u64,
+    stop: CancellationToken,
+}
+
+/// A poller task ended.
+struct Done {
+    id: u64,
+    name: String,
+    result: Result<(), String>,
+}
+
+/// Everything a source needs to start, and the sources running.
+pub(crate) struct Supervisor {
+    /// The configuration the sources run on (its sinks, state and telemetry
+    /// are those of the start).
+    config: Config,
+    state: StateConfig,
+    sinks: Vec<SinkHandle>,
+    metrics: Metrics,
+    health: Health,
+    console: Console,
+    shutdown: CancellationToken,
+    reload_from: Option<PathBuf>,
+    slots: BTreeMap<String, Slot>,
+    /// Pollers stopped by a reload and still finishing, by task id.
+    draining: HashMap<u64, String>,
+    next_id: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    failures: Vec<String>,
+    clean_exits: usize,
+}
+
+/// What [`Supervisor::new`] takes.
+pub(crate) struct SupervisorParts {
+    pub config: Config,
+    pub sinks: Vec<SinkHandle>,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub console: Console,
+    pub shutdown: CancellationToken,
+    pub reload_from: Option<PathBuf>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(parts: SupervisorParts) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            state: parts.config.state.clone(),
+            config: parts.config,
+            sinks: parts.sinks,
+            metrics: parts.metrics,
+            health: parts.health,
+            console: parts.console,
+            shutdown: parts.shutdown,
+            reload_from: parts.reload_from,
+            slots: BTreeMap::new(),
+            draining: HashMap::new(),
+            next_id: 0,
+            done_tx,
+            done_rx,
+            failures: Vec::new(),
+            clean_exits: 0,
+        }
+    }
+
+    /// Starts every source, then follows reloads until every poller ended
+    /// (shutdown, or each stopped on an error).
+    pub(crate) async fn run(
+        mut self,
+        mut control: broadcast::Receiver<Control>,
+    ) -> Result<(), SupervisorError> {
+        for source in self.config.sources.clone() {
+            let name = source.name.clone();
+            self.slots.insert(
+                name.clone(),
+                Slot {
+                    config: source,
+                    task: None,
+                    waiting_for: None,
+                },
+            );
+            self.launch(&name);
+        }
+        let mut listening = true;
+        while self.live() > 0 {
+            tokio::select! {
+                done = self.done_rx.recv() => {
+                    if let Some(done) = done {
+                        self.finished(done);
+                    }
+                }
+                signal = control.recv(), if listening => match signal {
+                    Ok(Control::Reload) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.shutdown.is_cancelled() {
+                            self.reload().await;
+                        }
+                    }
+                    Ok(Control::Reopen) => {}
+                    Err(broadcast::error::RecvError::Closed) => listening = false,
+                },
+            }
+        }
+        if self.clean_exits == 0 && !self.failures.is_empty() {
+            return Err(SupervisorError::AllSourcesFailed(self.failures.join("; ")));
+        }
+        Ok(())
+    }
+
+    /// Pollers running or draining.
+    fn live(&self) -> usize {
+        self.slots.values().filter(|s| s.task.is_some()).count() + self.draining.len()
+    }
+
+    /// Starts the poller of `name` (its slot's configuration), or waits for
+    /// a draining poller of that name to finish first: they share the
+    /// cursor and its lock.
+    fn launch(&mut self, name: &str) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let draining = self
+            .draining
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| *id);
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        if let Some(id) = draining {
+            slot.waiting_for = Some(id);
+            return;
+        }
+        let stop = self.shutdown.child_token();
+        let source = slot.config.clone();
+        self.metrics
+            .source_starts
+            .get_or_create(&Metrics::source(name))
+            .inc();
+        match crate::app::start_source(
+            &source,
+            &self.state,
+            &self.sinks,
+            &self.metrics,
+            &self.health,
+            &self.console,
+            &stop,
+        ) {
+            Ok(poller) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let poll = tokio::spawn(poller.run(stop.clone()));
+                let done = self.done_tx.clone();
+                let name = name.to_string();
+                tokio::spawn(async move {
+                    let result = match poll.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(error)) => Err(error.to_string()),
+                        Err(join) => Err(format!("source `{name}`: its task panicked: {join}")),
+                    };
+                    let _ = done.send(Done { id, name, result });
+                });
+                slot.task = Some(Task { id, stop });
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "source can not start; other sources continue");
+                self.health
+                    .set(&format!("source:{name}"), Status::Failed(error.to_string()));
+                self.failures.push(error.to_string());
+            }
+        }
+    }
+
+    fn finished(&mut self, done: Done) {
+        match &done.result {
+            Ok(()) => self.clean_exits += 1,
+            Err(error) => self.failures.push(error.clone()),
+        }
+        let name = done.name;
+        if self.draining.remove(&done.id).is_some() {
+            match self.slots.get_mut(&name) {
+                Some(slot) if slot.waiting_for == Some(done.id) => {
+                    slot.waiting_for = None;
+                    tracing::info!(source = %name, "source drained; starting it with its new configuration");
+                    self.launch(&name);
+                }
+                Some(_) => {}
+                None => {
+                    tracing::info!(source = %name, "source removed: batch in flight delivered, cursor saved, stopped");
+                    self.forget(&name);
+                }
+            }
+        } else if let Some(slot) = self.slots.get_mut(&name)
+            && slot.task.as_ref().is_some_and(|t| t.id == done.id)
+        {
+            slot.task = None;
+        }
+    }
+
+    /// Takes a removed source off the health board and its `up` gauge.
+    fn forget(&self, name: &str) {
+        self.health.remove(&format!("source:{name}"));
+        self.health.remove(&format!("enrich:{name}"));
+        self.metrics.source_up.remove(&Metrics::source(name));
+    }
+
+    /// Stops the poller of `name` (a drain); returns its task id.
+    fn drain(&mut self, name: &str) -> Option<u64> {
+        let task = self.slots.get_mut(name)?.task.take()?;
+        task.stop.cancel();
+        self.draining.insert(task.id, name.to_string());
+        Some(task.id)
+    }
+
+    async fn reload(&mut self) {
+        let Some(file) = self.reload_from.clone() else {
+            tracing::warn!(
+                "reload asked, but this forwarder was not started from a configuration file; nothing to read"
+            );
+            return;
+        };
+        tracing::info!(file = %file.display(), "reloading the configuration");
+        let new = match load(file).await {
+            Ok(new) => new,
+            Err(error) => return self.refuse(&error),
+        };
+        for w in &new.warnings {
+            tracing::warn!(file = %w.file_or(&self.reload_path()).display(), key = %w.key, "{}", w.message);
+        }
+        let plan = plan(&self.config, &new);
+        if !plan.needs_restart.is_empty() {
+            tracing::warn!(
+                sections = %plan.needs_restart.join(", "),
+                "configuration changes to these sections need a restart; this reload applies only the sources"
+            );
+        }
+        // The running sinks route by their own `sources` lists: a source
+        // none of them takes would have its events acknowledged by nobody.
+        let orphans: Vec<&str> = plan
+            .added
+            .iter()
+            .chain(&plan.changed)
+            .map(String::as_str)
+            .filter(|name| {
+                !self.sinks.iter().any(|sink| {
+                    let sources = &sink.route().sources;
+                    sources.is_empty() || sources.iter().any(|s| s == name)
+                })
+            })
+            .collect();
+        if !orphans.is_empty() {
+            return self.refuse(&format!(
+                "no running sink takes events from source {}: a sink's `sources` list changes only at a restart; restart auditfwd to apply it",
+                orphans.join(", ")
+            ));
+        }
+        let by_name: HashMap<String, SourceConfig> = new
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        for name in &plan.removed {
+            tracing::info!(source = %name, "source removed from the configuration; draining it");
+            let running = self.drain(name).is_some();
+            let waiting = self.slots.remove(name).and_then(|s| s.waiting_for);
+            if !running && waiting.is_none() {
+                self.forget(name);
+            }
+        }
+        for name in &plan.changed {
+            tracing::info!(source = %name, "source configuration changed; draining it to restart it alone");
+            self.drain(name);
+            if let Some(slot) = self.slots.get_mut(name) {
+                slot.config = by_name[name].clone();
+            }
+            self.launch(name);
+        }
+        for name in &plan.added {
+            let source = &by_name[name];
+            tracing::info!(source = %name, file = %source.defined_in.as_deref().unwrap_or(&self.reload_path()).display(), "source added; starting it");
+            self.slots.insert(
+                name.clone(),
+                Slot {
+                    config: source.clone(),
+                    task: None,
+                    waiting_for: None,
+                },
+            );
+            self.launch(name);
+        }
+        for name in &plan.unchanged {
+            if let Some(slot) = self.slots.get(name)
+                && slot.task.is_none()
+                && slot.waiting_for.is_none()
+            {
+                tracing::info!(source = %name, "source had stopped on an error; starting it again");
+                self.launch(name);
+            }
+        }
+        tracing::info!(
+            added = plan.added.len(),
+            removed = plan.removed.len(),
+            changed = plan.changed.len(),
+            unchanged = plan.unchanged.len(),
+            "configuration reloaded"
+        );
+        self.config = new;
+        self.count("applied");
+        self.health.remove("config");
+    }
+
+    /// Keeps the running configuration and says why.
+    fn refuse(&self, error: &str) {
+        tracing::error!(error = %error, "configuration reload refused; still running on the previous configuration");
+        self.count("refused");
+        self.health.set(
+            "config",
+            Status::Degraded(format!(
+                "reload refused, running on the previous configuration: {error}"
+            )),
+        );
+    }
+
+    fn reload_path(&self) -> PathBuf {
+        self.reload_from.clone().unwrap_or_default()
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .config_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Reads and validates `file` off the runtime's threads, and checks that
+/// the open-files limit fits it.
+async fn load(file: PathBuf) -> Result<Config, String> {
+    let loaded = tokio::task::spawn_blocking(move || Config::load(Path::new(&file)))
+        .await
+        .map_err(|e| format!("reading the configuration failed: {e}"))?;
+    let config = loaded.map_err(|e| e.to_string())?;
+    crate::limits::prepare(&config).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sources: &[(&str, &str)], sink_extra: &str) -> Config {
+        let mut text = format!("[[sink]]\nname = \"out\"\ntype = \"stdout\"\n{sink_extra}\n");
+        for (name, extra) in sources {
+            text.push_str(&format!(
+                "[[source]]\nname = \"{name}\"\nbase_url = \"https://{name}.example.com\"\napi_key = \"k\"\n{extra}\n"
+            ));
+        }
+        Config::parse(&text, Path::new("t.toml"), Path::new("."), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_reload_is_planned_source_by_source() {
+        let old = config(
+            &[
+                ("kept", ""),
+                ("gone", ""),
+                ("tuned", "poll_interval = \"1m\""),
+            ],
+            "",
+        );
+        let new = config(
+            &[
+                ("tuned", "poll_interval = \"2m\""),
+                ("kept", ""),
+                ("new", ""),
+            ],
+            "format = \"ecs\"",
+        );
+        assert_eq!(
+            plan(&old, &new),
+            ReloadPlan {
+                added: vec!["new".into()],
+                removed: vec!["gone".into()],
+                changed: vec!["tuned".into()],
+                unchanged: vec!["kept".into()],
+                needs_restart: vec!["sink"],
+            }
+        );
+        let same = plan(&old, &old.clone());
+        assert_eq!(same.unchanged.len(), 3);
+        assert!(same.added.is_empty() && same.changed.is_empty() && same.needs_restart.is_empty());
+    }
+}
