@@ -20,7 +20,7 @@ use crate::pipeline::{self, Control, Pipeline, Route, SinkHandle};
 use crate::rate_limit;
 use crate::retry::RetryPolicy;
 use crate::sinks;
-use crate::source::client::ApiClient;
+use crate::source::client::HttpPool;
 use crate::source::poller::{Poller, PollerParts};
 use crate::telemetry::{self, Console, Health, Metrics, Status};
 
@@ -165,12 +165,13 @@ impl App {
             sink_tasks.push(task);
         }
 
-        // Sources.
+        // Sources, sharing HTTP clients and the cap on requests in flight.
+        let http = HttpPool::new(config.limits.max_requests_in_flight);
         let mut pollers = JoinSet::new();
         let mut start_failures = Vec::new();
         for source in &config.sources {
             match start_source(
-                source, &config, &handles, &metrics, &health, &console, &shutdown,
+                source, &config, &http, &handles, &metrics, &health, &console, &shutdown,
             ) {
                 Ok(poller) => {
                     let shutdown = shutdown.clone();
@@ -208,9 +209,11 @@ impl App {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_source(
     source: &SourceConfig,
     config: &Config,
+    http: &HttpPool,
     sinks: &[SinkHandle],
     metrics: &Metrics,
     health: &Health,
@@ -226,7 +229,7 @@ fn start_source(
     let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
     let cursor = Cursor::new(state, source.lookback);
     let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-    let client = Arc::new(ApiClient::new(source, Arc::clone(&limiter)).map_err(|e| {
+    let client = Arc::new(http.client(source, Arc::clone(&limiter)).map_err(|e| {
         fail(format!(
             "cannot build the HTTP client: {}",
             crate::source::client::error_chain(&e)
@@ -295,9 +298,10 @@ pub async fn check(config: &Config) -> CheckReport {
     use crate::source::client::PageQuery;
     let mut ok = true;
     let mut text = String::from("configuration: valid\n");
+    let http = HttpPool::new(config.limits.max_requests_in_flight);
     for source in &config.sources {
         let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-        let line = match ApiClient::new(source, limiter) {
+        let line = match http.client(source, limiter) {
             Err(e) => Err(format!(
                 "cannot build the HTTP client: {}",
                 crate::source::client::error_chain(&e)

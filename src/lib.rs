@@ -35,4 +35,5 @@ pub mod simulator;
 pub mod sinks;
 pub mod source;
 pub mod state_cmd;
+pub mod status_cmd;
 pub mod telemetry;

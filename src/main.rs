@@ -11,7 +11,7 @@ use auditfwd::app::App;
 use auditfwd::config::{Config, ConfigError};
 use auditfwd::pipeline::Control;
 use auditfwd::simulator::{SimConfig, Simulator};
-use auditfwd::{demo, state_cmd, telemetry};
+use auditfwd::{demo, state_cmd, status_cmd, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,16 @@ enum Command {
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// Ask the running daemon which tenants are furthest behind or not ok.
+    #[command(after_help = help::STATUS)]
+    Status {
+        /// Configuration file (its telemetry.listen is asked).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// How many of the sources furthest behind to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// Inspect or move cursors.
     #[command(after_help = help::STATE)]
@@ -159,6 +169,15 @@ Examples:
 Exit status: 0 all reachable, 1 something failed (each line says what),
 2 configuration error.";
 
+    pub const STATUS: &str = "\
+Examples:
+  # The 10 tenants furthest behind, and every tenant not ok
+  auditfwd status -c /etc/auditfwd/auditfwd.toml
+  auditfwd status -c /etc/auditfwd/auditfwd.toml --top 50
+
+Needs [telemetry] listen in the configuration and the daemon running.
+Exit status: 0 answered, 1 no answer, 2 configuration error.";
+
     pub const STATE: &str = "\
 Examples:
   auditfwd state show -c /etc/auditfwd/auditfwd.toml
@@ -167,8 +186,9 @@ Examples:
 
     pub const STATE_SHOW: &str = "\
 Examples:
-  # Watermark, lag, delivered and dead-lettered counts of every source
+  # One line per source, furthest behind first: lag, watermark, delivered, dead letters, pass
   auditfwd state show -c /etc/auditfwd/auditfwd.toml
+  # One source in detail
   auditfwd state show -c /etc/auditfwd/auditfwd.toml --source acme";
 
     pub const STATE_RESET: &str = "\
@@ -304,6 +324,26 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Status { config, top } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            match status_cmd::query(&c).await {
+                Ok(sources) => {
+                    print!("{}", status_cmd::report(&sources, top));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::from(match error {
+                        status_cmd::StatusError::NoListener
+                        | status_cmd::StatusError::EphemeralPort { .. } => 2,
+                        _ => 1,
+                    }))
+                }
+            }
         }
         Command::State { action } => {
             let (config, result) = match action {
