@@ -92,7 +92,8 @@ polled() {
     | grep '^auditfwd_pages_fetched_total{' | grep -vc ' 0$' || true
 }
 
-# Starts the daemon; prints seconds until every source polled once.
+# Starts the daemon; sets $fwd and $elapsed (seconds until every source
+# polled once).
 start_daemon() {
   local t0 t1
   t0=$(date +%s.%N)
@@ -106,13 +107,15 @@ start_daemon() {
     sleep 0.05
   done
   t1=$(date +%s.%N)
-  python3 -c "print(f'{$t1 - $t0:.2f}')"
+  elapsed=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 }
 
-first=$(start_daemon)
+start_daemon
+first=$elapsed
 kill -TERM "$fwd"; wait "$fwd" || true
 cursors=$(ls "$dir/state" | grep -c '\.state\.json$' || true)
-again=$(start_daemon)
+start_daemon
+again=$elapsed
 
 sleep 5
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$fwd/status")
