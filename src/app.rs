@@ -23,7 +23,7 @@ use crate::pipeline::{self, Control, Pipeline, Route, SinkHandle};
 use crate::rate_limit;
 use crate::retry::RetryPolicy;
 use crate::sinks;
-use crate::source::client::ApiClient;
+use crate::source::client::HttpPool;
 use crate::source::poller::{Poller, PollerParts};
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorParts};
 use crate::telemetry::{self, Console, Health, Metrics, Status};
@@ -182,8 +182,11 @@ impl App {
 
         // Sources: the supervisor owns the sink handles, so the sinks stop
         // once it returned (every poller ended) and dropped them.
+        // Sources share HTTP clients and the cap on requests in flight.
+        let http = HttpPool::new(config.limits.max_requests_in_flight);
         let supervisor = Supervisor::new(SupervisorParts {
             config,
+            http,
             sinks: handles,
             metrics,
             health,
@@ -201,9 +204,11 @@ impl App {
 
 /// Builds the poller of `source`: its cursor (loaded, or started at
 /// `start_at`), client, enrichment and pipeline. `stop` drains it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start_source(
     source: &SourceConfig,
     state_config: &StateConfig,
+    http: &HttpPool,
     sinks: &[SinkHandle],
     metrics: &Metrics,
     health: &Health,
@@ -219,7 +224,7 @@ pub(crate) fn start_source(
     let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
     let cursor = Cursor::new(state, source.lookback);
     let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-    let client = Arc::new(ApiClient::new(source, Arc::clone(&limiter)).map_err(|e| {
+    let client = Arc::new(http.client(source, Arc::clone(&limiter)).map_err(|e| {
         fail(format!(
             "cannot build the HTTP client: {}",
             crate::source::client::error_chain(&e)
@@ -288,9 +293,10 @@ pub async fn check(config: &Config) -> CheckReport {
     use crate::source::client::PageQuery;
     let mut ok = true;
     let mut text = String::from("configuration: valid\n");
+    let http = HttpPool::new(config.limits.max_requests_in_flight);
     for source in &config.sources {
         let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-        let line = match ApiClient::new(source, limiter) {
+        let line = match http.client(source, limiter) {
             Err(e) => Err(format!(
                 "cannot build the HTTP client: {}",
                 crate::source::client::error_chain(&e)

@@ -4,7 +4,7 @@
 //! `{dead_letter_dir}/{source}.jsonl`, created `0600`, fsynced before the
 //! cursor moves past the events it holds.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -64,16 +64,16 @@ pub struct DeadLetterError {
 pub struct DeadLetterFile {
     source: String,
     path: PathBuf,
-    file: Arc<Mutex<Option<File>>>,
+    writing: Arc<Mutex<()>>,
 }
 
 impl DeadLetterFile {
-    /// The dead-letter file of `source` in `dir` (opened on first write).
+    /// The dead-letter file of `source` in `dir` (opened for each write).
     pub fn new(dir: &Path, source: &str) -> Self {
         Self {
             source: source.to_string(),
             path: Self::path(dir, source),
-            file: Arc::default(),
+            writing: Arc::default(),
         }
     }
 
@@ -124,24 +124,22 @@ impl DeadLetterFile {
             serde_json::to_writer(&mut buf, &line).expect("dead letter serializes");
             buf.push(b'\n');
         }
-        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            if let Some(dir) = self.path.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(err("create the directory"))?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&self.path)
-                .map_err(err("open"))?;
-            *guard = Some(file);
+        // One writer at a time; the file is open only while written, so
+        // thousands of sources hold no dead-letter descriptors at rest.
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = self.path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err("create the directory"))?;
         }
-        let file = guard.as_mut().expect("opened above");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(err("open"))?;
         file.write_all(&buf).map_err(err("write"))?;
         file.sync_data().map_err(err("fsync"))?;
         Ok(())

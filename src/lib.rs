@@ -37,5 +37,6 @@ pub mod simulator;
 pub mod sinks;
 pub mod source;
 pub mod state_cmd;
+pub mod status_cmd;
 pub mod supervisor;
 pub mod telemetry;

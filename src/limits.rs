@@ -28,19 +28,39 @@ pub enum LimitError {
 
 /// Descriptors the process uses whatever the configuration: stdio, the
 /// runtime, the telemetry listener and its connections, the compression
-/// worker, librdkafka's pipes.
+/// worker, librdkafka's pipes, the state directory's lock.
 const BASE: u64 = 64;
 
-/// An estimate of the descriptors `config` keeps open at once: per source
-/// its state journal and lock, its dead-letter file and its API
-/// connections (one per request in flight); per file sink one file per
+/// Files the blocking pool may hold open at once: a journal during a
+/// commit, a snapshot being written, a dead-letter file during a write.
+/// Each is open only for the write and its fsync, so at most one per
+/// blocking thread (tokio's default pool has 512).
+const TRANSIENT_FILES: u64 = 512;
+
+/// An estimate of the descriptors `config` keeps open at once.
+///
+/// Per source nothing is held for ever: its journal and dead-letter file
+/// are open only while written (one per source at most, and no more than
+/// the blocking threads), the state directory has one lock for all. API
+/// connections: one per request in flight (a page and its prefetches, an
+/// enrichment lookup), no more than `limits.max_requests_in_flight`, plus
+/// an idle keep-alive connection per API host. Per file sink, one file per
 /// source it writes; per other sink a few connections.
 pub fn files_needed(config: &Config) -> (u64, usize) {
-    let per_source: u64 = config
+    let sources = config.sources.len() as u64;
+    let requests: u64 = config
         .sources
         .iter()
-        .map(|s| 3 + 1 + u64::from(s.prefetch))
+        .map(|s| 1 + u64::from(s.prefetch) + u64::from(s.enrich.is_some()))
         .sum();
+    let hosts = config
+        .sources
+        .iter()
+        .map(|s| s.base_url.origin())
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    let connections = requests.min(config.limits.max_requests_in_flight as u64 + hosts);
+    let transient = sources.min(TRANSIENT_FILES);
     let mut outputs = 0;
     let mut sinks = 0u64;
     for sink in &config.sinks {
@@ -50,7 +70,9 @@ pub fn files_needed(config: &Config) -> (u64, usize) {
             .filter(|s| sink.accepts_source(&s.name))
             .count();
         match &sink.kind {
-            SinkKind::File(_) => outputs += feeding,
+            // One file per source, or one for all of them.
+            SinkKind::File(file) if file.path.contains("{source}") => outputs += feeding,
+            SinkKind::File(_) => outputs += feeding.min(1),
             _ => sinks += 8,
         }
     }
@@ -60,7 +82,7 @@ pub fn files_needed(config: &Config) -> (u64, usize) {
         0
     };
     (
-        BASE + per_source + outputs as u64 + sinks + listener,
+        BASE + transient + connections + outputs as u64 + sinks + listener,
         outputs,
     )
 }

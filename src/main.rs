@@ -11,7 +11,7 @@ use auditfwd::app::App;
 use auditfwd::config::{Config, ConfigError};
 use auditfwd::pipeline::Control;
 use auditfwd::simulator::{SimConfig, Simulator};
-use auditfwd::{demo, state_cmd, telemetry};
+use auditfwd::{demo, state_cmd, status_cmd, telemetry};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,16 @@ enum Command {
         /// Configuration file (the one the daemon runs with).
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// Ask the running daemon which tenants are furthest behind or not ok.
+    #[command(after_help = help::STATUS)]
+    Status {
+        /// Configuration file (its telemetry.listen is asked).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// How many of the sources furthest behind to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// Inspect or move cursors.
     #[command(after_help = help::STATE)]
@@ -158,7 +168,7 @@ Signals: SIGTERM or SIGINT finishes the batch in flight, saves the cursors and
 exits (a second one exits at once); SIGHUP makes file sinks reopen their files
 (after logrotate moved them) and re-reads the configuration: added, removed
 and changed sources are started, drained or restarted, each alone (sinks,
-[state] and [telemetry] need a restart). The pid is in {state.dir}/auditfwd.pid.
+[state] and [telemetry] need a restart). The pid is in {state.dir}/auditfwd.lock.
 
 Exit status: 0 stopped by a signal, 1 runtime failure, 2 configuration error.";
 
@@ -181,6 +191,15 @@ An invalid configuration is reported (every problem, in every file) and not
 sent; the daemon goes on with the old one either way.
 Exit status: 0 sent, 1 no daemon found, 2 configuration error.";
 
+    pub const STATUS: &str = "\
+Examples:
+  # The 10 tenants furthest behind, and every tenant not ok
+  auditfwd status -c /etc/auditfwd/auditfwd.toml
+  auditfwd status -c /etc/auditfwd/auditfwd.toml --top 50
+
+Needs [telemetry] listen in the configuration and the daemon running.
+Exit status: 0 answered, 1 no answer, 2 configuration error.";
+
     pub const STATE: &str = "\
 Examples:
   auditfwd state show -c /etc/auditfwd/auditfwd.toml
@@ -189,8 +208,9 @@ Examples:
 
     pub const STATE_SHOW: &str = "\
 Examples:
-  # Watermark, lag, delivered and dead-lettered counts of every source
+  # One line per source, furthest behind first: lag, watermark, delivered, dead letters, pass
   auditfwd state show -c /etc/auditfwd/auditfwd.toml
+  # One source in detail
   auditfwd state show -c /etc/auditfwd/auditfwd.toml --source acme";
 
     pub const STATE_RESET: &str = "\
@@ -378,6 +398,26 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("sent SIGHUP to auditfwd (pid {pid}); its log says what the reload changed");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config, top } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            match status_cmd::query(&c).await {
+                Ok(sources) => {
+                    print!("{}", status_cmd::report(&sources, top));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    Ok(ExitCode::from(match error {
+                        status_cmd::StatusError::NoListener
+                        | status_cmd::StatusError::EphemeralPort { .. } => 2,
+                        _ => 1,
+                    }))
+                }
+            }
         }
         Command::State { action } => {
             let (config, result) = match action {

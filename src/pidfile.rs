@@ -1,21 +1,21 @@
-//! The daemon's pid file, `{state.dir}/auditfwd.pid`: how `auditfwd
-//! reload` finds the daemon to send SIGHUP to.
+//! How `auditfwd reload` finds the daemon to send SIGHUP to: the state
+//! directory's lock file, `{state.dir}/auditfwd.lock` (see
+//! [`crate::cursor::store::DirLock`]), which holds the pid of the process
+//! that locked it.
 //!
-//! The daemon writes its pid there and holds a lock on the file while it
-//! runs (the lock goes with the process, however it ends), so a pid file
-//! left by a daemon that is gone is recognised as stale and never used to
-//! signal an unrelated process that got the same pid. The state directory
-//! is the natural place: it is per daemon (each source's cursor is locked
-//! there already) and both the daemon and an operator can find it from the
-//! configuration file.
+//! The daemon takes that lock at start, before any source, and holds it
+//! while it runs (the lock goes with the process, however it ends), so a
+//! second daemon on the same directory is refused at once, and a file left
+//! by a daemon that is gone is recognised as stale and never used to signal
+//! an unrelated process that got the same pid. One lock serves both: the
+//! cursors' protection and the daemon's address.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::fs::{self, File};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-/// The pid file's name in the state directory.
-pub const PID_FILE: &str = "auditfwd.pid";
+/// The file that holds the daemon's pid: the state directory's lock.
+pub const PID_FILE: &str = crate::cursor::store::LOCK_FILE;
 
 /// Why the pid file could not be written or used.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +34,10 @@ pub enum PidFileError {
     },
     /// Another daemon holds it.
     #[error(
-        "another auditfwd (pid {pid}) runs with the state directory {dir}; run one instance per state directory"
+        "the state directory {dir} is locked by another auditfwd process{pid}; run one instance per state directory"
     )]
     Taken {
-        /// The other daemon.
+        /// ` (pid N)` of the other daemon, when its lock file names it.
         pid: String,
         /// The state directory.
         dir: PathBuf,
@@ -54,67 +54,35 @@ pub enum PidFileError {
     },
 }
 
-/// The daemon's claim on its pid file; released when dropped or when the
-/// process ends.
+/// The daemon's hold on the state directory's lock; released when
+/// dropped or when the process ends.
 #[derive(Debug)]
 pub struct PidFile {
-    path: PathBuf,
-    _file: File,
+    lock: std::sync::Arc<crate::cursor::store::DirLock>,
 }
 
 impl PidFile {
-    /// Writes this process's pid to `{state_dir}/auditfwd.pid` and locks it.
+    /// Locks `{state_dir}/auditfwd.lock` for this process (shared with its
+    /// cursor stores), with this process's pid in it.
     pub fn create(state_dir: &Path) -> Result<Self, PidFileError> {
-        let path = state_dir.join(PID_FILE);
-        let io = |action| {
-            let path = path.clone();
-            move |source| PidFileError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(io("create the directory of"))?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("open"))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(PidFileError::Taken {
-                    pid: pid.trim().to_string(),
-                    dir: state_dir.to_path_buf(),
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
+        use crate::cursor::store::{DirLock, StoreError};
+        match DirLock::acquire(state_dir, "the daemon") {
+            Ok(lock) => Ok(Self { lock }),
+            Err(StoreError::Locked { holder, .. }) => Err(PidFileError::Taken {
+                pid: holder,
+                dir: state_dir.to_path_buf(),
+            }),
+            Err(error) => Err(PidFileError::Io {
+                action: "lock",
+                path: state_dir.join(PID_FILE),
+                source: std::io::Error::other(error.to_string()),
+            }),
         }
-        file.set_len(0).map_err(io("write"))?;
-        file.rewind().map_err(io("write"))?;
-        writeln!(file, "{}", std::process::id()).map_err(io("write"))?;
-        file.sync_all().map_err(io("write"))?;
-        Ok(Self { path, _file: file })
     }
 
     /// Where it is.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        self.lock.path()
     }
 }
 
@@ -129,7 +97,7 @@ pub fn running(state_dir: &Path) -> Result<u32, PidFileError> {
     let mut file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(not_running("no auditfwd.pid in it"));
+            return Err(not_running("no auditfwd.lock in it"));
         }
         Err(source) => {
             return Err(PidFileError::Io {
@@ -142,7 +110,7 @@ pub fn running(state_dir: &Path) -> Result<u32, PidFileError> {
     match file.try_lock_shared() {
         Ok(()) => {
             return Err(not_running(
-                "auditfwd.pid is left from a process that ended",
+                "auditfwd.lock is left from a process that ended",
             ));
         }
         Err(fs::TryLockError::WouldBlock) => {}
@@ -163,7 +131,7 @@ pub fn running(state_dir: &Path) -> Result<u32, PidFileError> {
         })?;
     text.trim()
         .parse()
-        .map_err(|_| not_running("auditfwd.pid holds no process id"))
+        .map_err(|_| not_running("auditfwd.lock holds no process id"))
 }
 
 #[cfg(test)]
@@ -179,17 +147,15 @@ mod tests {
         ));
         let held = PidFile::create(dir.path()).unwrap();
         assert_eq!(running(dir.path()).unwrap(), std::process::id());
-        assert!(matches!(
-            PidFile::create(dir.path()),
-            Err(PidFileError::Taken { .. })
-        ));
+        // Another process is refused (tests/tenants.rs starts two daemons);
+        // within one process the lock is shared with the cursor stores.
         drop(held);
         assert!(matches!(
             running(dir.path()),
             Err(PidFileError::NotRunning { .. })
         ));
         // A file nobody holds is stale.
-        std::fs::write(dir.path().join(PID_FILE), "4242\n").unwrap();
+        std::fs::write(dir.path().join(PID_FILE), "4242").unwrap();
         assert!(matches!(
             running(dir.path()),
             Err(PidFileError::NotRunning { .. })

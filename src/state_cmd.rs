@@ -1,8 +1,10 @@
 //! `auditfwd state show|reset|set-since`: inspect and move cursors.
 //!
-//! `show` reads without locking (safe while the daemon runs); `reset` and
-//! `set-since` take the source's lock, so they refuse to run while a daemon
-//! holds it.
+//! `show` reads without locking (safe while the daemon runs): one line per
+//! source, furthest behind first, then the details of any source whose
+//! state a start would refuse; `--source` shows one source in detail.
+//! `reset` and `set-since` take the state directory's lock, so they refuse
+//! to run while a daemon holds it.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -69,85 +71,295 @@ fn time(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-/// A human summary of every selected source's cursor.
+/// What `show` prints: without `source`, one summary line per source
+/// (furthest behind first) and the details of every source a start would
+/// refuse; with it, that source in detail.
 pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdError> {
     let mut out = String::new();
     let mut unreadable = 0;
-    for s in select(config, source)? {
-        let dead_path = DeadLetterFile::path(&config.state.dead_letter_dir(), &s.name);
-        let dead_lines = fs::read_to_string(&dead_path)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        writeln!(out, "source {}", s.name).ok();
-        let mut snapshot_unreadable = false;
-        let peeked = match store::inspect(&config.state.dir, &s.name) {
-            Ok(peeked) => peeked,
-            Err(error) => {
-                unreadable += 1;
-                snapshot_unreadable = true;
-                writeln!(out, "  UNREADABLE     {error}").ok();
-                store::Peeked {
-                    state: None,
-                    bad_lines: Vec::new(),
-                    torn_tail: false,
+    match source {
+        Some(_) => {
+            for s in select(config, source)? {
+                let peeked = peek_source(config, s);
+                unreadable += usize::from(detail(config, s, peeked, &mut out));
+            }
+        }
+        None => {
+            let peeked: Vec<_> = config
+                .sources
+                .iter()
+                .map(|s| (s, peek_source(config, s)))
+                .collect();
+            summary(config, &peeked, &mut out);
+            for (s, peeked) in peeked {
+                if peeked.is_unreadable() {
+                    out.push('\n');
+                    unreadable += usize::from(detail(config, s, peeked, &mut out));
+                }
+            }
+        }
+    }
+    if unreadable > 0 {
+        return Err(StateCmdError::Unreadable {
+            report: out,
+            count: unreadable,
+        });
+    }
+    Ok(out)
+}
+
+/// A source's state as read from disk, or why it could not be read.
+struct SourcePeek {
+    peeked: store::Peeked,
+    /// The snapshot could not be read at all.
+    error: Option<StoreError>,
+    dead_path: std::path::PathBuf,
+    dead_lines: usize,
+}
+
+impl SourcePeek {
+    /// A start would refuse this state.
+    fn is_unreadable(&self) -> bool {
+        self.error.is_some() || !self.peeked.bad_lines.is_empty()
+    }
+}
+
+fn peek_source(config: &Config, s: &SourceConfig) -> SourcePeek {
+    let dead_path = DeadLetterFile::path(&config.state.dead_letter_dir(), &s.name);
+    let dead_lines = fs::read_to_string(&dead_path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let (peeked, error) = match store::inspect(&config.state.dir, &s.name) {
+        Ok(peeked) => (peeked, None),
+        Err(error) => (
+            store::Peeked {
+                state: None,
+                bad_lines: Vec::new(),
+                torn_tail: false,
+            },
+            Some(error),
+        ),
+    };
+    SourcePeek {
+        peeked,
+        error,
+        dead_path,
+        dead_lines,
+    }
+}
+
+/// `1.5s`, `4m05s`, `3h20m`, `2d07h`.
+fn short_duration(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        _ if ms < 60_000 => format!("{:.1}s", ms.max(0) as f64 / 1000.0),
+        _ if secs < 3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ if secs < 86_400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// One line per source, furthest behind first (unreadable and new sources
+/// on top), with a count of each kind above.
+fn summary(config: &Config, sources: &[(&SourceConfig, SourcePeek)], out: &mut String) {
+    struct Row {
+        /// Sort key: unreadable, then new, then by lag.
+        rank: (u8, i64),
+        cells: [String; 7],
+    }
+    let now = Utc::now().timestamp_millis();
+    let mut rows = Vec::with_capacity(sources.len());
+    let (mut bad, mut new, mut passes) = (0, 0, 0);
+    for (s, p) in sources {
+        let mut notes = Vec::new();
+        if p.is_unreadable() {
+            bad += 1;
+            notes.push("UNREADABLE: a start refuses it (details below)".to_string());
+        }
+        if p.peeked.torn_tail {
+            notes.push("torn journal tail (dropped at the next start)".to_string());
+        }
+        let dead = if p.dead_lines > 0 {
+            p.dead_lines.to_string()
+        } else {
+            "0".to_string()
+        };
+        let row = match (&p.peeked.state, p.is_unreadable()) {
+            (Some(state), _) => {
+                let state = crate::cursor::Cursor::new(state.clone(), s.lookback)
+                    .state()
+                    .clone();
+                let lag = now - state.watermark_ms;
+                let pass = match state.pass {
+                    Some(pass) => {
+                        passes += 1;
+                        format!(
+                            "{} from {} +{}",
+                            match pass.kind {
+                                crate::cursor::PassKind::Sweep => "sweep",
+                                crate::cursor::PassKind::Head => "head",
+                            },
+                            time(pass.since_ms),
+                            pass.offset
+                        )
+                    }
+                    None => "-".to_string(),
+                };
+                Row {
+                    rank: (u8::from(!p.is_unreadable()), -lag),
+                    cells: [
+                        s.name.clone(),
+                        short_duration(lag),
+                        time(state.watermark_ms),
+                        state.delivered_total.to_string(),
+                        dead,
+                        pass,
+                        notes.join("; "),
+                    ],
+                }
+            }
+            (None, unreadable) => {
+                if !unreadable {
+                    new += 1;
+                    notes.push(format!(
+                        "no state yet: starts at start_at = {:?}",
+                        s.start_at
+                    ));
+                }
+                Row {
+                    rank: (u8::from(!unreadable), i64::MIN),
+                    cells: [
+                        s.name.clone(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        dead,
+                        "-".into(),
+                        notes.join("; "),
+                    ],
                 }
             }
         };
-        if !peeked.bad_lines.is_empty() {
-            unreadable += 1;
-            let shown: Vec<String> = peeked
-                .bad_lines
-                .iter()
-                .take(10)
-                .map(usize::to_string)
-                .collect();
-            writeln!(
+        rows.push(row);
+    }
+    rows.sort_by(|a, b| {
+        a.rank
+            .cmp(&b.rank)
+            .then_with(|| a.cells[0].cmp(&b.cells[0]))
+    });
+    writeln!(
+        out,
+        "{} sources in {}: {} unreadable, {} without state, {} with a pass underway",
+        sources.len(),
+        config.state.dir.display(),
+        bad,
+        new,
+        passes
+    )
+    .ok();
+    let header = [
+        "SOURCE",
+        "LAG",
+        "WATERMARK",
+        "DELIVERED",
+        "DEAD",
+        "PASS",
+        "NOTE",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(&row.cells) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: [&str; 7]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 6 {
+                text.push_str(cell);
+            } else if matches!(i, 1 | 3 | 4) {
+                write!(text, "{cell:>w$}  ").ok();
+            } else {
+                write!(text, "{cell:<w$}  ").ok();
+            }
+        }
+        writeln!(out, "{}", text.trim_end()).ok();
+    };
+    line(header);
+    for row in &rows {
+        line(row.cells.each_ref().map(String::as_str));
+    }
+}
+
+/// The detailed view of one source; returns whether a start would refuse
+/// its state.
+fn detail(config: &Config, s: &SourceConfig, p: SourcePeek, out: &mut String) -> bool {
+    let unreadable = p.is_unreadable();
+    let SourcePeek {
+        peeked,
+        error,
+        dead_path,
+        dead_lines,
+    } = p;
+    writeln!(out, "source {}", s.name).ok();
+    let snapshot_unreadable = error.is_some();
+    if let Some(error) = error {
+        writeln!(out, "  UNREADABLE     {error}").ok();
+    }
+    if !peeked.bad_lines.is_empty() {
+        let shown: Vec<String> = peeked
+            .bad_lines
+            .iter()
+            .take(10)
+            .map(usize::to_string)
+            .collect();
+        writeln!(
                 out,
                 "  UNREADABLE     journal line(s) {}{} are not checkpoints; a start refuses this journal",
                 shown.join(", "),
                 if peeked.bad_lines.len() > 10 { ", …" } else { "" }
             )
             .ok();
-        }
-        if peeked.torn_tail {
-            writeln!(
+    }
+    if peeked.torn_tail {
+        writeln!(
                 out,
                 "  torn journal   the last line is incomplete (an interrupted commit); the next start drops it"
             )
             .ok();
+    }
+    match peeked.state {
+        None if snapshot_unreadable => {}
+        None => {
+            writeln!(
+                out,
+                "  no state yet: the first run starts at start_at = {:?}",
+                s.start_at
+            )
+            .ok();
         }
-        match peeked.state {
-            None if snapshot_unreadable => {}
-            None => {
-                writeln!(
-                    out,
-                    "  no state yet: the first run starts at start_at = {:?}",
-                    s.start_at
-                )
-                .ok();
+        Some(state) => {
+            // As the next run loads it: ids outside the window forgotten.
+            let lookback_ms = s.lookback.as_millis() as i64;
+            let state = crate::cursor::Cursor::new(state, s.lookback)
+                .state()
+                .clone();
+            let lag = Utc::now().timestamp_millis() - state.watermark_ms;
+            writeln!(out, "  scope starts   {}", time(state.floor_ms)).ok();
+            writeln!(
+                out,
+                "  watermark      {} ({:.1}s ago)",
+                time(state.watermark_ms),
+                lag as f64 / 1000.0
+            )
+            .ok();
+            if let Some(head) = state.head_ms {
+                writeln!(out, "  newest event   {}", time(head)).ok();
             }
-            Some(state) => {
-                // As the next run loads it: ids outside the window forgotten.
-                let lookback_ms = s.lookback.as_millis() as i64;
-                let state = crate::cursor::Cursor::new(state, s.lookback)
-                    .state()
-                    .clone();
-                let lag = Utc::now().timestamp_millis() - state.watermark_ms;
-                writeln!(out, "  scope starts   {}", time(state.floor_ms)).ok();
-                writeln!(
-                    out,
-                    "  watermark      {} ({:.1}s ago)",
-                    time(state.watermark_ms),
-                    lag as f64 / 1000.0
-                )
-                .ok();
-                if let Some(head) = state.head_ms {
-                    writeln!(out, "  newest event   {}", time(head)).ok();
-                }
-                if let Some(swept) = state.swept_ms {
-                    writeln!(out, "  last sweep     started {}", time(swept)).ok();
-                }
-                match state.pass {
+            if let Some(swept) = state.swept_ms {
+                writeln!(out, "  last sweep     started {}", time(swept)).ok();
+            }
+            match state.pass {
                     Some(pass) => writeln!(
                         out,
                         "  pass underway  {} of events created from {}, read up to offset {}; a restart resumes it",
@@ -166,40 +378,33 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
                     )
                     .ok(),
                 };
-                writeln!(out, "  dedup ids      {}", state.seen.len()).ok();
-                if !state.strays.is_empty() {
-                    writeln!(
-                        out,
-                        "  out of window  {} ids of events dated far outside every window",
-                        state.strays.len()
-                    )
-                    .ok();
-                }
-                writeln!(out, "  delivered      {}", state.delivered_total).ok();
-                writeln!(out, "  dead-lettered  {}", state.dead_lettered_total).ok();
+            writeln!(out, "  dedup ids      {}", state.seen.len()).ok();
+            if !state.strays.is_empty() {
+                writeln!(
+                    out,
+                    "  out of window  {} ids of events dated far outside every window",
+                    state.strays.len()
+                )
+                .ok();
             }
+            writeln!(out, "  delivered      {}", state.delivered_total).ok();
+            writeln!(out, "  dead-lettered  {}", state.dead_lettered_total).ok();
         }
-        writeln!(
-            out,
-            "  state file     {}",
-            FileStore::snapshot_path(&config.state.dir, &s.name).display()
-        )
-        .ok();
-        writeln!(
-            out,
-            "  dead letters   {} ({} lines)",
-            dead_path.display(),
-            dead_lines
-        )
-        .ok();
     }
-    if unreadable > 0 {
-        return Err(StateCmdError::Unreadable {
-            report: out,
-            count: unreadable,
-        });
-    }
-    Ok(out)
+    writeln!(
+        out,
+        "  state file     {}",
+        FileStore::snapshot_path(&config.state.dir, &s.name).display()
+    )
+    .ok();
+    writeln!(
+        out,
+        "  dead letters   {} ({} lines)",
+        dead_path.display(),
+        dead_lines
+    )
+    .ok();
+    unreadable
 }
 
 /// Deletes a source's cursor; the next run starts at `start_at`.

@@ -113,6 +113,7 @@ pub(crate) struct Supervisor {
     /// are those of the start).
     config: Config,
     state: StateConfig,
+    http: crate::source::client::HttpPool,
     sinks: Vec<SinkHandle>,
     metrics: Metrics,
     health: Health,
@@ -132,6 +133,9 @@ pub(crate) struct Supervisor {
 /// What [`Supervisor::new`] takes.
 pub(crate) struct SupervisorParts {
     pub config: Config,
+    /// HTTP clients shared by every source, with the cap on requests in
+    /// flight.
+    pub http: crate::source::client::HttpPool,
     pub sinks: Vec<SinkHandle>,
     pub metrics: Metrics,
     pub health: Health,
@@ -145,6 +149,7 @@ impl Supervisor {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             state: parts.config.state.clone(),
+            http: parts.http,
             config: parts.config,
             sinks: parts.sinks,
             metrics: parts.metrics,
@@ -238,6 +243,7 @@ impl Supervisor {
         match crate::app::start_source(
             &source,
             &self.state,
+            &self.http,
             &self.sinks,
             &self.metrics,
             &self.health,

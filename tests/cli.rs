@@ -140,7 +140,20 @@ async fn state_show_set_since_and_reset() {
     fwd.stop().await.unwrap();
     let c = path.to_str().unwrap();
 
+    // The summary: one line for the source, its delivered count in it.
     let out = auditfwd(&["state", "show", "-c", c]).await;
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("tenant "))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        line.split_whitespace().any(|w| w == expected.to_string()),
+        "{shown}"
+    );
+
+    let out = auditfwd(&["state", "show", "-c", c, "--source", "tenant"]).await;
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -166,7 +179,11 @@ async fn state_show_set_since_and_reset() {
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("reads events created from 2030-01-01T00:00:00.000Z"));
-    let shown = text(&auditfwd(&["state", "show", "-c", c]).await.stdout);
+    let shown = text(
+        &auditfwd(&["state", "show", "-c", c, "--source", "tenant"])
+            .await
+            .stdout,
+    );
     assert!(
         shown.contains("scope starts   2030-01-01T00:00:00.000Z"),
         "{shown}"
@@ -175,6 +192,12 @@ async fn state_show_set_since_and_reset() {
     let out = auditfwd(&["state", "reset", "-c", c, "--source", "tenant"]).await;
     assert!(out.status.success());
     let shown = text(&auditfwd(&["state", "show", "-c", c]).await.stdout);
+    assert!(shown.contains("no state yet"), "{shown}");
+    let shown = text(
+        &auditfwd(&["state", "show", "-c", c, "--source", "tenant"])
+            .await
+            .stdout,
+    );
     assert!(shown.contains("no state yet"), "{shown}");
 
     let out = auditfwd(&["state", "reset", "-c", c, "--source", "nope"]).await;

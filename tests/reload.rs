@@ -414,7 +414,7 @@ async fn auditfwd_reload_signals_the_daemon_found_by_its_pid_file() {
 
     let log = setup.dir.path().join("stderr.log");
     let mut child = spawn(&setup.main(), &log);
-    let pid_file = setup.dir.path().join("state/auditfwd.pid");
+    let pid_file = setup.dir.path().join("state/auditfwd.lock");
     assert!(
         wait_for(Duration::from_secs(20), || std::fs::read_to_string(
             &pid_file
@@ -463,7 +463,14 @@ async fn auditfwd_reload_signals_the_daemon_found_by_its_pid_file() {
         &id_counts(&read_lines(&setup.out("globex"))),
     )
     .assert_exact();
-    assert!(!pid_file.exists(), "the pid file goes with the daemon");
+    // The lock went with the daemon: the pid left in the file is not used.
+    let out = reload_command(&setup.main()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is left from a process that ended"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("source added; starting it"), "{text}");
     assert!(!text.contains(&globex.api_key()), "{text}");

@@ -125,7 +125,14 @@ async fn state_commands_report_and_replace_unreadable_state() {
     let out = auditfwd(&["state", "show", "-c", c]);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
+    assert!(!shown.contains("UNREADABLE"), "{shown}");
+    let out = auditfwd(&["state", "show", "-c", c, "--source", "tenant"]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert!(shown.contains("source tenant\n  no state yet"), "{shown}");
+    let out = auditfwd(&["state", "show", "-c", c, "--source", "other"]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert!(
         shown.contains("scope starts   2026-02-01T00:00:00.000Z"),
         "{shown}"

@@ -23,3 +23,4 @@ mod restart;
 mod source_errors;
 mod state_repair;
 mod syslog;
+mod tenants;

@@ -40,6 +40,10 @@ pub struct TlsConfig {
     /// presented when the server asks for one (mutual TLS). Default: none.
     /// Its `Debug` prints no key material.
     pub identity: Option<reqwest::Identity>,
+    /// A hash of the trusted CA certificates and the client certificate and
+    /// key: sources with equal TLS settings share one HTTP client (and its
+    /// connection pool). 0 without `[source.tls]`.
+    pub fingerprint: u64,
 }
 
 impl RawTls {
@@ -52,6 +56,7 @@ impl RawTls {
     ) -> Option<TlsConfig> {
         let mut ok = true;
         let mut extra_roots = Vec::new();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         if let Some(file) = &self.ca_file {
             let file = base_dir.join(file);
             match read_certs(&file) {
@@ -71,6 +76,9 @@ impl RawTls {
                                 ),
                             );
                         }
+                    }
+                    for cert in &certs {
+                        hasher.update(cert);
                     }
                     extra_roots.extend(
                         certs
@@ -123,6 +131,8 @@ impl RawTls {
                 let mut pem = cert_pem;
                 pem.push(b'\n');
                 pem.extend_from_slice(&key_pem);
+                hasher.update(b"identity");
+                hasher.update(&pem);
                 match reqwest::Identity::from_pem(&pem) {
                     Ok(identity) => Some(identity),
                     Err(_) => {
@@ -139,9 +149,15 @@ impl RawTls {
                 }
             }
         };
+        let fingerprint = if extra_roots.is_empty() && identity.is_none() {
+            0
+        } else {
+            hasher.digest()
+        };
         ok.then_some(TlsConfig {
             extra_roots,
             identity,
+            fingerprint,
         })
     }
 }

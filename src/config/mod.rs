@@ -3,7 +3,7 @@
 //! Loading reads the file and the tenant files of its `sources_dir` (one
 //! `[source]` each, see `tenants.rs`), interpolates `${ENV}` in string
 //! values, merges `[source_defaults]` under every source, and validates
-//! every source, `[[sink]]`, `[state]` and `[telemetry]` table.
+//! every source, `[[sink]]`, `[state]`, `[telemetry]` and `[limits]` table.
 //! Validation does no network or output I/O (only `sources_dir`,
 //! `api_key_file` and the PEM files of `[source.tls]` are read) and reports
 //! **every** problem at once, each naming the file, the key path
@@ -43,6 +43,8 @@ pub struct Config {
     pub state: StateConfig,
     /// Logs, metrics and health.
     pub telemetry: TelemetryConfig,
+    /// Process-wide caps.
+    pub limits: LimitsConfig,
     /// What is allowed but unwise (e.g. an API key file other users may
     /// read); printed at start and by `check`.
     pub warnings: Vec<Problem>,
@@ -103,6 +105,37 @@ impl Default for StateConfig {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/auditfwd")
+}
+
+/// `[limits]`: caps over every source together (per-source limits such as
+/// `rate_limit` stay in `[[source]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most API requests (pages and enrichment lookups of every source
+    /// together) in flight at once; each holds an outbound connection, so
+    /// this bounds the sockets thousands of tenants open. Requests beyond
+    /// it wait their turn. Default 256, from 1 to 65,536.
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: usize,
+}
+
+/// The default of `limits.max_requests_in_flight`.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 256;
+
+/// The largest `limits.max_requests_in_flight`.
+const MAX_REQUESTS_IN_FLIGHT: usize = 65_536;
+
+fn default_max_requests_in_flight() -> usize {
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        }
+    }
 }
 
 /// `[telemetry]`.
@@ -313,6 +346,7 @@ const TOP_LEVEL: &[&str] = &[
     "sink",
     "state",
     "telemetry",
+    "limits",
 ];
 
 impl Config {
@@ -493,6 +527,18 @@ impl Config {
             ));
         }
 
+        let limits = section::<LimitsConfig>(doc.remove("limits"), "limits", &mut problems)
+            .unwrap_or_default();
+        if !(1..=MAX_REQUESTS_IN_FLIGHT).contains(&limits.max_requests_in_flight) {
+            problems.push(Problem::new(
+                "limits.max_requests_in_flight",
+                format!(
+                    "is {}; use a number from 1 to {MAX_REQUESTS_IN_FLIGHT} (default {DEFAULT_MAX_REQUESTS_IN_FLIGHT})",
+                    limits.max_requests_in_flight
+                ),
+            ));
+        }
+
         cross_check(&sources, &sinks, sources_dir.as_deref(), &mut problems);
         if !problems.is_empty() {
             return Err(fail(problems));
@@ -502,6 +548,7 @@ impl Config {
             sinks,
             state,
             telemetry,
+            limits,
             warnings,
             sources_dir,
             restart_only,

@@ -5,11 +5,20 @@
 //!
 //! A commit returns only once the checkpoint survives a crash (`fdatasync`),
 //! because the poller treats a returned commit as permission to move on.
+//!
+//! File descriptors: a process with thousands of sources must not hold
+//! several files per source for ever. One lock file (`auditfwd.lock`)
+//! guards the whole state directory against a second process, shared by
+//! every store of this process ([`DirLock`]); a journal is open only while
+//! a checkpoint is appended (open, write, `fdatasync`, close: the open and
+//! close cost microseconds next to the `fdatasync`).
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::legacy;
 use super::{Checkpoint, CursorState, STATE_VERSION};
@@ -40,16 +49,134 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
-    /// Another process holds the lock.
+    /// Another process holds the state directory's lock, or this process
+    /// already has the source's store open.
     #[error(
-        "state for source `{source_name}` is locked by another auditfwd process ({path}); run one instance per state directory"
+        "state for source `{source_name}` is locked by another auditfwd process{holder} ({path}); run one instance per state directory, and stop the daemon before `auditfwd state reset` or `state set-since`"
     )]
     Locked {
         /// The source.
         source_name: String,
         /// The lock file.
         path: PathBuf,
+        /// ` (pid N)` when the lock file names its holder.
+        holder: String,
     },
+}
+
+/// Name of the lock file of a state directory.
+pub const LOCK_FILE: &str = "auditfwd.lock";
+
+/// The lock of one state directory, held by this process: taken at the
+/// first [`FileStore::open`] in the directory, shared by every store of
+/// the process (one descriptor, not one per source), released when the
+/// last store closes. It also records which sources have a store open, so
+/// that one source is never opened twice.
+#[derive(Debug)]
+pub struct DirLock {
+    path: PathBuf,
+    open_sources: Mutex<HashSet<String>>,
+    _file: File,
+}
+
+/// The directory locks this process holds, by directory.
+static DIR_LOCKS: Mutex<Option<HashMap<PathBuf, Weak<DirLock>>>> = Mutex::new(None);
+
+impl DirLock {
+    /// The lock of `dir` (created if needed): this process's, or newly
+    /// taken; [`StoreError::Locked`] when another process holds it.
+    pub fn acquire(dir: &Path, source: &str) -> Result<Arc<DirLock>, StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir, "create the state directory"))?;
+        let key = fs::canonicalize(dir).map_err(io_err(dir, "open the state directory"))?;
+        let mut locks = DIR_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+        let locks = locks.get_or_insert_with(HashMap::new);
+        if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+            return Ok(lock);
+        }
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path, "open the lock file"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder
+                    .trim()
+                    .parse::<u32>()
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(StoreError::Locked {
+                    source_name: source.to_string(),
+                    path,
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path, "lock")(e)),
+        }
+        // Who holds it, for the message another process prints.
+        let pid = std::process::id().to_string();
+        file.set_len(0)
+            .and_then(|()| file.write_all(pid.as_bytes()))
+            .map_err(io_err(&path, "write the lock file"))?;
+        let lock = Arc::new(DirLock {
+            path,
+            open_sources: Mutex::new(HashSet::new()),
+            _file: file,
+        });
+        locks.retain(|_, weak| weak.strong_count() > 0);
+        locks.insert(key, Arc::downgrade(&lock));
+        Ok(lock)
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Marks `source` open; [`StoreError::Locked`] if it already is.
+    fn claim(self: &Arc<Self>, source: &str) -> Result<SourceClaim, StoreError> {
+        let mut open = self.open_sources.lock().unwrap_or_else(|p| p.into_inner());
+        if !open.insert(source.to_string()) {
+            return Err(StoreError::Locked {
+                source_name: source.to_string(),
+                path: self.path.clone(),
+                holder: String::new(),
+            });
+        }
+        Ok(SourceClaim {
+            lock: Arc::clone(self),
+            source: source.to_string(),
+        })
+    }
+}
+
+/// A source's store is open; dropping it releases the source (and, with
+/// the last one, the directory's lock).
+#[derive(Debug)]
+struct SourceClaim {
+    lock: Arc<DirLock>,
+    source: String,
+}
+
+impl Drop for SourceClaim {
+    fn drop(&mut self) {
+        self.lock
+            .open_sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.source);
+    }
 }
 
 /// Durable storage of one source's cursor.
@@ -69,19 +196,22 @@ pub trait StateStore: Send {
 /// rename, fsync of the directory) plus a journal (`{source}.journal`, one
 /// JSON checkpoint per line, fdatasync per commit). Compaction rewrites the
 /// snapshot once the journal outgrows it. Files are created `0600` in a
-/// `0700` directory; a lock file keeps a second process away.
+/// `0700` directory; the directory's lock ([`DirLock`]) keeps a second
+/// process away. The journal is open only during a commit or a snapshot.
 #[derive(Debug)]
 pub struct FileStore {
     source: String,
     snapshot_path: PathBuf,
     journal_path: PathBuf,
+    /// Open only within a commit or snapshot (and after a test put it
+    /// there); `None` between them.
     journal: Option<File>,
     /// An append failed: part of a line may follow the last complete
     /// checkpoint (`journal_bytes`) until the journal is reopened.
     torn: bool,
     journal_bytes: u64,
     snapshot_bytes: u64,
-    _lock: File,
+    _claim: SourceClaim,
 }
 
 /// Smallest journal size that triggers compaction.
@@ -96,32 +226,10 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 }
 
 impl FileStore {
-    /// Opens (creating if needed) the state of `source` in `dir` and takes
-    /// its lock.
+    /// Opens (creating if needed) the state of `source` in `dir`, taking
+    /// the directory's lock unless this process holds it already.
     pub fn open(dir: &Path, source: &str) -> Result<Self, StoreError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir, "create the state directory"))?;
-        let lock_path = dir.join(format!("{source}.lock"));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path, "open the lock file"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    source_name: source.to_string(),
-                    path: lock_path,
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, "lock")(e)),
-        }
+        let claim = DirLock::acquire(dir, source)?.claim(source)?;
         Ok(Self {
             source: source.to_string(),
             snapshot_path: Self::snapshot_path(dir, source),
@@ -130,7 +238,7 @@ impl FileStore {
             torn: false,
             journal_bytes: 0,
             snapshot_bytes: 0,
-            _lock: lock,
+            _claim: claim,
         })
     }
 
@@ -317,9 +425,10 @@ impl StateStore for FileStore {
                     .sync_data()
                     .map_err(io_err(&path, "fsync the journal"))
             });
+        // Closed after every append: an idle source holds no descriptor.
+        self.journal = None;
         if let Err(error) = written {
             // Part of the line may be in the file: reopening cuts it off.
-            self.journal = None;
             self.torn = true;
             return Err(error);
         }
@@ -353,15 +462,22 @@ impl StateStore for FileStore {
         // skipped (nothing is counted twice, nothing older wins).
         let path = self.journal_path.clone();
         let journal = self.open_journal()?;
-        journal
+        let emptied = journal
             .set_len(0)
-            .map_err(io_err(&path, "truncate the journal"))?;
-        journal
-            .seek(SeekFrom::Start(0))
-            .map_err(io_err(&path, "truncate the journal"))?;
-        journal
-            .sync_all()
-            .map_err(io_err(&path, "fsync the journal"))?;
+            .map_err(io_err(&path, "truncate the journal"))
+            .and_then(|()| {
+                journal
+                    .seek(SeekFrom::Start(0))
+                    .map(drop)
+                    .map_err(io_err(&path, "truncate the journal"))
+            })
+            .and_then(|()| {
+                journal
+                    .sync_all()
+                    .map_err(io_err(&path, "fsync the journal"))
+            });
+        self.journal = None;
+        emptied?;
         self.journal_bytes = 0;
         Ok(())
     }
@@ -653,6 +769,54 @@ mod tests {
             "{err}"
         );
         assert!(FileStore::open(dir.path(), "other").is_ok());
+    }
+
+    #[test]
+    fn one_lock_guards_the_directory_against_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_path = dir.path().join(LOCK_FILE);
+        let stores: Vec<FileStore> = (0..20)
+            .map(|i| FileStore::open(dir.path(), &format!("t{i}")).unwrap())
+            .collect();
+        // Another open file description of the lock file is what another
+        // process would have: the lock is taken.
+        let foreign = File::options().write(true).open(&lock_path).unwrap();
+        assert!(matches!(
+            foreign.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        let lock_files = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".lock")
+            })
+            .count();
+        assert_eq!(lock_files, 1, "one lock file for every source");
+        drop(stores);
+        // The last store closed: the directory is free again, and a holder
+        // elsewhere is named.
+        foreign.try_lock().unwrap();
+        fs::write(&lock_path, b"4242").unwrap();
+        let err = FileStore::open(dir.path(), "t1").unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("(pid 4242)"), "{err}");
+    }
+
+    #[test]
+    fn journals_are_closed_between_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+        store.load().unwrap();
+        store.commit(&cp(1, &[("a", 1000)])).unwrap();
+        assert!(store.journal.is_none());
+        store
+            .snapshot(&CursorState::new("acme", chrono::DateTime::UNIX_EPOCH))
+            .unwrap();
+        assert!(store.journal.is_none());
     }
 
     #[test]

@@ -7,8 +7,17 @@
 //! carry the Bearer key's requests (and the URL) to a host nobody
 //! configured. Transport errors carry their whole cause chain (DNS,
 //! connection refused, the certificate problem), never the API key.
+//!
+//! Sources share HTTP clients: an [`HttpPool`] builds one `reqwest::Client`
+//! (one connection pool) per distinct set of transport settings (timeout,
+//! `allow_http`, proxy, TLS files), and caps the requests in flight across
+//! every source (`[limits] max_requests_in_flight`), so that thousands of
+//! tenants behind one API host reuse a few connections instead of holding
+//! one socket each. The key travels per request; rate limits stay per
+//! source.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -240,6 +249,112 @@ fn tls_hint(message: &str) -> &'static str {
     }
 }
 
+/// What two sources must agree on to share a `reqwest::Client`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    timeout: Duration,
+    allow_http: bool,
+    /// The proxy URL, password included (two proxy accounts are two
+    /// clients); only ever compared, never printed.
+    proxy: Option<String>,
+    tls: u64,
+}
+
+/// HTTP clients shared among sources, and the cap on requests in flight
+/// across all of them. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpPool {
+    clients: Arc<Mutex<HashMap<ClientKey, reqwest::Client>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for HttpPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpPool")
+            .field("clients", &self.clients_built())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpPool {
+    /// A pool letting at most `max_in_flight` requests (of every source and
+    /// enrichment together) run at once.
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            clients: Arc::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+        }
+    }
+
+    /// The client of `config`, throttled by `limiter`, sharing its
+    /// connections with every source of the same transport settings.
+    ///
+    /// The server's certificate is checked against the bundled Mozilla
+    /// roots, the system trust store and `tls.ca_file`. Without `proxy`,
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` apply.
+    pub fn client(
+        &self,
+        config: &SourceConfig,
+        limiter: Arc<Limiter>,
+    ) -> Result<ApiClient, reqwest::Error> {
+        let key = ClientKey {
+            timeout: config.request_timeout,
+            allow_http: config.allow_http,
+            proxy: config.proxy.as_ref().map(|p| p.expose().to_string()),
+            tls: config.tls.fingerprint,
+        };
+        let http = {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            match clients.get(&key) {
+                Some(http) => http.clone(),
+                None => {
+                    let http = build_http(config)?;
+                    clients.insert(key, http.clone());
+                    http
+                }
+            }
+        };
+        Ok(ApiClient {
+            http,
+            base: config.base_url.clone(),
+            key: config.api_key.clone(),
+            proxy_password: config
+                .proxy
+                .as_ref()
+                .and_then(|p| p.expose().password())
+                .map(str::to_string),
+            limiter,
+            in_flight: Arc::clone(&self.in_flight),
+            max_body: config.max_body,
+        })
+    }
+
+    /// How many distinct HTTP clients (connection pools) were built.
+    pub fn clients_built(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn build_http(config: &SourceConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("auditfwd/", env!("CARGO_PKG_VERSION")))
+        .timeout(config.request_timeout)
+        .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+        .https_only(!config.allow_http)
+        .redirect(same_origin_redirects())
+        .referer(false);
+    for root in &config.tls.extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    if let Some(identity) = &config.tls.identity {
+        builder = builder.identity(identity.clone());
+    }
+    if let Some(proxy) = &config.proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy.expose().as_str())?);
+    }
+    builder.build()
+}
+
 /// The HTTP client of one source.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -248,6 +363,8 @@ pub struct ApiClient {
     /// Masked in every error message, with the key.
     proxy_password: Option<String>,
     limiter: Arc<Limiter>,
+    /// The pool's cap on requests in flight across every source.
+    in_flight: Arc<tokio::sync::Semaphore>,
     max_body: u64,
 }
 
@@ -260,40 +377,10 @@ impl std::fmt::Debug for ApiClient {
 }
 
 impl ApiClient {
-    /// A client for `config`, throttled by `limiter`.
-    ///
-    /// The server's certificate is checked against the bundled Mozilla
-    /// roots, the system trust store and `tls.ca_file`. Without `proxy`,
-    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` apply.
+    /// A client of its own for `config`, throttled by `limiter` (`check`
+    /// and tests; the daemon takes its clients from one [`HttpPool`]).
     pub fn new(config: &SourceConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("auditfwd/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
-            .https_only(!config.allow_http)
-            .redirect(same_origin_redirects())
-            .referer(false);
-        for root in &config.tls.extra_roots {
-            builder = builder.add_root_certificate(root.clone());
-        }
-        if let Some(identity) = &config.tls.identity {
-            builder = builder.identity(identity.clone());
-        }
-        if let Some(proxy) = &config.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy.expose().as_str())?);
-        }
-        Ok(Self {
-            http: builder.build()?,
-            base: config.base_url.clone(),
-            key: config.api_key.clone(),
-            proxy_password: config
-                .proxy
-                .as_ref()
-                .and_then(|p| p.expose().password())
-                .map(str::to_string),
-            limiter,
-            max_body: config.max_body,
-        })
+        HttpPool::new(crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT).client(config, limiter)
     }
 
     /// The source's limiter (shared with enrichment).
@@ -319,6 +406,12 @@ impl ApiClient {
 
     /// One GET the limiter already admitted.
     async fn get_now(&self, url: reqwest::Url) -> Result<(bytes::Bytes, HeaderMap), FetchError> {
+        // Held until the body is read: the connection is busy until then.
+        let _in_flight = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the in-flight semaphore is never closed");
         let response = self
             .http
             .get(url.clone())
