@@ -125,6 +125,9 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
     for (prefetch, in_flight) in [(2, 2..=u64::MAX), (0, 1..=1)] {
         let sim = tenant(SimConfig {
             latency: Duration::from_millis(60),
+            // Ties at page boundaries: a page fetched ahead must still
+            // start where the cursor will ask next, or it is wasted.
+            tie_ratio: 0.3,
             ..quiet(2500)
         })
         .await;
