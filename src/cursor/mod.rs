@@ -67,7 +67,12 @@
 //! *chains*: it contains an event of *Fᵢ* (a witness). Every event sorting
 //! at or after *Bᵢ* sorts strictly after the witness in every snapshot, so
 //! it is in the prefetched page or after it. A page that does not chain is
-//! dropped and read again at the right offset.
+//! dropped and read again at the right offset. Prefetching is only ever
+//! a saving: no page is trusted for being fetched ahead, so fetching fewer
+//! (none past the end a trusted `pagination.total` announces, which in
+//! steady state would come back empty) can not lose an event; a total that
+//! lies low only slows a pass down, and stops being trusted as soon as a
+//! pass ends elsewhere.
 //!
 //! **A pass ends on evidence**: an empty page, or a page shorter than both
 //! `limit` and the largest page the server has returned (its real cap) that
@@ -319,6 +324,8 @@ struct Update {
     total_agreed: Option<bool>,
     /// The page was shorter than the server's page size.
     short: bool,
+    /// The page's `pagination.total`, if any.
+    total: Option<u64>,
 }
 
 /// How the pass reads.
@@ -507,7 +514,18 @@ impl Cursor {
         // the margin costs 6% of re-read events, a dropped page 100%).
         let margin = batch.update.overlap.max(cap / 16);
         let step = cap.saturating_sub(margin.min(cap / 2)).max(1);
-        (1..=count as u64).map(|i| after + i * step).collect()
+        // A trusted `total` says where the listing ends: a page past it
+        // would come back empty (in steady state, one wasted request per
+        // poll). Fetching less ahead never loses an event (see the module
+        // documentation); a total that lies low only slows the pass.
+        let end = match batch.update.total {
+            Some(total) if self.learned.total_trusted() => total,
+            _ => u64::MAX,
+        };
+        (1..=count as u64)
+            .map(|i| after + i * step)
+            .take_while(|&offset| offset < end)
+            .collect()
     }
 
     /// The largest page the server has returned so far.
@@ -771,6 +789,7 @@ impl Cursor {
                 overlap,
                 total_agreed,
                 short,
+                total: page.total,
             }),
         }))
     }

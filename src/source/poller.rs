@@ -321,6 +321,7 @@ impl Poller {
                     continue;
                 }
             };
+            tracing::debug!(source = %self.config.name, offset = asked, returned, total = ?total, sequential, next = ?batch.next(), "page");
             self.counters.pages.inc();
             self.counters.received.inc_by(returned);
             if let Some(total) = total {
