@@ -45,7 +45,8 @@ const TRANSIENT_FILES: u64 = 512;
 /// connections: one per request in flight (a page and its prefetches, an
 /// enrichment lookup), no more than `limits.max_requests_in_flight`, plus
 /// an idle keep-alive connection per API host. Per file sink, one file per
-/// source it writes; per other sink a few connections.
+/// source it writes, no more than its `max_open_files` (the least recently
+/// written is closed beyond that); per other sink a few connections.
 pub fn files_needed(config: &Config) -> (u64, usize) {
     let sources = config.sources.len() as u64;
     let requests: u64 = config
@@ -70,8 +71,10 @@ pub fn files_needed(config: &Config) -> (u64, usize) {
             .filter(|s| sink.accepts_source(&s.name))
             .count();
         match &sink.kind {
-            // One file per source, or one for all of them.
-            SinkKind::File(file) if file.path.contains("{source}") => outputs += feeding,
+            // One file per source up to `max_open_files`, or one for all.
+            SinkKind::File(file) if file.path.contains("{source}") => {
+                outputs += feeding.min(file.max_open_files)
+            }
             SinkKind::File(_) => outputs += feeding.min(1),
             _ => sinks += 8,
         }

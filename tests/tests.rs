@@ -8,6 +8,7 @@ mod backpressure;
 mod cli;
 mod delivery;
 mod enrich;
+mod fairness;
 mod features;
 mod formats;
 mod full_disk;

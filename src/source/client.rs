@@ -15,8 +15,36 @@
 //! tenants behind one API host reuse a few connections instead of holding
 //! one socket each. The key travels per request; rate limits stay per
 //! source.
+//!
+//! # Fair shares of the cap
+//!
+//! A request holds its permit of the cap until its body is read, so a
+//! tenant whose API hangs holds permits until `request_timeout` (30 s by
+//! default), and a tenant fetching ahead may have 1 + `prefetch` requests
+//! out. Left alone, a few hung tenants would hold every permit and the
+//! healthy ones would wait out the hang. So each tenant (one [`ApiClient`],
+//! shared with its enrichment) may hold at most its share of the cap,
+//! `max(1, max_requests_in_flight / tenants)`, counting the tenants whose
+//! clients this pool built and still live; a request beyond the share waits
+//! for one of the tenant's own requests to finish, before it queues for
+//! the cap.
+//!
+//! The shares are a reservation, not a guess about who is slow: while
+//! there are no more tenants than permits, the shares add up to at most
+//! the cap, so a tenant within its share always finds a free permit,
+//! whatever the others do; a hang, a 429 storm or a revoked key costs the
+//! other tenants nothing. With more tenants than permits each share is one
+//! request (no prefetch beyond the cap), and hung tenants hold one permit
+//! each: the others wait only while `max_requests_in_flight` or more
+//! tenants hang at once (raise the cap above that). Shares follow reloads:
+//! a tenant added makes the others' shares smaller for their next
+//! requests (the ones out finish), a tenant removed makes them larger.
+//! A share is not work-conserving: with many tenants a lone backfill
+//! fetches ahead only as far as its share, the price of never letting a
+//! hang take what belongs to the others.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -266,6 +294,11 @@ struct ClientKey {
 pub struct HttpPool {
     clients: Arc<Mutex<HashMap<ClientKey, reqwest::Client>>>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// `max_requests_in_flight`.
+    cap: usize,
+    /// The [`ApiClient`]s built and not yet dropped: what divides the cap
+    /// into shares.
+    tenants: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for HttpPool {
@@ -283,7 +316,15 @@ impl HttpPool {
         Self {
             clients: Arc::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+            cap: max_in_flight.max(1),
+            tenants: Arc::default(),
         }
+    }
+
+    /// The most requests one tenant may have in flight now: its share of
+    /// the cap (see the module doc).
+    pub fn share(&self) -> usize {
+        share(self.cap, self.tenants.load(Ordering::Relaxed))
     }
 
     /// The client of `config`, throttled by `limiter`, sharing its
@@ -314,6 +355,7 @@ impl HttpPool {
                 }
             }
         };
+        self.tenants.fetch_add(1, Ordering::Relaxed);
         Ok(ApiClient {
             http,
             base: config.base_url.clone(),
@@ -325,6 +367,9 @@ impl HttpPool {
                 .map(str::to_string),
             limiter,
             in_flight: Arc::clone(&self.in_flight),
+            cap: self.cap,
+            tenants: Arc::clone(&self.tenants),
+            own: Own::default(),
             max_body: config.max_body,
         })
     }
@@ -332,6 +377,30 @@ impl HttpPool {
     /// How many distinct HTTP clients (connection pools) were built.
     pub fn clients_built(&self) -> usize {
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A tenant's share of `cap` permits among `tenants`.
+fn share(cap: usize, tenants: usize) -> usize {
+    (cap / tenants.max(1)).max(1)
+}
+
+/// The requests one tenant has in flight, against its share.
+#[derive(Debug, Default)]
+struct Own {
+    held: Mutex<usize>,
+    /// Woken when one of the tenant's requests finishes.
+    freed: tokio::sync::Notify,
+}
+
+/// One request within its tenant's share; gives the place back on drop.
+struct OwnSlot<'a>(&'a Own);
+
+impl Drop for OwnSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.held.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        // Stores a wake-up when nobody waits yet: none is lost.
+        self.0.freed.notify_one();
     }
 }
 
@@ -365,7 +434,18 @@ pub struct ApiClient {
     limiter: Arc<Limiter>,
     /// The pool's cap on requests in flight across every source.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// The pool's `max_requests_in_flight` and live tenants: the share.
+    cap: usize,
+    tenants: Arc<AtomicUsize>,
+    /// This tenant's requests in flight.
+    own: Own,
     max_body: u64,
+}
+
+impl Drop for ApiClient {
+    fn drop(&mut self) {
+        self.tenants.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -406,7 +486,10 @@ impl ApiClient {
 
     /// One GET the limiter already admitted.
     async fn get_now(&self, url: reqwest::Url) -> Result<(bytes::Bytes, HeaderMap), FetchError> {
-        // Held until the body is read: the connection is busy until then.
+        // Both held until the body is read: the connection is busy until
+        // then. The tenant's share first, so that a hung tenant's requests
+        // wait here, not in the cap's queue ahead of the other tenants.
+        let _own = self.own_slot().await;
         let _in_flight = self
             .in_flight
             .acquire()
@@ -457,6 +540,20 @@ impl ApiClient {
                 message,
             },
         })
+    }
+
+    /// Waits until this tenant has fewer requests in flight than its share.
+    async fn own_slot(&self) -> OwnSlot<'_> {
+        loop {
+            {
+                let mut held = self.own.held.lock().unwrap_or_else(|p| p.into_inner());
+                if *held < share(self.cap, self.tenants.load(Ordering::Relaxed)) {
+                    *held += 1;
+                    return OwnSlot(&self.own);
+                }
+            }
+            self.own.freed.notified().await;
+        }
     }
 
     /// Classifies a failed request: a refused redirect, or a transport
@@ -629,6 +726,21 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cap_is_shared_out_and_every_tenant_keeps_one_request() {
+        assert_eq!(share(256, 1), 256);
+        assert_eq!(share(256, 0), 256);
+        assert_eq!(share(256, 100), 2);
+        assert_eq!(share(4, 5), 1);
+        assert_eq!(share(256, 5_000), 1);
+        // While tenants ≤ cap, the shares never add up to more than the cap.
+        for cap in 1..64 {
+            for tenants in 1..=cap {
+                assert!(share(cap, tenants) * tenants <= cap);
+            }
+        }
+    }
 
     #[test]
     fn echoed_credentials_are_masked() {

@@ -29,6 +29,22 @@ pub struct FileSinkConfig {
     /// Permissions of new files, octal. Default `"0640"`.
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// Most output files kept open at once (with `{source}` in the path,
+    /// one per source): beyond it the least recently written is fsynced
+    /// and closed, and opened again when its source writes next. Default
+    /// 64, 1 to 65,536.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+}
+
+/// The default of `max_open_files`.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 64;
+
+/// The largest `max_open_files`.
+pub const MAX_OPEN_FILES: usize = 65_536;
+
+fn default_max_open_files() -> usize {
+    DEFAULT_MAX_OPEN_FILES
 }
 
 /// Compression applied to a file once it is rotated.
@@ -68,6 +84,7 @@ impl FileSinkConfig {
             compression: Compression::None,
             fsync: FsyncPolicy::Batch,
             mode: default_mode(),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
         }
     }
 
@@ -110,6 +127,15 @@ impl FileSinkConfig {
                 "must be greater than 0; remove it to rotate by date only",
             ));
         }
+        if !(1..=MAX_OPEN_FILES).contains(&self.max_open_files) {
+            problems.push(ConfigProblem::new(
+                "max_open_files",
+                format!(
+                    "is {}; set 1 to {MAX_OPEN_FILES} (files kept open at once; more sources than that reopen their file when they write)",
+                    self.max_open_files
+                ),
+            ));
+        }
         if self.mode_bits().is_none() {
             problems.push(ConfigProblem::new(
                 "mode",
@@ -143,7 +169,18 @@ mod tests {
         let mut c = FileSinkConfig::new("/x/{tenant}/%Q/");
         c.mode = "rw-r".into();
         c.max_bytes = Some(0);
+        c.max_open_files = 0;
         let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["path", "path", "path", "max_bytes", "mode"]);
+        assert_eq!(
+            keys,
+            [
+                "path",
+                "path",
+                "path",
+                "max_bytes",
+                "max_open_files",
+                "mode"
+            ]
+        );
     }
 }

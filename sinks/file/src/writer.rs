@@ -5,6 +5,16 @@
 //! acknowledged batch left before anything else is written, so a retry
 //! never glues a record to a fragment or repeats lines. A crash can still
 //! leave a torn last line; the next open cuts it.
+//!
+//! At most `max_open_files` files are open: opening one more first
+//! flushes, fsyncs and closes the least recently written. That may be a
+//! file the batch under way already wrote to; the batch stays all or
+//! nothing, because a failure cuts every touched file back by path and
+//! length (whether it is still open or not), and the closed file's lines
+//! are on disk before the batch is acknowledged. A file closed this way is
+//! not rotated: its source reopens the same path and appends. Its path is
+//! remembered (only while compression is on), so that a new day's path
+//! still sends the old file to compression.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -26,6 +36,9 @@ struct OpenFile {
     size: u64,
     /// Written to by the batch under way.
     dirty: bool,
+    /// When its source last wrote to it (the writer's tick): the least
+    /// recently written file is closed first.
+    used: u64,
 }
 
 /// All files one file sink writes to, one current file per source.
@@ -36,6 +49,13 @@ pub(crate) struct Writer {
     compression: Compression,
     mode: u32,
     open: HashMap<String, OpenFile>,
+    /// `max_open_files`.
+    max_open: usize,
+    /// Counts the writes to a file, for `OpenFile::used`.
+    tick: u64,
+    /// The path of each source whose file was closed to make room, while
+    /// compression is on: a new day's path compresses the old file.
+    closed: HashMap<String, PathBuf>,
     /// Files the batch under way touched, with the length they had before
     /// it (what acknowledged batches wrote).
     touched: Vec<(PathBuf, u64)>,
@@ -60,6 +80,9 @@ impl Writer {
             compression: config.compression,
             mode,
             open: HashMap::new(),
+            max_open: config.max_open_files.max(1),
+            tick: 0,
+            closed: HashMap::new(),
             touched: Vec::new(),
             rotated: Vec::new(),
             undo: Vec::new(),
@@ -192,17 +215,59 @@ impl Writer {
     /// Makes `path` the current file of `source`, closing the previous one
     /// when the path changed (a new day; it is then compressed).
     fn switch_to(&mut self, source: &str, path: &Path) -> io::Result<()> {
-        if let Some(current) = self.open.get(source) {
+        self.tick += 1;
+        if let Some(current) = self.open.get_mut(source) {
             if current.path == path {
+                current.used = self.tick;
                 return Ok(());
             }
             let old = self.open.remove(source).expect("present");
             let old_path = old.path.clone();
             self.close(old)?;
             self.rotated.push(old_path);
+        } else if let Some(old_path) = self.closed.remove(source)
+            && old_path != path
+        {
+            self.rotated.push(old_path);
         }
-        let file = self.open_file(path)?;
+        while self.open.len() >= self.max_open {
+            self.close_least_recent()?;
+        }
+        let mut file = self.open_file(path)?;
+        file.used = self.tick;
         self.open.insert(source.to_string(), file);
+        Ok(())
+    }
+
+    /// Makes room for one more open file: flushes, fsyncs and closes the
+    /// least recently written one (see the module doc for why a file of
+    /// the batch under way may go too).
+    fn close_least_recent(&mut self) -> io::Result<()> {
+        let Some(source) = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.used)
+            .map(|(s, _)| s.clone())
+        else {
+            return Ok(());
+        };
+        let mut file = self.open.remove(&source).expect("present");
+        let path = file.path.clone();
+        // Whatever the fsync policy: closed, the file is out of reach of
+        // `flush`, so it goes to disk now.
+        let synced = file
+            .out
+            .flush()
+            .and_then(|()| file.out.get_ref().sync_all());
+        if let Err(error) = synced {
+            // Back in place, so that a failed batch drops what is still
+            // buffered instead of writing it.
+            self.open.insert(source, file);
+            return Err(error);
+        }
+        if self.compression != Compression::None {
+            self.closed.insert(source, path);
+        }
         Ok(())
     }
 
@@ -250,6 +315,7 @@ impl Writer {
             out: BufWriter::with_capacity(64 * 1024, file),
             size,
             dirty: false,
+            used: 0,
         })
     }
 
@@ -287,6 +353,8 @@ impl Writer {
     pub(crate) fn reopen(&mut self) -> io::Result<()> {
         self.flush()?;
         self.open.clear();
+        // The files may have been moved away: no longer ours to compress.
+        self.closed.clear();
         Ok(())
     }
 
@@ -415,6 +483,121 @@ mod tests {
         assert!(dir.path().join("2026-03-01.jsonl.gz").exists());
         assert!(!dir.path().join("2026-03-01.jsonl").exists());
         assert!(dir.path().join("2026-03-02.jsonl").exists());
+    }
+
+    /// Descriptors of this process open on files under `dir`.
+    fn open_under(dir: &Path) -> usize {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path()).ok())
+            .filter(|target| target.starts_with(dir))
+            .count()
+    }
+
+    #[test]
+    fn at_most_max_open_files_are_open_and_every_line_reaches_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().canonicalize().unwrap();
+        let mut config = FileSinkConfig::new(format!("{}/{{source}}.jsonl", out.display()));
+        config.max_open_files = 4;
+        let mut w = Writer::new(&config);
+        let sources: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+        let now = Utc::now();
+        let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+        for round in 0..5 {
+            // One batch over every source (files closed mid-batch), then
+            // one batch per source.
+            let lines: Vec<(String, String)> = sources
+                .iter()
+                .flat_map(|s| {
+                    (0..3).map(move |i| (s.clone(), format!("{{\"id\":\"{s}-{round}-{i}\"}}")))
+                })
+                .collect();
+            w.write_batch(lines.iter().map(|(s, l)| (s.as_str(), l.as_bytes())), now)
+                .unwrap();
+            for (s, l) in &lines {
+                expected.entry(s.clone()).or_default().push(l.clone());
+            }
+            assert!(open_under(&out) <= 4, "{} files open", open_under(&out));
+            for s in &sources {
+                let line = format!("{{\"id\":\"{s}-{round}-single\"}}");
+                w.write_batch([(s.as_str(), line.as_bytes())], now).unwrap();
+                expected.entry(s.clone()).or_default().push(line);
+                assert!(open_under(&out) <= 4, "{} files open", open_under(&out));
+            }
+        }
+        assert_eq!(w.open.len(), 4);
+        w.shutdown().unwrap();
+        for s in &sources {
+            let text = fs::read_to_string(out.join(format!("{s}.jsonl"))).unwrap();
+            let got: Vec<&str> = text.lines().collect();
+            assert_eq!(got, expected[s], "{s}");
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_nothing_in_files_closed_to_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = FileSinkConfig::new(format!("{}/{{source}}.jsonl", dir.path().display()));
+        config.max_open_files = 2;
+        let mut w = Writer::new(&config);
+        let now = Utc::now();
+        w.write_batch([("a", &b"{\"id\":1}"[..]), ("b", b"{\"id\":2}")], now)
+            .unwrap();
+        // `a` and `b` are written, then closed to make room for `c` and
+        // `d`; `e` can not be opened (its path is a directory).
+        fs::create_dir_all(dir.path().join("e.jsonl")).unwrap();
+        let failed = w.write_batch(
+            [
+                ("a", &b"{\"id\":3}"[..]),
+                ("b", b"{\"id\":4}"),
+                ("c", b"{\"id\":5}"),
+                ("d", b"{\"id\":6}"),
+                ("e", b"{\"id\":7}"),
+            ],
+            now,
+        );
+        assert!(failed.is_err());
+        let read =
+            |s: &str| fs::read_to_string(dir.path().join(format!("{s}.jsonl"))).unwrap_or_default();
+        assert_eq!(read("a"), "{\"id\":1}\n");
+        assert_eq!(read("b"), "{\"id\":2}\n");
+        assert_eq!(read("c"), "");
+        assert_eq!(read("d"), "");
+        // The retry writes the batch whole, once.
+        fs::remove_dir(dir.path().join("e.jsonl")).unwrap();
+        w.write_batch([("a", &b"{\"id\":3}"[..]), ("e", b"{\"id\":7}")], now)
+            .unwrap();
+        w.shutdown().unwrap();
+        assert_eq!(read("a"), "{\"id\":1}\n{\"id\":3}\n");
+        assert_eq!(read("e"), "{\"id\":7}\n");
+    }
+
+    #[test]
+    fn a_file_closed_to_make_room_is_still_compressed_at_a_day_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/{{source}}-%Y-%m-%d.jsonl", dir.path().display());
+        let mut config = gzip_config(template);
+        config.max_open_files = 1;
+        let mut w = Writer::new(&config);
+        let day = |d| {
+            DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
+                .unwrap()
+                .to_utc()
+        };
+        w.write_batch([("acme", &b"{\"id\":1}"[..])], day(1))
+            .unwrap();
+        // `globex` takes the only place: acme's file is closed, not rotated.
+        w.write_batch([("globex", &b"{\"id\":2}"[..])], day(1))
+            .unwrap();
+        w.write_batch([("acme", &b"{\"id\":3}"[..])], day(2))
+            .unwrap();
+        w.shutdown().unwrap();
+        assert!(dir.path().join("acme-2026-03-01.jsonl.gz").exists());
+        assert!(!dir.path().join("acme-2026-03-01.jsonl").exists());
+        assert!(dir.path().join("acme-2026-03-02.jsonl").exists());
+        assert!(dir.path().join("globex-2026-03-01.jsonl").exists());
     }
 
     #[test]
