@@ -344,6 +344,10 @@ struct Learned {
     cap: u64,
     /// Passes in a row whose end `pagination.total` predicted.
     total_agreements: u32,
+    /// The overlap boundary ties asked for lately: the largest of recent
+    /// pages, fading by one per page (what pages fetched ahead leave as a
+    /// margin).
+    ties: u64,
 }
 
 impl Learned {
@@ -509,10 +513,10 @@ impl Cursor {
         }
         // A page fetched ahead must start at or before the offset the page
         // before it will name (the poller drops it otherwise): that one
-        // steps back over its own boundary ties, unknown yet, so leave a
-        // margin of a sixteenth of a page (ties longer than that are rare;
-        // the margin costs 6% of re-read events, a dropped page 100%).
-        let margin = batch.update.overlap.max(cap / 16);
+        // steps back over its own boundary ties, unknown yet, so leave as
+        // margin the largest overlap recent pages needed (re-reading a few
+        // events costs less than a dropped page; without ties it stays 2).
+        let margin = batch.update.overlap.max(self.learned.ties);
         let step = cap.saturating_sub(margin.min(cap / 2)).max(1);
         // A trusted `total` says where the listing ends: a page past it
         // would come back empty (in steady state, one wasted request per
@@ -842,6 +846,10 @@ impl Cursor {
         if let Mode::Group(group) = &run.mode {
             run.progress.hold_ms = Some(group.time());
         }
+        self.learned.ties = update
+            .overlap
+            .max(self.learned.ties.saturating_sub(1))
+            .min(self.learned.cap / 2);
         if let Some(agreed) = update.total_agreed {
             self.learned.total_agreements = if agreed {
                 self.learned.total_agreements.saturating_add(1)
