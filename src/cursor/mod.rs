@@ -345,10 +345,16 @@ struct Learned {
     /// Passes in a row whose end `pagination.total` predicted.
     total_agreements: u32,
     /// The overlap boundary ties asked for lately: the largest of recent
-    /// pages, fading by one per page (what pages fetched ahead leave as a
-    /// margin).
+    /// pages, fading by one every [`TIES_FADE`] pages without one as large
+    /// (what pages fetched ahead leave as a margin).
     ties: u64,
+    /// Pages since `ties` last grew or faded.
+    ties_age: u32,
 }
+
+/// Pages after which the prefetch margin forgets one tie of the largest
+/// boundary group it met.
+const TIES_FADE: u32 = 32;
 
 impl Learned {
     fn total_trusted(&self) -> bool {
@@ -514,9 +520,11 @@ impl Cursor {
         // A page fetched ahead must start at or before the offset the page
         // before it will name (the poller drops it otherwise): that one
         // steps back over its own boundary ties, unknown yet, so leave as
-        // margin the largest overlap recent pages needed (re-reading a few
-        // events costs less than a dropped page; without ties it stays 2).
-        let margin = batch.update.overlap.max(self.learned.ties);
+        // margin the largest overlap recent pages needed, plus one when
+        // there were ties (re-reading a few events costs less than a
+        // dropped page; without ties it stays 2).
+        let ties = self.learned.ties;
+        let margin = batch.update.overlap.max(ties + u64::from(ties > 2));
         let step = cap.saturating_sub(margin.min(cap / 2)).max(1);
         // A trusted `total` says where the listing ends: a page past it
         // would come back empty (in steady state, one wasted request per
@@ -846,10 +854,17 @@ impl Cursor {
         if let Mode::Group(group) = &run.mode {
             run.progress.hold_ms = Some(group.time());
         }
-        self.learned.ties = update
-            .overlap
-            .max(self.learned.ties.saturating_sub(1))
-            .min(self.learned.cap / 2);
+        let learned = &mut self.learned;
+        if update.overlap >= learned.ties {
+            learned.ties = update.overlap.min(learned.cap / 2);
+            learned.ties_age = 0;
+        } else {
+            learned.ties_age += 1;
+            if learned.ties_age >= TIES_FADE {
+                learned.ties -= 1;
+                learned.ties_age = 0;
+            }
+        }
         if let Some(agreed) = update.total_agreed {
             self.learned.total_agreements = if agreed {
                 self.learned.total_agreements.saturating_add(1)
