@@ -75,6 +75,10 @@ struct Fetcher {
     retry: crate::retry::RetryPolicy,
     metrics: Metrics,
     health: Health,
+    /// Until when the API asked this source to wait (a 429's
+    /// `Retry-After`): every request of the source waits, pages fetched
+    /// ahead included, not only the one that drew it.
+    hold: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 /// A page being fetched.
@@ -182,6 +186,7 @@ impl Poller {
             retry: config.retry,
             metrics: metrics.clone(),
             health: health.clone(),
+            hold: Arc::default(),
         };
         let counters = SourceMetrics::new(&metrics, &Metrics::source(&config.name));
         let depth = super::depth::Depth::new(config.prefetch, config.requests_per_second);
@@ -566,6 +571,13 @@ impl Fetcher {
         let mut backoff = Backoff::new(self.retry);
         let mut failed = false;
         loop {
+            let held = *self.hold.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(until) = held {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.cancelled() => return Err(PassError::Shutdown),
+                }
+            }
             let result = tokio::select! {
                 r = self.client.audit_page(&query).fuse() => r,
                 _ = shutdown.cancelled() => return Err(PassError::Shutdown),
@@ -595,6 +607,11 @@ impl Fetcher {
                         continue;
                     }
                     let delay = backoff.next_delay(error.retry_after());
+                    if matches!(error, FetchError::RateLimited { .. }) {
+                        let until = tokio::time::Instant::now() + delay;
+                        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+                        *hold = Some(hold.map_or(until, |h| h.max(until)));
+                    }
                     let attempt = backoff.attempts();
                     if attempt >= FAILED_AFTER
                         && matches!(error, FetchError::Body(_) | FetchError::TooLarge { .. })
