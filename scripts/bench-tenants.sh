@@ -120,6 +120,13 @@ again=$elapsed
 sleep 5
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$fwd/status")
 fds=$(ls "/proc/$fwd/fd" | wc -l)
+# What the descriptors are: sockets, output files, state files, the rest.
+fd_kinds=$(for f in /proc/$fwd/fd/*; do readlink "$f" 2>/dev/null; done \
+  | sed -e "s|^$dir/out/.*|output file|" -e "s|^$dir/state/.*|state file|" \
+        -e 's|^socket:.*|socket|' -e 's|^pipe:.*|pipe|' -e 's|^anon_inode:\(.*\)|\1|' \
+  | sort | uniq -c | sort -rn | awk '{c=$1; $1=""; printf "%s%s %s", sep, c, substr($0,2); sep=", "}')
+# Sockets by TCP state (ESTABLISHED, TIME_WAIT does not hold an fd).
+tcp_est=$(ss -tnp state established 2>/dev/null | grep -c "pid=$fwd," || true)
 threads=$(awk '/^Threads/ {print $2}' "/proc/$fwd/status")
 ticks() { awk '{print $14 + $15}' "/proc/$fwd/stat"; }
 hz=$(getconf CLK_TCK)
@@ -127,9 +134,9 @@ c0=$(ticks); sleep "$CPU_WINDOW"; c1=$(ticks)
 rss_kb2=$(awk '/^VmRSS/ {print $2}' "/proc/$fwd/status")
 events=$(cat "$dir"/out/*.jsonl 2>/dev/null | wc -l)
 
-python3 - "$N" "$first" "$cursors" "$again" "$rss_kb" "$rss_kb2" "$fds" "$threads" "$c0" "$c1" "$hz" "$CPU_WINDOW" "$events" <<'PY'
+python3 - "$N" "$first" "$cursors" "$again" "$rss_kb" "$rss_kb2" "$fds" "$threads" "$c0" "$c1" "$hz" "$CPU_WINDOW" "$events" "$fd_kinds" "$tcp_est" <<'PY'
 import sys
-n, first, cursors, again, rss, rss2, fds, threads, c0, c1, hz, window, events = sys.argv[1:]
+n, first, cursors, again, rss, rss2, fds, threads, c0, c1, hz, window, events, fd_kinds, tcp_est = sys.argv[1:]
 n = int(n); rss = int(rss); rss2 = int(rss2); window = float(window)
 cpu = (int(c1) - int(c0)) / int(hz) / window * 100
 rows = [
@@ -140,6 +147,8 @@ rows = [
     ("RSS at rest", f"{rss / 1024:.1f} MB -> {rss2 / 1024:.1f} MB after {window:.0f} s"),
     ("RSS per tenant", f"{rss2 / n:.1f} kB"),
     ("open fds", f"{fds} ({int(fds) / n:.2f} per tenant)"),
+    ("  of which", fd_kinds),
+    ("  TCP established", tcp_est),
     ("threads", threads),
     ("CPU at rest", f"{cpu:.2f}% of a core ({cpu / n * 1000:.4f} m%/tenant)"),
     ("events written", events),

@@ -183,7 +183,10 @@ impl App {
         // Sources: the supervisor owns the sink handles, so the sinks stop
         // once it returned (every poller ended) and dropped them.
         // Sources share HTTP clients and the cap on requests in flight.
-        let http = HttpPool::new(config.limits.max_requests_in_flight);
+        let http = HttpPool::new(
+            config.limits.max_requests_in_flight,
+            crate::limits::api_hosts(&config),
+        );
         let supervisor = Supervisor::new(SupervisorParts {
             config,
             http,
@@ -293,7 +296,10 @@ pub async fn check(config: &Config) -> CheckReport {
     use crate::source::client::PageQuery;
     let mut ok = true;
     let mut text = String::from("configuration: valid\n");
-    let http = HttpPool::new(config.limits.max_requests_in_flight);
+    let http = HttpPool::new(
+        config.limits.max_requests_in_flight,
+        crate::limits::api_hosts(config),
+    );
     for source in &config.sources {
         let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
         let line = match http.client(source, limiter) {

@@ -37,6 +37,17 @@ const BASE: u64 = 64;
 /// blocking thread (tokio's default pool has 512).
 const TRANSIENT_FILES: u64 = 512;
 
+/// The distinct API hosts (origins) of the sources: what sizes the idle
+/// connections the shared HTTP pool keeps (`source::client::HttpPool`).
+pub fn api_hosts(config: &Config) -> usize {
+    config
+        .sources
+        .iter()
+        .map(|s| s.base_url.origin())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 /// An estimate of the descriptors `config` keeps open at once.
 ///
 /// Per source nothing is held for ever: its journal and dead-letter file
@@ -44,7 +55,8 @@ const TRANSIENT_FILES: u64 = 512;
 /// the blocking threads), the state directory has one lock for all. API
 /// connections: one per request in flight (a page and its prefetches, an
 /// enrichment lookup), no more than `limits.max_requests_in_flight`, plus
-/// an idle keep-alive connection per API host. Per file sink, one file per
+/// the idle ones: `max(1, cap / hosts)` per API host, so at most the cap or
+/// one per host. Per file sink, one file per
 /// source it writes, no more than its `max_open_files` (the least recently
 /// written is closed beyond that); per other sink a few connections.
 pub fn files_needed(config: &Config) -> (u64, usize) {
@@ -54,13 +66,9 @@ pub fn files_needed(config: &Config) -> (u64, usize) {
         .iter()
         .map(|s| 1 + u64::from(s.prefetch) + u64::from(s.enrich.is_some()))
         .sum();
-    let hosts = config
-        .sources
-        .iter()
-        .map(|s| s.base_url.origin())
-        .collect::<std::collections::HashSet<_>>()
-        .len() as u64;
-    let connections = requests.min(config.limits.max_requests_in_flight as u64 + hosts);
+    let hosts = api_hosts(config) as u64;
+    let cap = config.limits.max_requests_in_flight as u64;
+    let connections = requests.min(cap + cap.max(hosts));
     let transient = sources.min(TRANSIENT_FILES);
     let mut outputs = 0;
     let mut sinks = 0u64;

@@ -153,6 +153,83 @@ async fn the_cap_on_requests_in_flight_holds_across_sources() {
     );
 }
 
+/// The TCP sockets `pid` holds (not its Unix ones, such as the signal
+/// pipe): descriptors whose inode is in /proc/PID/net/tcp.
+fn tcp_sockets(pid: u32) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        inodes.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().nth(9).map(|i| format!("socket:[{i}]"))),
+        );
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| inodes.contains(&*l.to_string_lossy()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_stay_within_the_cap_across_api_hosts() {
+    // 5 API hosts with 10 tenants each, a cap of 4 requests in flight: each
+    // host in turn gets up to 4 requests at once, and a pool that kept
+    // every connection it once needed would hold 4 per host (20). The pool
+    // keeps max(1, 4 / 5) = 1 idle per host: at most 4 in use + 5 idle.
+    let mut sims = Vec::new();
+    for _ in 0..5 {
+        sims.push(
+            tenant(SimConfig {
+                latency: Duration::from_millis(40),
+                ..quiet()
+            })
+            .await,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = many_sources(
+        &sims[0],
+        dir.path(),
+        0,
+        "[limits]\nmax_requests_in_flight = 4\n",
+        "",
+    );
+    for (h, sim) in sims.iter().enumerate() {
+        for i in 0..10 {
+            text.push_str(&format!(
+                "\n[[source]]\nname = \"h{h}t{i}\"\nbase_url = \"{}\"\napi_key = \"{}\"\nallow_http = true\npoll_interval = \"100ms\"\nlookback = \"2s\"\nprefetch = 0\nrate_limit = {{ requests_per_second = 1000, burst = 100 }}\n",
+                sim.base_url(),
+                sim.api_key()
+            ));
+        }
+    }
+    let config = dir.path().join("auditfwd.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = spawn(&config);
+    let mut most = 0;
+    let pid = child.id();
+    let served = wait_for(Duration::from_secs(30), || {
+        most = most.max(tcp_sockets(pid));
+        sims.iter().all(|s| s.stats().requests >= 60)
+    })
+    .await;
+    for _ in 0..20 {
+        most = most.max(tcp_sockets(pid));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hosts_at_once: Vec<u64> = sims.iter().map(|s| s.stats().max_in_flight).collect();
+    stop(&mut child);
+    assert!(served, "every host served 60 requests");
+    assert!(
+        most <= 4 + 5,
+        "5 hosts, cap 4: the daemon held {most} TCP connections (requests at once per host: {hosts_at_once:?})"
+    );
+}
+
 #[test]
 fn max_requests_in_flight_is_validated() {
     let sim_less = "[[source]]\nname = \"a\"\nbase_url = \"https://api.example.com\"\napi_key = \"k\"\n\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n";

@@ -290,9 +290,24 @@ struct ClientKey {
 
 /// HTTP clients shared among sources, and the cap on requests in flight
 /// across all of them. Cheap to clone.
+///
+/// # Idle connections
+///
+/// A connection pool keeps a connection once it was needed, so left alone
+/// it holds as many per API host as that host ever had requests in flight
+/// at once: 5,000 tenants behind 5 hosts and a cap of 256 held 1,177
+/// sockets. The pool keeps at most `max(1, cap / hosts)` idle connections
+/// per host, so idle ones add at most about the cap (or one per host); and
+/// with more hosts than the cap, an idle connection is closed after
+/// [`CROWDED_IDLE_TIMEOUT`]: a tenant polled every 30 s then reconnects on
+/// each poll (one TCP, and TLS, handshake) instead of holding a socket
+/// between polls, and the sockets open are the requests of the last few
+/// seconds, not one per tenant.
 #[derive(Clone)]
 pub struct HttpPool {
     clients: Arc<Mutex<HashMap<ClientKey, reqwest::Client>>>,
+    /// Idle connections kept per API host, and for how long.
+    idle: IdlePolicy,
     in_flight: Arc<tokio::sync::Semaphore>,
     /// `max_requests_in_flight`.
     cap: usize,
@@ -309,12 +324,46 @@ impl std::fmt::Debug for HttpPool {
     }
 }
 
+/// How long an idle connection is kept when there are more API hosts
+/// than `max_requests_in_flight` (see [`HttpPool`]).
+pub const CROWDED_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long idle connections live otherwise (reqwest's default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Idle connections kept per API host, and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdlePolicy {
+    /// Idle connections kept per host.
+    pub per_host: usize,
+    /// How long one stays idle before it is closed.
+    pub timeout: Duration,
+}
+
+impl IdlePolicy {
+    /// The policy for `hosts` API hosts under a cap of `max_in_flight`
+    /// requests (see [`HttpPool`]).
+    pub fn new(max_in_flight: usize, hosts: usize) -> Self {
+        let (cap, hosts) = (max_in_flight.max(1), hosts.max(1));
+        Self {
+            per_host: (cap / hosts).max(1),
+            timeout: if hosts > cap {
+                CROWDED_IDLE_TIMEOUT
+            } else {
+                IDLE_TIMEOUT
+            },
+        }
+    }
+}
+
 impl HttpPool {
     /// A pool letting at most `max_in_flight` requests (of every source and
-    /// enrichment together) run at once.
-    pub fn new(max_in_flight: usize) -> Self {
+    /// enrichment together) run at once, to `hosts` distinct API hosts
+    /// (origins; it sizes the idle connections kept, see above).
+    pub fn new(max_in_flight: usize, hosts: usize) -> Self {
         Self {
             clients: Arc::default(),
+            idle: IdlePolicy::new(max_in_flight, hosts),
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
             cap: max_in_flight.max(1),
             tenants: Arc::default(),
@@ -349,7 +398,7 @@ impl HttpPool {
             match clients.get(&key) {
                 Some(http) => http.clone(),
                 None => {
-                    let http = build_http(config)?;
+                    let http = build_http(config, self.idle)?;
                     clients.insert(key, http.clone());
                     http
                 }
@@ -404,9 +453,11 @@ impl Drop for OwnSlot<'_> {
     }
 }
 
-fn build_http(config: &SourceConfig) -> Result<reqwest::Client, reqwest::Error> {
+fn build_http(config: &SourceConfig, idle: IdlePolicy) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("auditfwd/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(idle.per_host)
+        .pool_idle_timeout(idle.timeout)
         .timeout(config.request_timeout)
         .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
         .https_only(!config.allow_http)
@@ -460,7 +511,7 @@ impl ApiClient {
     /// A client of its own for `config`, throttled by `limiter` (`check`
     /// and tests; the daemon takes its clients from one [`HttpPool`]).
     pub fn new(config: &SourceConfig, limiter: Arc<Limiter>) -> Result<Self, reqwest::Error> {
-        HttpPool::new(crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT).client(config, limiter)
+        HttpPool::new(crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT, 1).client(config, limiter)
     }
 
     /// The source's limiter (shared with enrichment).
@@ -738,6 +789,24 @@ mod tests {
         for cap in 1..64 {
             for tenants in 1..=cap {
                 assert!(share(cap, tenants) * tenants <= cap);
+            }
+        }
+    }
+
+    #[test]
+    fn idle_connections_add_at_most_the_cap_or_one_per_host() {
+        let one_host = IdlePolicy::new(256, 1);
+        assert_eq!((one_host.per_host, one_host.timeout), (256, IDLE_TIMEOUT));
+        assert_eq!(IdlePolicy::new(256, 5).per_host, 51);
+        let crowded = IdlePolicy::new(256, 5_000);
+        assert_eq!(
+            (crowded.per_host, crowded.timeout),
+            (1, CROWDED_IDLE_TIMEOUT)
+        );
+        for cap in 1..64 {
+            for hosts in 1..128 {
+                let idle = IdlePolicy::new(cap, hosts);
+                assert!(idle.per_host * hosts <= cap.max(hosts));
             }
         }
     }
