@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 use crate::retry::RetryPolicy;
-use crate::simulator::{Expect, SimConfig, Simulator};
 use crate::telemetry::Metrics;
+use auditfwd_sim::{Expect, SimConfig, Simulator};
 
 /// Options of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -122,7 +122,7 @@ fn tenant(options: &DemoOptions) -> SimConfig {
     }
     SimConfig {
         page_cap: Some(40),
-        total: crate::simulator::TotalMode::Capped(500),
+        total: auditfwd_sim::TotalMode::Capped(500),
         coarse_time: true,
         burst_ratio: 0.01,
         bogus_time_ratio: 0.02,
@@ -303,7 +303,7 @@ fn print_summary(metrics: &Metrics, elapsed: Duration, tenant_events: usize) {
 }
 
 /// Counts the ids in the demo output against the truth.
-fn verify(out: &Path, truth: &[crate::simulator::TruthEvent]) -> DemoReport {
+fn verify(out: &Path, truth: &[auditfwd_sim::TruthEvent]) -> DemoReport {
     let mut counts: HashMap<String, usize> = HashMap::new();
     // The JSON sink's files (the OCSF sink writes under out/ocsf/).
     if let Ok(entries) = fs::read_dir(out.join("demo-tenant")) {
@@ -320,7 +320,7 @@ fn verify(out: &Path, truth: &[crate::simulator::TruthEvent]) -> DemoReport {
             }
         }
     }
-    let verdict = crate::simulator::Verdict::of(truth, &counts);
+    let verdict = auditfwd_sim::Verdict::of(truth, &counts);
     let dead_lines = fs::read_to_string(out.join("state/dead-letter/demo-tenant.jsonl"))
         .map(|t| t.lines().count())
         .unwrap_or(0);

@@ -15,7 +15,9 @@
 //! - [`deadletter`]: events that can not be forwarded, kept with the reason;
 //! - [`app`]: wiring it all from a [`config::Config`];
 //! - [`supervisor`]: the running sources, and reloads applied per source;
-//! - [`simulator`]: the simulated tenant used by tests and the demo.
+//!
+//! The simulated tenant used by tests and the demo is its own crate,
+//! `auditfwd-sim` (`sim/`), behind `auditfwd simulate` and `auditfwd demo`.
 #![deny(missing_docs)]
 
 pub mod app;
@@ -33,7 +35,6 @@ pub mod pidfile;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod retry;
-pub mod simulator;
 pub mod sinks;
 pub mod source;
 pub mod state_cmd;

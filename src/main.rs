@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use auditfwd::app::App;
 use auditfwd::config::{Config, ConfigError};
 use auditfwd::pipeline::Control;
-use auditfwd::simulator::{SimConfig, Simulator};
 use auditfwd::{demo, state_cmd, status_cmd, telemetry};
+use auditfwd_sim::{SimConfig, Simulator};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 

@@ -11,7 +11,7 @@ use auditfwd::cursor::store;
 use auditfwd::filter::Filter;
 use auditfwd::format::Format;
 use auditfwd::pipeline::Route;
-use auditfwd::simulator::SimConfig;
+use auditfwd_sim::SimConfig;
 use auditfwd_sink::testing::{FlakySink, GateSink, MemorySink};
 
 use crate::support::*;
@@ -41,7 +41,7 @@ fn setup(dir: &std::path::Path) -> Setup<'_> {
 /// A forwarder for `sim` whose sink under test is `memory` behind a closed
 /// gate (release batches with `gate.add_permits`).
 fn gated_forwarder(
-    sim: &auditfwd::simulator::Simulator,
+    sim: &auditfwd_sim::Simulator,
     dir: &std::path::Path,
     memory: &MemorySink,
 ) -> (Forwarder, std::sync::Arc<tokio::sync::Semaphore>) {
@@ -235,7 +235,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
 /// last few thousand delivered, not of everything delivered so far; the
 /// pass's position is saved; and the rest of the backfill still arrives
 /// exactly once.
-async fn a_backfill_keeps_a_bounded_dedup_state(order: auditfwd::simulator::SortOrder) {
+async fn a_backfill_keeps_a_bounded_dedup_state(order: auditfwd_sim::SortOrder) {
     let sim = tenant(SimConfig {
         backlog: 12_000,
         backlog_span: Duration::from_secs(6 * 3600),
@@ -292,17 +292,17 @@ async fn a_backfill_keeps_a_bounded_dedup_state(order: auditfwd::simulator::Sort
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newest_first_backfill_keeps_a_bounded_dedup_state() {
-    a_backfill_keeps_a_bounded_dedup_state(auditfwd::simulator::SortOrder::NewestFirst).await;
+    a_backfill_keeps_a_bounded_dedup_state(auditfwd_sim::SortOrder::NewestFirst).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oldest_first_backfill_keeps_a_bounded_dedup_state() {
-    a_backfill_keeps_a_bounded_dedup_state(auditfwd::simulator::SortOrder::OldestFirst).await;
+    a_backfill_keeps_a_bounded_dedup_state(auditfwd_sim::SortOrder::OldestFirst).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_sorted_by_a_hidden_sequence_keeps_a_bounded_dedup_state() {
-    a_backfill_keeps_a_bounded_dedup_state(auditfwd::simulator::SortOrder::InsertedFirst).await;
+    a_backfill_keeps_a_bounded_dedup_state(auditfwd_sim::SortOrder::InsertedFirst).await;
 }
 
 /// SPEC §2: a slow or dead sink stops the poller *for that source*: a

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::config::Config;
-use auditfwd::simulator::SimConfig;
+use auditfwd_sim::SimConfig;
 
 use crate::support::services::free_port;
 use crate::support::*;

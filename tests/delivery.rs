@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
-use auditfwd::simulator::{SimConfig, SortOrder, TotalMode};
+use auditfwd_sim::{SimConfig, SortOrder, TotalMode};
 
 use crate::support::*;
 
@@ -170,7 +170,7 @@ async fn delivers_everything_exactly_once(api: Api) {
 }
 
 /// The most events the tenant holds on one millisecond.
-fn largest_tie(truth: &[auditfwd::simulator::TruthEvent]) -> usize {
+fn largest_tie(truth: &[auditfwd_sim::TruthEvent]) -> usize {
     let mut per_ms = std::collections::HashMap::new();
     for e in truth {
         *per_ms.entry(e.created_ms).or_insert(0) += 1;

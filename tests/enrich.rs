@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
-use auditfwd::simulator::{SimConfig, SimUser, Simulator};
 use auditfwd::telemetry::{Metrics, RequestLabel, Status};
+use auditfwd_sim::{SimConfig, SimUser, Simulator};
 use serde_json::Value;
 
 use crate::support::*;

@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
-use auditfwd::simulator::{SimConfig, Simulator};
 use auditfwd::telemetry::RequestLabel;
+use auditfwd_sim::{SimConfig, Simulator};
 
 use crate::support::*;
 

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::{Expect, SimConfig, TruthEvent};
+use auditfwd_sim::{Expect, SimConfig, TruthEvent};
 use serde_json::Value;
 
 use crate::support::*;

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use auditfwd::format::mapping::{self, TABLE};
 use auditfwd::format::{Format, cef, ecs, leef, ocsf};
-use auditfwd::simulator::{NASTY, SimConfig};
+use auditfwd_sim::{NASTY, SimConfig};
 use auditfwd_sink::testing::{hostile_events, sample_events};
 use auditfwd_sink::{Event, UserInfo};
 use chrono::{TimeZone, Utc};

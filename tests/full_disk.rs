@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::SimConfig;
 use auditfwd::telemetry::{Metrics, Status};
+use auditfwd_sim::SimConfig;
 
 use crate::support::*;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::SimConfig;
+use auditfwd_sim::SimConfig;
 use serde_json::Value;
 
 use crate::support::services::free_port;

@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::SimConfig;
 use auditfwd::telemetry::Status;
+use auditfwd_sim::SimConfig;
 
 use crate::support::*;
 
 async fn run_until_delivered(
-    sim: &auditfwd::simulator::Simulator,
+    sim: &auditfwd_sim::Simulator,
     extra_source: &str,
 ) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
@@ -50,7 +50,7 @@ async fn a_byte_that_is_not_utf8_dead_letters_its_event_and_the_page_goes_throug
     let broken = sim
         .truth()
         .iter()
-        .filter(|e| e.expect == auditfwd::simulator::Expect::DeadLetter)
+        .filter(|e| e.expect == auditfwd_sim::Expect::DeadLetter)
         .count();
     assert!(broken >= 10, "the tenant serves bad bytes: {broken}");
     // Every page with a bad byte still delivers its other events; the bad
@@ -133,7 +133,7 @@ async fn an_api_that_ignores_since_stops_the_source_instead_of_replaying_history
         backlog: 500,
         insert_rate: 0.0,
         ignore_since: true,
-        order: auditfwd::simulator::SortOrder::OldestFirst,
+        order: auditfwd_sim::SortOrder::OldestFirst,
         ..SimConfig::default()
     })
     .await;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::{SimConfig, Simulator};
 use auditfwd::telemetry::{Health, Status};
+use auditfwd_sim::{SimConfig, Simulator};
 
 use crate::support::http::{Relay, Reply, TlsFront};
 use crate::support::services::{Certs, make_certs};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::cursor::store;
-use auditfwd::simulator::SimConfig;
 use auditfwd::telemetry::{Metrics, Status};
+use auditfwd_sim::SimConfig;
 use auditfwd_sink::Sink;
 use auditfwd_sink::testing::{conformance, records, sample_events};
 use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig};
@@ -16,17 +16,13 @@ use crate::support::services::{self, Consumed, Tansu, consume};
 use crate::support::*;
 
 /// A forwarder config whose only effective sink is Kafka.
-fn kafka_config(
-    sim: &auditfwd::simulator::Simulator,
-    dir: &std::path::Path,
-    kafka: &str,
-) -> String {
+fn kafka_config(sim: &auditfwd_sim::Simulator, dir: &std::path::Path, kafka: &str) -> String {
     kafka_config_paged(sim, dir, kafka, Setup::new(dir).page_size)
 }
 
 /// [`kafka_config`] with `page_size` events per page (and batch).
 fn kafka_config_paged(
-    sim: &auditfwd::simulator::Simulator,
+    sim: &auditfwd_sim::Simulator,
     dir: &std::path::Path,
     kafka: &str,
     page_size: u32,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use auditfwd::app::App;
 use auditfwd::config::Config;
 use auditfwd::pipeline::Control;
-use auditfwd::simulator::{SimConfig, Simulator};
 use auditfwd::telemetry::{Metrics, OutcomeLabel, Status};
+use auditfwd_sim::{SimConfig, Simulator};
 
 use crate::support::*;
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use auditfwd::simulator::{SimConfig, Simulator, TruthEvent};
+use auditfwd_sim::{SimConfig, Simulator, TruthEvent};
 use rand::Rng;
 
 use crate::support::*;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::SimConfig;
 use auditfwd::telemetry::Status;
+use auditfwd_sim::SimConfig;
 
 use crate::support::services::free_port;
 use crate::support::*;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use auditfwd::simulator::SimConfig;
+use auditfwd_sim::SimConfig;
 
 use crate::support::*;
 

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd::simulator::{SimConfig, Simulator};
 use auditfwd::telemetry::{Metrics, Status};
+use auditfwd_sim::{SimConfig, Simulator};
 use auditfwd_sink::Sink;
 use auditfwd_sink_syslog::encode::{TRUNCATION_MARKER, header_field};
 use auditfwd_sink_syslog::{SyslogSink, SyslogSinkConfig, TlsConfig, Transport};
@@ -81,11 +81,7 @@ async fn forward_through(
     transport: &str,
     extra: &str,
     seed: u64,
-) -> (
-    Vec<Value>,
-    Vec<auditfwd::simulator::TruthEvent>,
-    tempfile::TempDir,
-) {
+) -> (Vec<Value>, Vec<auditfwd_sim::TruthEvent>, tempfile::TempDir) {
     let rsyslog = Rsyslog::start();
     let port = match transport {
         "udp" => rsyslog.udp,
@@ -147,10 +143,7 @@ async fn forward_through(
 
 /// Checks what rsyslog parsed against the truth: one record per event, the
 /// id in the structured data, fields as sent. Returns records by id.
-fn check_rfc5424(
-    received: &[Value],
-    truth: &[auditfwd::simulator::TruthEvent],
-) -> HashMap<String, Value> {
+fn check_rfc5424(received: &[Value], truth: &[auditfwd_sim::TruthEvent]) -> HashMap<String, Value> {
     let mut by_id: HashMap<String, Value> = HashMap::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for r in received {

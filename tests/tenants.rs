@@ -12,7 +12,7 @@ use std::time::Duration;
 use auditfwd::app::App;
 use auditfwd::cursor::CursorState;
 use auditfwd::cursor::store::{FileStore, StateStore};
-use auditfwd::simulator::{SimConfig, Simulator};
+use auditfwd_sim::{SimConfig, Simulator};
 
 use crate::support::services::free_port;
 use crate::support::*;

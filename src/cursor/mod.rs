@@ -131,7 +131,7 @@
 //!
 //! The cursor is pure logic without I/O, so it is unit- and property-tested
 //! on its own (against the hostile listing model of
-//! [`crate::simulator::listing`]); the [`store`] persists it.
+//! [`auditfwd_sim::listing`]); the [`store`] persists it.
 
 mod group;
 mod legacy;

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::simulator::listing::{Listing, ListingConfig, SortOrder, TieOrder, TotalMode};
+use auditfwd_sim::listing::{Listing, ListingConfig, SortOrder, TieOrder, TotalMode};
 
 // ---------------------------------------------------------------------------
 // Helpers

@@ -290,7 +290,7 @@ impl Enricher {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::simulator::{SimConfig, Simulator};
+    use auditfwd_sim::{SimConfig, Simulator};
     use auditfwd_sink::testing::sample_events;
 
     #[tokio::test]

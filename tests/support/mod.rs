@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use auditfwd::app::{App, AppError};
 use auditfwd::config::Config;
 use auditfwd::retry::RetryPolicy;
-use auditfwd::simulator::{Expect, SimConfig, Simulator, TruthEvent};
 use auditfwd::telemetry::{Health, Metrics};
+use auditfwd_sim::{Expect, SimConfig, Simulator, TruthEvent};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -285,7 +285,7 @@ pub fn id_counts(lines: &[Value]) -> HashMap<String, usize> {
     counts
 }
 
-pub use auditfwd::simulator::Verdict;
+pub use auditfwd_sim::Verdict;
 
 pub fn deliverable(truth: &[TruthEvent]) -> Vec<&str> {
     truth

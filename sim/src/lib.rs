@@ -16,6 +16,9 @@
 //! /_sim/freeze` stops live inserts so a test can wait for the catch-up.
 //!
 //! Tests and the demo run it in-process; `auditfwd simulate` runs it alone.
+//! It depends on nothing of auditfwd: the product is tested against it, so
+//! it must not share the product's parsing or its mistakes.
+#![deny(missing_docs)]
 
 mod hostile;
 pub mod listing;
