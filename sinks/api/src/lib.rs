@@ -22,7 +22,7 @@
 //! downstream deduplication.
 #![deny(missing_docs)]
 
-mod config;
+pub mod config;
 mod error;
 mod event;
 mod record;

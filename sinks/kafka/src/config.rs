@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use auditfwd_sink::config::duration;
 use auditfwd_sink::{ConfigProblem, Event};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::topic::TopicTemplate;
 
@@ -101,15 +102,6 @@ pub mod toml_value {
             }
         }
     }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write it like \"30s\""
-        ))
-    })
 }
 
 fn default_topic() -> String {
@@ -415,7 +407,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(bad.contains("write it like \"30s\""), "{bad}");
+        assert!(
+            bad.contains("`soon` is not a duration (")
+                && bad.contains("write it like \"500ms\", \"30s\" or \"10m\""),
+            "{bad}"
+        );
     }
 
     #[test]

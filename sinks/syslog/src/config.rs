@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use auditfwd_sink::ConfigProblem;
+use auditfwd_sink::config::duration;
 use serde::{Deserialize, Deserializer};
 
 /// Configuration of a syslog sink.
@@ -163,15 +164,6 @@ fn facility<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
                 ))
             }),
     }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write it like \"10s\""
-        ))
-    })
 }
 
 fn default_facility() -> u8 {
