@@ -20,12 +20,20 @@
 //! transient errors), so a sink must tolerate seeing a batch again:
 //! auditfwd is at-least-once and every record carries the event id for
 //! downstream deduplication.
+//!
+//! # Configuration
+//!
+//! Each sink type is a [`SinkFactory`]: raw serde config → validated, typed
+//! config (pure, every problem at once, as [`ConfigProblem`]s) → built
+//! sink. The host registers each factory once in a [`Registry`]; see
+//! `sinks/README.md` for adding a sink.
 #![deny(missing_docs)]
 
 pub mod config;
 mod error;
 mod event;
 mod record;
+mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -33,6 +41,9 @@ pub use config::ConfigProblem;
 pub use error::{ErrorKind, SinkError};
 pub use event::{Event, SCHEMA_VERSION, UserInfo, format_millis};
 pub use record::{Delivered, Record, Rejected, Severity};
+pub use registry::{
+    Descriptors, RawConfig, Registry, SinkContext, SinkFactory, SinkKind, SinkType,
+};
 
 use async_trait::async_trait;
 

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use tokio::sync::Semaphore;
 
-use crate::{Delivered, Event, Record, Severity, Sink, SinkError};
+use serde::de::DeserializeOwned;
+
+use crate::{ConfigProblem, Delivered, Event, RawConfig, Record, Severity, Sink, SinkError};
 
 /// Events with hostile strings in every field a sink might put on the wire:
 /// newlines, CR, NUL, quotes, `|`, `=`, `]`, a forged syslog header and
@@ -87,6 +89,43 @@ pub fn records(events: Vec<Event>) -> Vec<Record> {
             format: "json",
         })
         .collect()
+}
+
+/// A sink table written as JSON, for tests of factories and registries
+/// (auditfwd's own tables are TOML, and its loader reports every refused
+/// key; this reports serde's first error).
+pub struct JsonTable {
+    path: String,
+    value: serde_json::Value,
+}
+
+impl JsonTable {
+    /// The table `value` (the sink's own keys), found at `path`.
+    pub fn new(path: impl Into<String>, value: serde_json::Value) -> Self {
+        Self {
+            path: path.into(),
+            value,
+        }
+    }
+}
+
+impl RawConfig for JsonTable {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn deserialize<T: DeserializeOwned>(
+        self,
+        problems: &mut Vec<ConfigProblem>,
+    ) -> Option<(T, bool)> {
+        match serde_json::from_value(self.value) {
+            Ok(value) => Some((value, true)),
+            Err(e) => {
+                problems.push(ConfigProblem::new(self.path, e.to_string()));
+                None
+            }
+        }
+    }
 }
 
 /// Records everything delivered to it; clones share the store.

@@ -20,11 +20,50 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use auditfwd_sink::{Delivered, Record, Rejected, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Descriptors, Record, Rejected, Sink, SinkContext, SinkError,
+    SinkFactory,
+};
 use chrono::Utc;
 
 pub use config::{Compression, FileSinkConfig, FsyncPolicy};
 use writer::Writer;
+
+/// The file sink's type, `type = "file"`, for the host's registry.
+pub struct FileSinkFactory;
+
+impl SinkFactory for FileSinkFactory {
+    const TYPE: &'static str = "file";
+    type Raw = FileSinkConfig;
+    type Config = FileSinkConfig;
+
+    fn validate(raw: FileSinkConfig) -> Result<FileSinkConfig, Vec<ConfigProblem>> {
+        let problems = raw.validate();
+        if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn build(config: &FileSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(FileSink::new(context.name(), config.clone())))
+    }
+
+    /// One file per source it writes with `{source}` in the path, at most
+    /// `max_open_files`; one for all otherwise.
+    fn descriptors(config: &FileSinkConfig, sources: usize) -> Descriptors {
+        let files = if config.path.contains("{source}") {
+            sources.min(config.max_open_files)
+        } else {
+            sources.min(1)
+        };
+        Descriptors {
+            files,
+            connections: 0,
+        }
+    }
+}
 
 /// Writes records as lines to files.
 pub struct FileSink {

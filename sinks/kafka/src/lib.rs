@@ -28,7 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use auditfwd_sink::{Delivered, Record, Rejected, SCHEMA_VERSION, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Record, Rejected, SCHEMA_VERSION, Sink, SinkContext, SinkError,
+    SinkFactory,
+};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -38,6 +41,29 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 pub use config::{COMPRESSIONS, KafkaSinkConfig, is_secret, toml_value};
 pub use topic::{MAX_TOPIC_LEN, TopicTemplate};
 use topics::{Topics, Verdict};
+
+/// The Kafka sink's type, `type = "kafka"`, for the host's registry.
+pub struct KafkaSinkFactory;
+
+impl SinkFactory for KafkaSinkFactory {
+    const TYPE: &'static str = "kafka";
+    type Raw = KafkaSinkConfig;
+    type Config = KafkaSinkConfig;
+
+    fn validate(raw: KafkaSinkConfig) -> Result<KafkaSinkConfig, Vec<ConfigProblem>> {
+        let problems = raw.validate();
+        if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn build(config: &KafkaSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        let sink = KafkaSink::new(context.name(), config.clone(), context.sources().to_vec())?;
+        Ok(Box::new(sink))
+    }
+}
 
 /// Keeps librdkafka's recent errors (which name the broker and the cause,
 /// e.g. "Connect to ipv4#127.0.0.1:9092 failed: Connection refused") for

@@ -4,7 +4,9 @@
 #![deny(missing_docs)]
 
 use async_trait::async_trait;
-use auditfwd_sink::{ConfigProblem, Delivered, Record, Rejected, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Record, Rejected, Sink, SinkContext, SinkError, SinkFactory,
+};
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -13,10 +15,20 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {}
 
-impl StdoutSinkConfig {
-    /// Every problem in this config (there can be none).
-    pub fn validate(&self) -> Vec<ConfigProblem> {
-        Vec::new()
+/// The stdout sink's type, `type = "stdout"`, for the host's registry.
+pub struct StdoutSinkFactory;
+
+impl SinkFactory for StdoutSinkFactory {
+    const TYPE: &'static str = "stdout";
+    type Raw = StdoutSinkConfig;
+    type Config = StdoutSinkConfig;
+
+    fn validate(raw: StdoutSinkConfig) -> Result<StdoutSinkConfig, Vec<ConfigProblem>> {
+        Ok(raw)
+    }
+
+    fn build(_: &StdoutSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(StdoutSink::new(context.name())))
     }
 }
 

@@ -18,11 +18,35 @@ mod tls;
 mod transport;
 
 use async_trait::async_trait;
-use auditfwd_sink::{Delivered, Record, Rejected, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Record, Rejected, Sink, SinkContext, SinkError, SinkFactory,
+};
 
 pub use config::{FACILITIES, Framing, Protocol, SyslogSinkConfig, TlsConfig, Transport};
 use encode::Header;
 use transport::{Connection, Target};
+
+/// The syslog sink's type, `type = "syslog"`, for the host's registry.
+pub struct SyslogSinkFactory;
+
+impl SinkFactory for SyslogSinkFactory {
+    const TYPE: &'static str = "syslog";
+    type Raw = SyslogSinkConfig;
+    type Config = SyslogSinkConfig;
+
+    fn validate(raw: SyslogSinkConfig) -> Result<SyslogSinkConfig, Vec<ConfigProblem>> {
+        let problems = raw.validate();
+        if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn build(config: &SyslogSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(SyslogSink::new(context.name(), config.clone())?))
+    }
+}
 
 /// Sends records to a syslog receiver.
 pub struct SyslogSink {
