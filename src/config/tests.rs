@@ -71,7 +71,7 @@ fn a_complete_config_parses_with_defaults_filled_in() {
     let file = c.sinks[0]
         .kind
         .config::<auditfwd_sink_file::FileSinkFactory>();
-    assert_eq!(file.unwrap().max_bytes, Some(104857600));
+    assert_eq!(file.unwrap().max_bytes.map(|n| n.get()), Some(104857600));
     assert_eq!(c.sinks[1].format, crate::format::Format::Raw);
     assert_eq!(c.telemetry.log_format, LogFormat::Json);
     assert_eq!(

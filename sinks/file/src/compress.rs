@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
-use crate::config::Compression;
+use crate::config::{Compression, FileMode};
 use crate::writer::sync_parent;
 
 /// `file` → `file.gz` / `file.zst`.
@@ -25,7 +25,11 @@ pub(crate) fn compressed_name(path: &Path, compression: Compression) -> PathBuf 
 /// Compresses `path` into its compressed name, with permissions `mode`, and
 /// removes the original only once the compressed copy is durable, so a
 /// crash never loses the data.
-pub(crate) fn compress_file(path: &Path, compression: Compression, mode: u32) -> io::Result<()> {
+pub(crate) fn compress_file(
+    path: &Path,
+    compression: Compression,
+    mode: FileMode,
+) -> io::Result<()> {
     let target = compressed_name(path, compression);
     let tmp = PathBuf::from(format!("{}.tmp", target.display()));
     let result = compress_into(path, &tmp, compression, mode);
@@ -41,16 +45,21 @@ pub(crate) fn compress_file(path: &Path, compression: Compression, mode: u32) ->
 }
 
 /// Writes the compressed copy of `path` to `tmp`, durably.
-fn compress_into(path: &Path, tmp: &Path, compression: Compression, mode: u32) -> io::Result<()> {
+fn compress_into(
+    path: &Path,
+    tmp: &Path,
+    compression: Compression,
+    mode: FileMode,
+) -> io::Result<()> {
     let mut input = BufReader::new(File::open(path)?);
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(mode)
+        .mode(mode.bits())
         .open(tmp)?;
     // The umask may have taken bits away; the configured mode is the rule.
-    file.set_permissions(Permissions::from_mode(mode))?;
+    file.set_permissions(Permissions::from_mode(mode.bits()))?;
     let output = BufWriter::new(file);
     let output = match compression {
         Compression::None => return Ok(()),
@@ -133,7 +142,7 @@ pub(crate) fn leftovers(dir: &Path, compression: Compression) -> io::Result<Vec<
 /// through a channel, joined by [`Worker::join`] (and on drop).
 pub(crate) struct Worker {
     compression: Compression,
-    mode: u32,
+    mode: FileMode,
     tx: Option<mpsc::Sender<PathBuf>>,
     handle: Option<JoinHandle<()>>,
     /// Files whose compression failed (a full disk): tried again with the
@@ -142,7 +151,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(compression: Compression, mode: u32) -> Self {
+    pub(crate) fn new(compression: Compression, mode: FileMode) -> Self {
         Self {
             compression,
             mode,
@@ -220,7 +229,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("a.jsonl");
             fs::write(&path, b"{\"id\":1}\n{\"id\":2}\n").unwrap();
-            compress_file(&path, c, 0o640).unwrap();
+            compress_file(&path, c, FileMode::DEFAULT).unwrap();
             assert!(!path.exists());
             let packed = File::open(compressed_name(&path, c)).unwrap();
             let mut out = Vec::new();
@@ -246,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         fs::write(&path, b"x\n").unwrap();
-        compress_file(&path, Compression::Gzip, 0o660).unwrap();
+        compress_file(&path, Compression::Gzip, FileMode::parse("0660").unwrap()).unwrap();
         let mode = fs::metadata(compressed_name(&path, Compression::Gzip))
             .unwrap()
             .permissions()

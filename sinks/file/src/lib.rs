@@ -26,7 +26,10 @@ use auditfwd_sink::{
 };
 use chrono::Utc;
 
-pub use config::{Compression, FileSinkConfig, FsyncPolicy};
+pub use config::{
+    Compression, DEFAULT_MAX_OPEN_FILES, FileMode, FileSinkConfig, FsyncPolicy, MAX_OPEN_FILES,
+    PathTemplate, RawFileSinkConfig,
+};
 use writer::Writer;
 
 /// The file sink's type, `type = "file"`, for the host's registry.
@@ -34,16 +37,11 @@ pub struct FileSinkFactory;
 
 impl SinkFactory for FileSinkFactory {
     const TYPE: &'static str = "file";
-    type Raw = FileSinkConfig;
+    type Raw = RawFileSinkConfig;
     type Config = FileSinkConfig;
 
-    fn validate(raw: FileSinkConfig) -> Result<FileSinkConfig, Vec<ConfigProblem>> {
-        let problems = raw.validate();
-        if problems.is_empty() {
-            Ok(raw)
-        } else {
-            Err(problems)
-        }
+    fn validate(raw: RawFileSinkConfig) -> Result<FileSinkConfig, Vec<ConfigProblem>> {
+        raw.validate()
     }
 
     fn build(config: &FileSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
@@ -53,8 +51,8 @@ impl SinkFactory for FileSinkFactory {
     /// One file per source it writes with `{source}` in the path, at most
     /// `max_open_files`; one for all otherwise.
     fn descriptors(config: &FileSinkConfig, sources: usize) -> Descriptors {
-        let files = if config.path.contains("{source}") {
-            sources.min(config.max_open_files)
+        let files = if config.path.per_source() {
+            sources.min(config.max_open_files.get())
         } else {
             sources.min(1)
         };
@@ -210,6 +208,10 @@ mod tests {
     use auditfwd_sink::testing::{conformance, hostile_events, records, sample_events};
     use std::time::Duration;
 
+    fn config(template: impl Into<String>) -> FileSinkConfig {
+        RawFileSinkConfig::new(template).validate().unwrap()
+    }
+
     fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -222,7 +224,7 @@ mod tests {
     async fn passes_conformance() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{source}}/%Y-%m-%d.jsonl", dir.path().display());
-        let mut sink = FileSink::new("files", FileSinkConfig::new(template));
+        let mut sink = FileSink::new("files", config(template));
         sink.healthcheck().await.unwrap();
         conformance(&mut sink, Duration::from_secs(10)).await;
     }
@@ -231,7 +233,7 @@ mod tests {
     async fn one_line_per_record_in_the_source_file_of_the_day() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{source}}/%Y-%m-%d.jsonl", dir.path().display());
-        let mut sink = FileSink::new("files", FileSinkConfig::new(template));
+        let mut sink = FileSink::new("files", config(template));
         let mut events = sample_events("acme", 3);
         events.extend(hostile_events("globex"));
         sink.deliver(&records(events)).await.unwrap();
@@ -250,10 +252,10 @@ mod tests {
     #[tokio::test]
     async fn rotates_by_size_and_compresses() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = FileSinkConfig::new(format!("{}/out.jsonl", dir.path().display()));
-        config.max_bytes = Some(2000);
-        config.compression = Compression::Gzip;
-        let mut sink = FileSink::new("files", config);
+        let mut raw = RawFileSinkConfig::new(format!("{}/out.jsonl", dir.path().display()));
+        raw.max_bytes = Some(2000);
+        raw.compression = Compression::Gzip;
+        let mut sink = FileSink::new("files", raw.validate().unwrap());
         let batch = records(sample_events("acme", 40));
         for chunk in batch.chunks(5) {
             sink.deliver(chunk).await.unwrap();
@@ -294,10 +296,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_payloads_with_line_breaks() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = FileSink::new(
-            "files",
-            FileSinkConfig::new(format!("{}/o.jsonl", dir.path().display())),
-        );
+        let mut sink = FileSink::new("files", config(format!("{}/o.jsonl", dir.path().display())));
         let mut batch = records(sample_events("acme", 2));
         batch[1].payload = bytes::Bytes::from_static(b"{\"id\":1}\n{\"id\":\"forged\"}");
         let delivered = sink.deliver(&batch).await.unwrap();
@@ -310,7 +309,7 @@ mod tests {
     async fn reopen_follows_logrotate_moving_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.jsonl");
-        let mut sink = FileSink::new("files", FileSinkConfig::new(path.display().to_string()));
+        let mut sink = FileSink::new("files", config(path.display().to_string()));
         sink.deliver(&records(sample_events("acme", 2)))
             .await
             .unwrap();

@@ -17,16 +17,16 @@
 //! still sends the old file to compression.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
 use crate::compress;
-use crate::config::{Compression, FileSinkConfig, FsyncPolicy};
+use crate::config::{Compression, FileMode, FileSinkConfig, FsyncPolicy, PathTemplate};
 
 /// An open output file.
 struct OpenFile {
@@ -43,14 +43,14 @@ struct OpenFile {
 
 /// All files one file sink writes to, one current file per source.
 pub(crate) struct Writer {
-    template: String,
-    max_bytes: Option<u64>,
+    template: PathTemplate,
+    max_bytes: Option<NonZeroU64>,
     fsync: FsyncPolicy,
     compression: Compression,
-    mode: u32,
+    mode: FileMode,
     open: HashMap<String, OpenFile>,
     /// `max_open_files`.
-    max_open: usize,
+    max_open: NonZeroUsize,
     /// Counts the writes to a file, for `OpenFile::used`.
     tick: u64,
     /// The path of each source whose file was closed to make room, while
@@ -72,31 +72,27 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(config: &FileSinkConfig) -> Self {
-        let mode = config.mode_bits().unwrap_or(0o640);
         Self {
             template: config.path.clone(),
             max_bytes: config.max_bytes,
             fsync: config.fsync,
             compression: config.compression,
-            mode,
+            mode: config.mode,
             open: HashMap::new(),
-            max_open: config.max_open_files.max(1),
+            max_open: config.max_open_files,
             tick: 0,
             closed: HashMap::new(),
             touched: Vec::new(),
             rotated: Vec::new(),
             undo: Vec::new(),
             scanned: HashSet::new(),
-            compressor: compress::Worker::new(config.compression, mode),
+            compressor: compress::Worker::new(config.compression, config.mode),
         }
     }
 
     /// The path a record of `source` written at `now` goes to.
     pub(crate) fn render(&self, source: &str, now: DateTime<Utc>) -> io::Result<PathBuf> {
-        let mut dated = String::new();
-        write!(dated, "{}", now.format(&self.template))
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid strftime in path"))?;
-        Ok(PathBuf::from(dated.replace("{source}", source)))
+        self.template.render(source, now)
     }
 
     /// Appends one line per payload, then flushes (and fsyncs per policy)
@@ -147,7 +143,7 @@ impl Writer {
             let line_len = payload.len() as u64 + 1;
             if let Some(max) = self.max_bytes {
                 let current = &self.open[source];
-                if current.size > 0 && current.size + line_len > max {
+                if current.size > 0 && current.size + line_len > max.get() {
                     self.rotate(source)?;
                 }
             }
@@ -230,7 +226,7 @@ impl Writer {
         {
             self.rotated.push(old_path);
         }
-        while self.open.len() >= self.max_open {
+        while self.open.len() >= self.max_open.get() {
             self.close_least_recent()?;
         }
         let mut file = self.open_file(path)?;
@@ -291,12 +287,12 @@ impl Writer {
             }
         }
         let mut options = OpenOptions::new();
-        options.read(true).append(true).mode(self.mode);
+        options.read(true).append(true).mode(self.mode.bits());
         let mut file = match options.clone().create_new(true).open(path) {
             Ok(file) => {
                 // The umask may have taken bits away; the configured mode
                 // is the rule for every file the sink creates.
-                file.set_permissions(Permissions::from_mode(self.mode))?;
+                file.set_permissions(Permissions::from_mode(self.mode.bits()))?;
                 file
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path)?,
@@ -440,6 +436,7 @@ fn repair_torn_tail(file: &mut File) -> io::Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RawFileSinkConfig;
 
     #[test]
     fn torn_tail_is_cut_back_to_the_last_full_line() {
@@ -459,10 +456,22 @@ mod tests {
         assert_eq!(repair_torn_tail(&mut f).unwrap(), None);
     }
 
+    /// The config of `template`, with `edit` applied to its raw table.
+    fn config(template: String, edit: impl FnOnce(&mut RawFileSinkConfig)) -> FileSinkConfig {
+        let mut raw = RawFileSinkConfig::new(template);
+        edit(&mut raw);
+        raw.validate().unwrap()
+    }
+
     fn gzip_config(template: String) -> FileSinkConfig {
-        let mut config = FileSinkConfig::new(template);
-        config.compression = Compression::Gzip;
-        config
+        config(template, |c| c.compression = Compression::Gzip)
+    }
+
+    /// One second before midnight UTC on 2026-03-0`d`.
+    fn day(d: u32) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
+            .unwrap()
+            .to_utc()
     }
 
     #[test]
@@ -470,11 +479,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/%Y-%m-%d.jsonl", dir.path().display());
         let mut w = Writer::new(&gzip_config(template));
-        let day = |d| {
-            DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
-                .unwrap()
-                .to_utc()
-        };
         w.write_batch([("acme", &b"{\"id\":1}"[..])], day(1))
             .unwrap();
         w.write_batch([("acme", &b"{\"id\":2}"[..])], day(2))
@@ -499,8 +503,9 @@ mod tests {
     fn at_most_max_open_files_are_open_and_every_line_reaches_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().canonicalize().unwrap();
-        let mut config = FileSinkConfig::new(format!("{}/{{source}}.jsonl", out.display()));
-        config.max_open_files = 4;
+        let config = config(format!("{}/{{source}}.jsonl", out.display()), |c| {
+            c.max_open_files = 4
+        });
         let mut w = Writer::new(&config);
         let sources: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
         let now = Utc::now();
@@ -539,8 +544,9 @@ mod tests {
     #[test]
     fn a_failed_batch_leaves_nothing_in_files_closed_to_make_room() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = FileSinkConfig::new(format!("{}/{{source}}.jsonl", dir.path().display()));
-        config.max_open_files = 2;
+        let config = config(format!("{}/{{source}}.jsonl", dir.path().display()), |c| {
+            c.max_open_files = 2
+        });
         let mut w = Writer::new(&config);
         let now = Utc::now();
         w.write_batch([("a", &b"{\"id\":1}"[..]), ("b", b"{\"id\":2}")], now)
@@ -578,14 +584,11 @@ mod tests {
     fn a_file_closed_to_make_room_is_still_compressed_at_a_day_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{source}}-%Y-%m-%d.jsonl", dir.path().display());
-        let mut config = gzip_config(template);
-        config.max_open_files = 1;
+        let config = config(template, |c| {
+            c.compression = Compression::Gzip;
+            c.max_open_files = 1;
+        });
         let mut w = Writer::new(&config);
-        let day = |d| {
-            DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
-                .unwrap()
-                .to_utc()
-        };
         w.write_batch([("acme", &b"{\"id\":1}"[..])], day(1))
             .unwrap();
         // `globex` takes the only place: acme's file is closed, not rotated.
