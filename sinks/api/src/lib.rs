@@ -39,7 +39,7 @@ pub mod testing;
 
 pub use config::ConfigProblem;
 pub use error::{ErrorKind, SinkError};
-pub use event::{Event, SCHEMA_VERSION, UserInfo, format_millis};
+pub use event::{Event, Field, SCHEMA_VERSION, UserInfo, format_millis};
 pub use record::{Delivered, Record, Rejected, Severity};
 pub use registry::{
     Descriptors, RawConfig, Registry, SinkContext, SinkFactory, SinkKind, SinkType,
