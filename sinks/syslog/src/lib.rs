@@ -22,7 +22,10 @@ use auditfwd_sink::{
     ConfigProblem, Delivered, Record, Rejected, Sink, SinkContext, SinkError, SinkFactory,
 };
 
-pub use config::{FACILITIES, Framing, Protocol, SyslogSinkConfig, TlsConfig, Transport};
+pub use config::{
+    ClientCert, FACILITIES, Framing, Protocol, RawSyslogSinkConfig, SyslogSinkConfig, TlsConfig,
+    TlsSettings, Transport,
+};
 use encode::Header;
 use transport::{Connection, Target};
 
@@ -31,16 +34,11 @@ pub struct SyslogSinkFactory;
 
 impl SinkFactory for SyslogSinkFactory {
     const TYPE: &'static str = "syslog";
-    type Raw = SyslogSinkConfig;
+    type Raw = RawSyslogSinkConfig;
     type Config = SyslogSinkConfig;
 
-    fn validate(raw: SyslogSinkConfig) -> Result<SyslogSinkConfig, Vec<ConfigProblem>> {
-        let problems = raw.validate();
-        if problems.is_empty() {
-            Ok(raw)
-        } else {
-            Err(problems)
-        }
+    fn validate(raw: RawSyslogSinkConfig) -> Result<SyslogSinkConfig, Vec<ConfigProblem>> {
+        raw.validate()
     }
 
     fn build(config: &SyslogSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
@@ -85,15 +83,18 @@ impl SyslogSink {
     /// Builds the sink (reads TLS files; connects lazily).
     pub fn new(name: impl Into<String>, config: SyslogSinkConfig) -> Result<Self, SinkError> {
         let name = name.into();
-        let target = match config.transport {
-            Transport::Udp => Target::Udp,
-            Transport::Tcp => Target::Tcp,
-            Transport::Tls => {
-                let fail = |e: String| SinkError::permanent(format!("syslog sink `{name}`: {e}"));
-                Target::Tls(
-                    tls::client_config(&config.tls).map_err(fail)?,
-                    tls::server_name(&config).map_err(fail)?,
-                )
+        let target = match (config.transport, &config.tls) {
+            (Transport::Udp, _) => Target::Udp,
+            (Transport::Tcp, _) => Target::Tcp,
+            (Transport::Tls, Some(tls)) => Target::Tls(
+                tls::client_config(tls)
+                    .map_err(|e| SinkError::permanent(format!("syslog sink `{name}`: {e}")))?,
+                tls.server_name.clone(),
+            ),
+            (Transport::Tls, None) => {
+                return Err(SinkError::permanent(format!(
+                    "syslog sink `{name}`: transport is tls but the config has no TLS settings (build the config with RawSyslogSinkConfig::validate)"
+                )));
             }
         };
         let header = Header {
