@@ -1,16 +1,17 @@
-//! Compression of rotated files, off the delivery path: one owned worker
-//! thread per sink, joined on shutdown, which also finishes what a crash
-//! interrupted (see [`leftovers`]).
+//! Rotated files: their names (the rotation stamp is written and
+//! recognised here), and their compression off the delivery path by one
+//! owned worker thread per sink, joined on shutdown, which also finishes
+//! what a crash interrupted (see [`leftovers`]).
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use crate::config::{Compression, FileMode};
-use crate::writer::sync_parent;
+use crate::durable::{set_mode, sync_parent};
 
 /// `file` → `file.gz` / `file.zst`.
 pub(crate) fn compressed_name(path: &Path, compression: Compression) -> PathBuf {
@@ -58,8 +59,7 @@ fn compress_into(
         .truncate(true)
         .mode(mode.bits())
         .open(tmp)?;
-    // The umask may have taken bits away; the configured mode is the rule.
-    file.set_permissions(Permissions::from_mode(mode.bits()))?;
+    set_mode(&file, mode)?;
     let output = BufWriter::new(file);
     let output = match compression {
         Compression::None => return Ok(()),
@@ -78,8 +78,25 @@ fn compress_into(
     file.sync_all()
 }
 
+/// `app.jsonl` → `app.jsonl.20260301T103539.817Z`, with a counter if that
+/// name is taken.
+pub(crate) fn rotated_name(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let base = format!("{}.{stamp}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists()
+        || compressed_name(&candidate, Compression::Gzip).exists()
+        || compressed_name(&candidate, Compression::Zstd).exists()
+    {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
 /// Whether `name` ends with a rotation stamp, `.20260301T103539.817Z`
-/// with an optional `.N` counter (see `writer::rotated_name`).
+/// with an optional `.N` counter (see [`rotated_name`]).
 fn has_rotation_stamp(name: &str) -> bool {
     // Without the counter, if there is one.
     let name = match name.rsplit_once('.') {
@@ -222,6 +239,7 @@ impl Drop for Worker {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn gzip_and_zstd_round_trip() {

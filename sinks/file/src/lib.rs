@@ -14,6 +14,7 @@
 
 mod compress;
 mod config;
+mod durable;
 mod writer;
 
 use std::io;

@@ -17,16 +17,17 @@
 //! still sends the old file to compression.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
 use std::num::{NonZeroU64, NonZeroUsize};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
 use crate::compress;
 use crate::config::{Compression, FileMode, FileSinkConfig, FsyncPolicy, PathTemplate};
+use crate::durable::{repair_torn_tail, set_mode, sync_parent};
 
 /// An open output file.
 struct OpenFile {
@@ -290,9 +291,7 @@ impl Writer {
         options.read(true).append(true).mode(self.mode.bits());
         let mut file = match options.clone().create_new(true).open(path) {
             Ok(file) => {
-                // The umask may have taken bits away; the configured mode
-                // is the rule for every file the sink creates.
-                file.set_permissions(Permissions::from_mode(self.mode.bits()))?;
+                set_mode(&file, self.mode)?;
                 file
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path)?,
@@ -330,7 +329,7 @@ impl Writer {
         let file = self.open.remove(source).expect("rotate an open file");
         let path = file.path.clone();
         self.close(file)?;
-        let rotated = rotated_name(&path);
+        let rotated = compress::rotated_name(&path);
         fs::rename(&path, &rotated)?;
         sync_parent(&path)?;
         tracing::info!(from = %path.display(), to = %rotated.display(), "rotated output file");
@@ -372,89 +371,10 @@ impl Writer {
     }
 }
 
-/// `app.jsonl` → `app.jsonl.20260301T103539.817Z`, with a counter if that
-/// name is taken.
-fn rotated_name(path: &Path) -> PathBuf {
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-    let base = format!("{}.{stamp}", path.display());
-    let mut candidate = PathBuf::from(&base);
-    let mut n = 1;
-    while candidate.exists()
-        || compress::compressed_name(&candidate, Compression::Gzip).exists()
-        || compress::compressed_name(&candidate, Compression::Zstd).exists()
-    {
-        candidate = PathBuf::from(format!("{base}.{n}"));
-        n += 1;
-    }
-    candidate
-}
-
-/// fsyncs the directory holding `path`, so a rename survives power loss.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
-}
-
-/// If the file does not end with a newline, a crash cut the last line
-/// short. That line's batch was never acknowledged (acknowledgement follows
-/// the flush), so it will be written again: truncate the fragment so no
-/// reader ever sees half a record. Returns the number of bytes removed.
-fn repair_torn_tail(file: &mut File) -> io::Result<Option<u64>> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last[0] == b'\n' {
-        return Ok(None);
-    }
-    // Scan backwards for the last newline.
-    let mut end = len;
-    let mut keep = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(pos) = chunk.iter().rposition(|b| *b == b'\n') {
-            keep = start + pos as u64 + 1;
-            break;
-        }
-        end = start;
-    }
-    file.set_len(keep)?;
-    file.sync_all()?;
-    Ok(Some(len - keep))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::RawFileSinkConfig;
-
-    #[test]
-    fn torn_tail_is_cut_back_to_the_last_full_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        fs::write(&path, b"{\"id\":1}\n{\"id\":2}\n{\"id\":").unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        assert_eq!(
-            repair_torn_tail(&mut f).unwrap(),
-            Some(b"{\"id\":".len() as u64)
-        );
-        assert_eq!(fs::read(&path).unwrap(), b"{\"id\":1}\n{\"id\":2}\n");
-        assert_eq!(repair_torn_tail(&mut f).unwrap(), None);
-    }
 
     /// The config of `template`, with `edit` applied to its raw table.
     fn config(template: String, edit: impl FnOnce(&mut RawFileSinkConfig)) -> FileSinkConfig {
@@ -627,19 +547,5 @@ mod tests {
                 "out.jsonl.20260301T110000.000Z.gz"
             ]
         );
-    }
-
-    #[test]
-    fn torn_single_line_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        fs::write(&path, b"{\"id\":").unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        assert_eq!(repair_torn_tail(&mut f).unwrap(), Some(6));
-        assert_eq!(fs::read(&path).unwrap(), b"");
     }
 }
