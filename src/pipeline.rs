@@ -76,8 +76,8 @@ impl SinkHandle {
     }
 }
 
-/// Starts the task that owns `sink`. The task ends (after a final flush)
-/// once every [`SinkHandle`] is dropped.
+/// Starts the task that owns `sink`. The task ends (closing the sink) once
+/// every [`SinkHandle`] is dropped.
 pub fn spawn_sink(
     sink: Box<dyn Sink>,
     route: Route,
@@ -157,8 +157,8 @@ impl SinkTask {
                 }
             }
         }
-        if let Err(error) = self.sink.flush().await {
-            tracing::error!(sink = %self.route.name, error = %error, "final flush failed");
+        if let Err(error) = self.sink.close().await {
+            tracing::error!(sink = %self.route.name, error = %error, "cannot close the sink");
         }
     }
 

@@ -65,12 +65,18 @@ pub trait Sink: Send {
     /// their content are listed in the returned [`Delivered`].
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError>;
 
-    /// Flushes anything buffered; called on shutdown.
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Closes what the sink holds: flushes and closes its files, closes
+    /// its connections, waits for its background work (compression, a
+    /// producer's queue). Called once on shutdown, after the last delivery.
+    /// Acknowledged batches were durable already, so this only tidies up;
+    /// a sink used again afterwards opens what it needs, as after
+    /// [`Sink::reopen`].
+    async fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
 
-    /// Reopens output files or connections (SIGHUP, e.g. after logrotate).
+    /// Closes output files or connections so that the next delivery opens
+    /// them again (SIGHUP, e.g. after logrotate moved the files).
     async fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
     }

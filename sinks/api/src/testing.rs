@@ -77,8 +77,9 @@ pub fn sample_events(source: &str, n: usize) -> Vec<Event> {
         .collect()
 }
 
-/// Wraps events as records whose payload is the event id (enough for sinks,
-/// which only move bytes).
+/// Wraps events as records whose payload is the whole event as JSON (the
+/// canonical serialization, as the `json` format would encode it), with
+/// informational severity.
 pub fn records(events: Vec<Event>) -> Vec<Record> {
     events
         .into_iter()
@@ -231,7 +232,8 @@ impl Sink for GateSink {
 
 /// The checks every sink passes, whatever its destination: an empty batch,
 /// hostile content and a larger batch are acknowledged without error or
-/// panic, within `timeout` each; `flush` and `reopen` succeed afterwards.
+/// panic, within `timeout` each; `close` and `reopen` succeed afterwards,
+/// and the sink delivers again after them.
 /// What arrived at the destination is each sink's own test to verify.
 pub async fn conformance<S: Sink>(sink: &mut S, timeout: Duration) {
     let hostile = records(hostile_events("conformance"));
@@ -257,9 +259,9 @@ pub async fn conformance<S: Sink>(sink: &mut S, timeout: Duration) {
             delivered.rejected
         );
     }
-    sink.flush().await.expect("flush after deliveries");
-    sink.reopen().await.expect("reopen");
+    sink.close().await.expect("close after deliveries");
+    sink.reopen().await.expect("reopen after close");
     let again = records(sample_events("conformance", 3));
     sink.deliver(&again).await.expect("deliver after reopen");
-    sink.flush().await.expect("flush after reopen");
+    sink.close().await.expect("close after reopen");
 }

@@ -177,8 +177,8 @@ impl Sink for FileSink {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        self.blocking("flush", |w| w.shutdown()).await
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.blocking("close output files", |w| w.close()).await
     }
 
     async fn reopen(&mut self) -> Result<(), SinkError> {

@@ -220,7 +220,7 @@ impl Writer {
             }
             let old = self.open.remove(source).expect("present");
             let old_path = old.path.clone();
-            self.close(old)?;
+            self.close_file(old)?;
             self.rotated.push(old_path);
         } else if let Some(old_path) = self.closed.remove(source)
             && old_path != path
@@ -314,7 +314,9 @@ impl Writer {
         })
     }
 
-    fn close(&self, mut file: OpenFile) -> io::Result<()> {
+    /// Flushes (and fsyncs, per policy) a file taken out of `open`;
+    /// dropping it closes it.
+    fn close_file(&self, mut file: OpenFile) -> io::Result<()> {
         file.out.flush()?;
         if self.fsync == FsyncPolicy::Batch {
             file.out.get_ref().sync_all()?;
@@ -328,7 +330,7 @@ impl Writer {
     fn rotate(&mut self, source: &str) -> io::Result<()> {
         let file = self.open.remove(source).expect("rotate an open file");
         let path = file.path.clone();
-        self.close(file)?;
+        self.close_file(file)?;
         let rotated = compress::rotated_name(&path);
         fs::rename(&path, &rotated)?;
         sync_parent(&path)?;
@@ -362,10 +364,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Flushes, then waits for the compression worker to finish its queue
-    /// (shutdown).
-    pub(crate) fn shutdown(&mut self) -> io::Result<()> {
+    /// Flushes, fsyncs and closes every file, then waits for the
+    /// compression worker to finish its queue (shutdown). A later write
+    /// opens its file again.
+    pub(crate) fn close(&mut self) -> io::Result<()> {
         let flushed = self.flush();
+        if flushed.is_ok() {
+            for (source, file) in self.open.drain() {
+                // Like a file closed to make room: a new day's path still
+                // sends it to compression.
+                if self.compression != Compression::None {
+                    self.closed.insert(source, file.path);
+                }
+            }
+        }
         self.compressor.join();
         flushed
     }
@@ -403,7 +415,7 @@ mod tests {
             .unwrap();
         w.write_batch([("acme", &b"{\"id\":2}"[..])], day(2))
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         assert!(dir.path().join("2026-03-01.jsonl.gz").exists());
         assert!(!dir.path().join("2026-03-01.jsonl").exists());
         assert!(dir.path().join("2026-03-02.jsonl").exists());
@@ -453,7 +465,7 @@ mod tests {
             }
         }
         assert_eq!(w.open.len(), 4);
-        w.shutdown().unwrap();
+        w.close().unwrap();
         for s in &sources {
             let text = fs::read_to_string(out.join(format!("{s}.jsonl"))).unwrap();
             let got: Vec<&str> = text.lines().collect();
@@ -495,7 +507,7 @@ mod tests {
         fs::remove_dir(dir.path().join("e.jsonl")).unwrap();
         w.write_batch([("a", &b"{\"id\":3}"[..]), ("e", b"{\"id\":7}")], now)
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         assert_eq!(read("a"), "{\"id\":1}\n{\"id\":3}\n");
         assert_eq!(read("e"), "{\"id\":7}\n");
     }
@@ -516,7 +528,7 @@ mod tests {
             .unwrap();
         w.write_batch([("acme", &b"{\"id\":3}"[..])], day(2))
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         assert!(dir.path().join("acme-2026-03-01.jsonl.gz").exists());
         assert!(!dir.path().join("acme-2026-03-01.jsonl").exists());
         assert!(dir.path().join("acme-2026-03-02.jsonl").exists());
@@ -533,7 +545,7 @@ mod tests {
         let mut w = Writer::new(&gzip_config(format!("{}/out.jsonl", d.display())));
         w.write_batch([("acme", &b"{\"id\":3}"[..])], Utc::now())
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         let mut names: Vec<_> = fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

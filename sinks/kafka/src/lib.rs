@@ -569,14 +569,18 @@ impl Sink for KafkaSink {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Waits (up to `delivery_timeout`) for the producer's queue to drain.
+    async fn close(&mut self) -> Result<(), SinkError> {
         let producer = self.producer.clone();
         let timeout = self.config.delivery_timeout;
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .expect("flush task does not panic")
             .map_err(|e| {
-                SinkError::transient(format!("kafka sink `{}`: flush failed: {e}", self.name))
+                SinkError::transient(format!(
+                    "kafka sink `{}`: the producer's queue did not drain: {e}",
+                    self.name
+                ))
             })
     }
 }

@@ -101,7 +101,8 @@ impl<W: AsyncWrite + Unpin + Send> Sink for StdoutSink<W> {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Flushes the writer; standard output itself stays open.
+    async fn close(&mut self) -> Result<(), SinkError> {
         self.out
             .flush()
             .await

@@ -219,7 +219,8 @@ impl Sink for SyslogSink {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Closes the connection (TLS close_notify).
+    async fn close(&mut self) -> Result<(), SinkError> {
         if let Some(c) = &mut self.connection {
             c.shutdown().await;
         }
@@ -227,7 +228,8 @@ impl Sink for SyslogSink {
         Ok(())
     }
 
+    /// Closes the connection; the next delivery connects again.
     async fn reopen(&mut self) -> Result<(), SinkError> {
-        self.flush().await
+        self.close().await
     }
 }
