@@ -1,6 +1,7 @@
 //! `[[sink]]`: where events go. The common keys (`name`, `type`, `format`,
-//! filters) are read here; the rest of the table belongs to the sink type
-//! and is deserialized by that sink's own config struct.
+//! filters) are read here; the rest of the table belongs to the sink type,
+//! whose factory (registered once, in [`SINK_TYPES`]) validates it into its
+//! typed config.
 
 use auditfwd_sink::{RawConfig, Registry, SinkType};
 use auditfwd_sink_file::FileSinkFactory;

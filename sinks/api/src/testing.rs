@@ -235,7 +235,7 @@ impl Sink for GateSink {
 /// panic, within `timeout` each; `close` and `reopen` succeed afterwards,
 /// and the sink delivers again after them.
 /// What arrived at the destination is each sink's own test to verify.
-pub async fn conformance<S: Sink>(sink: &mut S, timeout: Duration) {
+pub async fn conformance<S: Sink + ?Sized>(sink: &mut S, timeout: Duration) {
     let hostile = records(hostile_events("conformance"));
     let many = records(sample_events("conformance", 500));
     for (what, batch) in [
