@@ -27,7 +27,7 @@
 //! config (pure, every problem at once, as [`ConfigProblem`]s) → built
 //! sink. The host registers each factory once in a [`Registry`]; see
 //! `sinks/README.md` for adding a sink.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 pub mod config;
 mod error;

@@ -2,7 +2,7 @@
 //! batch after `delay` and keeps nothing (to measure the pipeline without
 //! a destination). `sinks/README.md` shows this file: copy it to start a
 //! sink.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 use std::time::Duration;
 

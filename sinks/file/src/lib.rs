@@ -10,7 +10,7 @@
 //! record. Every file the sink creates, rotated and compressed ones
 //! included, gets the configured `mode`; rotated files are compressed by
 //! one worker thread, which a restart resumes if a crash interrupted it.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod compress;
 mod config;

@@ -17,7 +17,7 @@
 //! most that bound, and nothing is lost (the rules are in `topics.rs`). A
 //! template with `{action}` or `{entity_type}` reaches at most `max_topics`
 //! distinct topics; records beyond are rejected.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod config;
 mod topic;

@@ -1,7 +1,7 @@
 //! The stdout sink: one record per line on standard output, for pipes
 //! (`auditfwd run | jq`) and the demo. A batch is acknowledged once written
 //! and flushed to the pipe.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 use async_trait::async_trait;
 use auditfwd_sink::{

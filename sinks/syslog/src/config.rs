@@ -392,7 +392,7 @@ impl RawSyslogSinkConfig {
 }
 
 /// The host part of `host:port` (without the brackets of an IPv6 address).
-pub fn host(address: &str) -> &str {
+pub(crate) fn host(address: &str) -> &str {
     let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
     host.trim_start_matches('[').trim_end_matches(']')
 }

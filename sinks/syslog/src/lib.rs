@@ -10,7 +10,7 @@
 //!
 //! Each record is exactly one syslog message whatever the event holds; see
 //! [`encode`] for how.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod config;
 pub mod encode;

@@ -22,7 +22,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 
 /// Builds the client configuration: trusted roots (`ca_file` or the Mozilla
 /// roots), and the client certificate if one is configured.
-pub fn client_config(tls: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(tls: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
