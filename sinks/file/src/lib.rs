@@ -156,10 +156,7 @@ impl Sink for FileSink {
             // Encoders never emit line breaks; refusing them here keeps one
             // event from ever becoming two lines, whatever the format.
             if record.has_line_break() {
-                delivered.rejected.push(Rejected {
-                    index,
-                    reason: "payload contains a line break; it would forge a second record".into(),
-                });
+                delivered.rejected.push(Rejected::line_break(index));
                 continue;
             }
             lines.push((record.event.clone(), record.payload.clone()));

@@ -81,10 +81,7 @@ impl<W: AsyncWrite + Unpin + Send> Sink for StdoutSink<W> {
         let mut buf = Vec::with_capacity(batch.iter().map(|r| r.payload.len() + 1).sum());
         for (index, record) in batch.iter().enumerate() {
             if record.has_line_break() {
-                delivered.rejected.push(Rejected {
-                    index,
-                    reason: "payload contains a line break; it would forge a second record".into(),
-                });
+                delivered.rejected.push(Rejected::line_break(index));
                 continue;
             }
             buf.extend_from_slice(&record.payload);
