@@ -21,7 +21,7 @@ mod common;
 
 use auditfwd_sink::testing::{hostile_events, sample_events};
 use auditfwd_sink::{Record, Sink};
-use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig};
+use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig, RawKafkaSinkConfig};
 use common::{json_record, peak_rss_kib};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -52,7 +52,7 @@ fn records(start: usize, len: usize) -> Vec<Record> {
 }
 
 fn config(brokers: &str, topic: &str) -> KafkaSinkConfig {
-    let mut c = KafkaSinkConfig::new(&[brokers]);
+    let mut c = RawKafkaSinkConfig::new(&[brokers]);
     c.topic = topic.into();
     if let Ok(linger) = std::env::var("LINGER_MS") {
         c.librdkafka.insert(
@@ -60,7 +60,7 @@ fn config(brokers: &str, topic: &str) -> KafkaSinkConfig {
             auditfwd_sink_kafka::toml_value::Scalar::String(linger),
         );
     }
-    c
+    c.validate().expect("a valid bench config")
 }
 
 async fn bare(brokers: &str, topic: &str, n: usize, batch: usize) {

@@ -28,7 +28,7 @@ mod common;
 use auditfwd_sink::testing::sample_events;
 use auditfwd_sink::{Record, Sink};
 use auditfwd_sink_syslog::encode::{self, Header};
-use auditfwd_sink_syslog::{SyslogSink, SyslogSinkConfig};
+use auditfwd_sink_syslog::{RawSyslogSinkConfig, SyslogSink, SyslogSinkConfig};
 use common::{json_record, peak_rss_kib};
 
 const BATCH: usize = 100;
@@ -48,10 +48,10 @@ fn records(start: usize, len: usize) -> Vec<Record> {
 }
 
 fn config(port: u16) -> SyslogSinkConfig {
-    let mut c = SyslogSinkConfig::new(format!("127.0.0.1:{port}"));
+    let mut c = RawSyslogSinkConfig::new(format!("127.0.0.1:{port}"));
     c.hostname = Some("bench-host".into());
     c.procid = Some("1".into());
-    c
+    c.validate().expect("a valid bench config")
 }
 
 fn child(mode: &str, port: u16, n: usize) {

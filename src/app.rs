@@ -5,7 +5,7 @@
 //! sources run under a [`crate::supervisor::Supervisor`], which also
 //! applies reloads ([`Control::Reload`]) source by source. On shutdown every
 //! source finishes the batch in flight and checkpoints, then every sink
-//! flushes.
+//! closes.
 
 use std::path::PathBuf;
 use std::sync::Arc;

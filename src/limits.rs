@@ -3,7 +3,7 @@
 //! that would still not fit is refused with the numbers and the fix,
 //! instead of meeting "Too many open files" hours later.
 
-use crate::config::{Config, SinkKind};
+use crate::config::Config;
 
 /// Why the daemon can not run this configuration here.
 #[derive(Debug, thiserror::Error)]
@@ -78,14 +78,9 @@ pub fn files_needed(config: &Config) -> (u64, usize) {
             .iter()
             .filter(|s| sink.accepts_source(&s.name))
             .count();
-        match &sink.kind {
-            // One file per source up to `max_open_files`, or one for all.
-            SinkKind::File(file) if file.path.contains("{source}") => {
-                outputs += feeding.min(file.max_open_files)
-            }
-            SinkKind::File(_) => outputs += feeding.min(1),
-            _ => sinks += 8,
-        }
+        let held = sink.kind.descriptors(feeding);
+        outputs += held.files;
+        sinks += held.connections as u64;
     }
     let listener = if config.telemetry.listen.is_some() {
         crate::telemetry::MAX_CONNECTIONS as u64 + 1

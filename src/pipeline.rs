@@ -28,6 +28,16 @@ use crate::format::{self, Format};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::telemetry::{Health, Metrics, Status};
 
+/// `event` encoded in `format`, as a sink receives it.
+pub fn record(format: &Format, event: &Arc<Event>) -> Result<Record, format::EncodeError> {
+    Ok(Record {
+        payload: format.encode(event)?,
+        severity: format::severity(event),
+        format: format.name(),
+        event: event.clone(),
+    })
+}
+
 /// What a sink receives: everything but the sink itself.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -76,8 +86,8 @@ impl SinkHandle {
     }
 }
 
-/// Starts the task that owns `sink`. The task ends (after a final flush)
-/// once every [`SinkHandle`] is dropped.
+/// Starts the task that owns `sink`. The task ends (closing the sink) once
+/// every [`SinkHandle`] is dropped.
 pub fn spawn_sink(
     sink: Box<dyn Sink>,
     route: Route,
@@ -157,8 +167,8 @@ impl SinkTask {
                 }
             }
         }
-        if let Err(error) = self.sink.flush().await {
-            tracing::error!(sink = %self.route.name, error = %error, "final flush failed");
+        if let Err(error) = self.sink.close().await {
+            tracing::error!(sink = %self.route.name, error = %error, "cannot close the sink");
         }
     }
 
@@ -293,13 +303,8 @@ impl Pipeline {
             let route = &sink.route;
             let mut records = Vec::with_capacity(events.len());
             for event in events.iter().filter(|e| route.filter.matches(e)) {
-                match route.format.encode(event) {
-                    Ok(payload) => records.push(Record {
-                        event: event.clone(),
-                        payload,
-                        severity: format::severity(event),
-                        format: route.format.name(),
-                    }),
+                match record(&route.format, event) {
+                    Ok(record) => records.push(record),
                     Err(error) => dead.push(DeadLetter {
                         id: Some(event.id.clone()),
                         sink: Some(route.name.clone()),

@@ -1,12 +1,10 @@
-//! Sink registration: one explicit `match` from a validated [`SinkConfig`]
-//! to the sink crate that implements it.
+//! Building the configured sinks: each validated [`SinkConfig`] carries
+//! its type's factory (registered in [`crate::config::SINK_TYPES`]), which
+//! builds the sink from it and the [`SinkContext`].
 
-use auditfwd_sink::Sink;
-use auditfwd_sink_file::FileSink;
-use auditfwd_sink_stdout::StdoutSink;
-use auditfwd_sink_syslog::SyslogSink;
+use auditfwd_sink::{Sink, SinkContext};
 
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::SinkConfig;
 use crate::pipeline::Route;
 
 /// Why a sink could not be built.
@@ -21,28 +19,11 @@ pub struct BuildError {
 
 /// Builds the sink described by `config` (opens no connection yet).
 /// `sources` are the sources that feed it.
-#[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
 pub fn build(config: &SinkConfig, sources: Vec<String>) -> Result<Box<dyn Sink>, BuildError> {
-    Ok(match &config.kind {
-        SinkKind::File(c) => Box::new(FileSink::new(&config.name, c.clone())),
-        SinkKind::Stdout(_) => Box::new(StdoutSink::new(&config.name)),
-        SinkKind::Syslog(c) => {
-            Box::new(
-                SyslogSink::new(&config.name, c.clone()).map_err(|e| BuildError {
-                    name: config.name.clone(),
-                    message: e.to_string(),
-                })?,
-            )
-        }
-        #[cfg(feature = "kafka")]
-        SinkKind::Kafka(c) => Box::new(
-            auditfwd_sink_kafka::KafkaSink::new(&config.name, c.clone(), sources).map_err(|e| {
-                BuildError {
-                    name: config.name.clone(),
-                    message: e.to_string(),
-                }
-            })?,
-        ),
+    let context = SinkContext::new(&config.name, sources);
+    config.kind.build(&context).map_err(|e| BuildError {
+        name: config.name.clone(),
+        message: e.to_string(),
     })
 }
 

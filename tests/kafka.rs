@@ -10,7 +10,7 @@ use auditfwd::telemetry::{Metrics, Status};
 use auditfwd_sim::SimConfig;
 use auditfwd_sink::Sink;
 use auditfwd_sink::testing::{conformance, records, sample_events};
-use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig};
+use auditfwd_sink_kafka::{KafkaSink, RawKafkaSinkConfig};
 
 use crate::support::services::{self, Consumed, Tansu, consume};
 use crate::support::*;
@@ -235,9 +235,10 @@ async fn topics_follow_the_template_and_a_missing_topic_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_broker_address_fails_the_health_check_clearly() {
     let port = services::free_port();
-    let mut config = KafkaSinkConfig::new(&[&format!("127.0.0.1:{port}")]);
+    let mut config = RawKafkaSinkConfig::new(&[&format!("127.0.0.1:{port}")]);
     config.healthcheck_timeout = Duration::from_secs(2);
-    let mut sink = KafkaSink::new("kafka", config, vec!["tenant".into()]).unwrap();
+    let mut sink =
+        KafkaSink::new("kafka", config.validate().unwrap(), vec!["tenant".into()]).unwrap();
     let error = sink.healthcheck().await.unwrap_err().to_string();
     assert!(
         error.contains(&format!("brokers 127.0.0.1:{port}")),
@@ -278,13 +279,17 @@ async fn the_sink_contract_holds_and_oversized_records_are_rejected_not_lost() {
     let broker = Tansu::start();
     broker.create_topic("audit.conformance", 1);
     broker.create_topic("audit.acme", 1);
-    let mut config = KafkaSinkConfig::new(&[&broker.brokers()]);
+    let mut config = RawKafkaSinkConfig::new(&[&broker.brokers()]);
     config.librdkafka.insert(
         "message.max.bytes".into(),
         auditfwd_sink_kafka::toml_value::Scalar::Integer(4096),
     );
-    let mut sink =
-        KafkaSink::new("kafka", config, vec!["conformance".into(), "acme".into()]).unwrap();
+    let mut sink = KafkaSink::new(
+        "kafka",
+        config.validate().unwrap(),
+        vec!["conformance".into(), "acme".into()],
+    )
+    .unwrap();
     sink.healthcheck().await.unwrap();
     conformance(&mut sink, Duration::from_secs(30)).await;
 
@@ -527,9 +532,10 @@ async fn hostile_actions_become_legal_topic_names() {
     }
     let mut sent = HashMap::new();
     for template in ["audit.{action}", "{action}"] {
-        let mut config = KafkaSinkConfig::new(&[&broker.brokers()]);
+        let mut config = RawKafkaSinkConfig::new(&[&broker.brokers()]);
         config.topic = template.into();
-        let mut sink = KafkaSink::new("kafka", config, vec!["acme".into()]).unwrap();
+        let mut sink =
+            KafkaSink::new("kafka", config.validate().unwrap(), vec!["acme".into()]).unwrap();
         sink.healthcheck().await.unwrap();
         let actions: Vec<&str> = cases
             .iter()
@@ -568,10 +574,11 @@ async fn templated_topics_are_capped_at_max_topics() {
     for a in actions {
         broker.create_topic(&format!("audit.{a}"), 1);
     }
-    let mut config = KafkaSinkConfig::new(&[&broker.brokers()]);
+    let mut config = RawKafkaSinkConfig::new(&[&broker.brokers()]);
     config.topic = "audit.{action}".into();
     config.max_topics = 3;
-    let mut sink = KafkaSink::new("kafka", config, vec!["acme".into()]).unwrap();
+    let mut sink =
+        KafkaSink::new("kafka", config.validate().unwrap(), vec!["acme".into()]).unwrap();
     sink.healthcheck().await.unwrap();
 
     // Five distinct actions, twice: the first three topics are taken.

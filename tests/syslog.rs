@@ -11,7 +11,7 @@ use auditfwd::telemetry::{Metrics, Status};
 use auditfwd_sim::{SimConfig, Simulator};
 use auditfwd_sink::Sink;
 use auditfwd_sink_syslog::encode::{TRUNCATION_MARKER, header_field};
-use auditfwd_sink_syslog::{SyslogSink, SyslogSinkConfig, TlsConfig, Transport};
+use auditfwd_sink_syslog::{RawSyslogSinkConfig, SyslogSink, TlsConfig, Transport};
 use serde_json::Value;
 
 use crate::support::services::{Rsyslog, free_port};
@@ -345,12 +345,12 @@ async fn a_receiver_that_is_down_stops_the_poller_and_loses_nothing() {
 }
 
 fn tls_sink(rsyslog: &Rsyslog, port: u16, tls: TlsConfig) -> SyslogSink {
-    let mut config = SyslogSinkConfig::new(format!("127.0.0.1:{port}"));
+    let mut config = RawSyslogSinkConfig::new(format!("127.0.0.1:{port}"));
     config.transport = Transport::Tls;
     config.connect_timeout = Duration::from_secs(3);
     config.tls = tls;
     let _ = rsyslog;
-    SyslogSink::new("siem", config).unwrap()
+    SyslogSink::new("siem", config.validate().unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,9 +426,9 @@ async fn tls_verifies_the_receiver_and_presents_a_client_certificate() {
 async fn a_restarted_receiver_gets_the_next_batch_on_a_new_connection() {
     let first = Rsyslog::start();
     let port = first.tcp;
-    let mut config = SyslogSinkConfig::new(format!("127.0.0.1:{port}"));
+    let mut config = RawSyslogSinkConfig::new(format!("127.0.0.1:{port}"));
     config.connect_timeout = Duration::from_secs(2);
-    let mut sink = SyslogSink::new("siem", config).unwrap();
+    let mut sink = SyslogSink::new("siem", config.validate().unwrap()).unwrap();
     let batch = |from: usize| {
         auditfwd_sink::testing::records(
             auditfwd_sink::testing::sample_events("acme", from + 5).split_off(from),

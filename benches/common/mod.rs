@@ -1,17 +1,13 @@
 //! What the sink throughput benches share: JSON records as the pipeline
 //! hands them to a sink, and the peak resident memory of the process.
 
-use auditfwd::format::{self, Format};
+use auditfwd::format::Format;
 use auditfwd_sink::{Event, Record};
 
 /// `event` encoded as the `json` format, as the pipeline hands it to a sink.
 pub fn json_record(event: Event) -> Record {
-    Record {
-        payload: Format::Json.encode(&event).unwrap(),
-        severity: format::severity(&event),
-        format: "json",
-        event: std::sync::Arc::new(event),
-    }
+    auditfwd::pipeline::record(&Format::Json, &std::sync::Arc::new(event))
+        .expect("events encode as json")
 }
 
 /// Peak resident set size of this process in KiB (`VmHWM`).

@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// One configuration problem: the file, the key path and what to do. The
+/// sinks report theirs with the same type.
+pub use auditfwd_sink::ConfigProblem as Problem;
 pub use enrich::EnrichConfig;
 pub use http::{ProxyUrl, TlsConfig};
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
@@ -177,40 +180,6 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line.
     Json,
-}
-
-/// One configuration problem: where and what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The tenant file (in `sources_dir`) it is in; `None`: the main file.
-    pub file: Option<PathBuf>,
-    /// Key path, e.g. `source[0].page_size`.
-    pub key: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl Problem {
-    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            file: None,
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The same problem, found in the tenant file `file`.
-    pub(crate) fn in_file(self, file: &Path) -> Self {
-        Self {
-            file: Some(file.to_path_buf()),
-            ..self
-        }
-    }
-
-    /// The file it is in: `file`, or `main` for the main file.
-    pub fn file_or<'a>(&'a self, main: &'a Path) -> &'a Path {
-        self.file.as_deref().unwrap_or(main)
-    }
 }
 
 /// Why a configuration could not be loaded: every problem found, with the

@@ -1,27 +1,31 @@
 //! `[[sink]]`: where events go. The common keys (`name`, `type`, `format`,
-//! filters) are read here; the rest of the table belongs to the sink type
-//! and is deserialized by that sink's own config struct.
+//! filters) are read here; the rest of the table belongs to the sink type,
+//! whose factory (registered once, in [`SINK_TYPES`]) validates it into its
+//! typed config.
 
-use auditfwd_sink::ConfigProblem;
-use auditfwd_sink_file::FileSinkConfig;
+use auditfwd_sink::{RawConfig, Registry, SinkType};
+use auditfwd_sink_file::FileSinkFactory;
 #[cfg(feature = "kafka")]
-use auditfwd_sink_kafka::KafkaSinkConfig;
-use auditfwd_sink_stdout::StdoutSinkConfig;
-use auditfwd_sink_syslog::SyslogSinkConfig;
+use auditfwd_sink_kafka::KafkaSinkFactory;
+use auditfwd_sink_stdout::StdoutSinkFactory;
+use auditfwd_sink_syslog::SyslogSinkFactory;
 use serde::de::DeserializeOwned;
 
 use super::{Problem, is_valid_name};
 use crate::filter::Filter;
 use crate::format::Format;
 
-/// The sink types this build knows, for error messages.
-pub const SINK_TYPES: &[&str] = &[
-    "file",
-    "stdout",
-    "syslog",
+pub use auditfwd_sink::SinkKind;
+
+/// Every sink type this build knows, in the order messages list them: the
+/// one place a sink crate is registered (see `sinks/README.md`).
+pub static SINK_TYPES: Registry<SinkTable> = Registry::new(&[
+    SinkType::of::<FileSinkFactory>(),
+    SinkType::of::<StdoutSinkFactory>(),
+    SinkType::of::<SyslogSinkFactory>(),
     #[cfg(feature = "kafka")]
-    "kafka",
-];
+    SinkType::of::<KafkaSinkFactory>(),
+]);
 
 /// A validated sink.
 #[derive(Debug, Clone)]
@@ -34,35 +38,8 @@ pub struct SinkConfig {
     pub filter: Filter,
     /// Sources feeding this sink; empty means all.
     pub sources: Vec<String>,
-    /// The type-specific settings.
+    /// The type-specific settings, validated by the sink type's factory.
     pub kind: SinkKind,
-}
-
-/// The type-specific part of a sink, one variant per sink crate.
-#[derive(Debug, Clone)]
-pub enum SinkKind {
-    /// `type = "file"`.
-    File(FileSinkConfig),
-    /// `type = "stdout"`.
-    Stdout(StdoutSinkConfig),
-    /// `type = "syslog"`.
-    Syslog(SyslogSinkConfig),
-    /// `type = "kafka"`.
-    #[cfg(feature = "kafka")]
-    Kafka(KafkaSinkConfig),
-}
-
-impl SinkKind {
-    /// The `type` name.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkKind::File(_) => "file",
-            SinkKind::Stdout(_) => "stdout",
-            SinkKind::Syslog(_) => "syslog",
-            #[cfg(feature = "kafka")]
-            SinkKind::Kafka(_) => "kafka",
-        }
-    }
 }
 
 impl SinkConfig {
@@ -125,26 +102,20 @@ fn take_strings(
     }
 }
 
-/// Deserializes the type-specific rest of a sink table and runs its
-/// validation, prefixing every problem with the sink's path.
-fn typed<T: DeserializeOwned>(
-    rest: toml::Table,
-    path: &str,
-    validate: impl Fn(&T) -> Vec<ConfigProblem>,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
-    match super::deserialize_all::<T>(rest, path, problems) {
-        Some((config, complete)) => {
-            let found = validate(&config);
-            let ok = found.is_empty() && complete;
-            problems.extend(
-                found
-                    .into_iter()
-                    .map(|p| Problem::new(format!("{path}.{}", p.key), p.message)),
-            );
-            ok.then_some(config)
-        }
-        None => None,
+/// The type-specific rest of a `[[sink]]` table, once the common keys are
+/// taken out, for the sink type's factory.
+pub struct SinkTable {
+    table: toml::Table,
+    path: String,
+}
+
+impl RawConfig for SinkTable {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn deserialize<T: DeserializeOwned>(self, problems: &mut Vec<Problem>) -> Option<(T, bool)> {
+        super::deserialize_all::<T>(self.table, &self.path, problems)
     }
 }
 
@@ -207,32 +178,18 @@ pub(crate) fn parse(
         }
     };
     let sources = take_strings(&mut table, "sources", path, problems);
-    let kind = match take_string(&mut table, "type", path, problems).as_deref() {
-        Some("file") => typed(table, path, FileSinkConfig::validate, problems).map(SinkKind::File),
-        Some("stdout") => {
-            typed(table, path, StdoutSinkConfig::validate, problems).map(SinkKind::Stdout)
-        }
-        Some("syslog") => {
-            typed(table, path, SyslogSinkConfig::validate, problems).map(SinkKind::Syslog)
-        }
-        #[cfg(feature = "kafka")]
-        Some("kafka") => {
-            typed(table, path, KafkaSinkConfig::validate, problems).map(SinkKind::Kafka)
-        }
-        Some(other) => {
-            problems.push(Problem::new(
-                format!("{path}.type"),
-                format!(
-                    "unknown sink type `{other}`; available: {}",
-                    SINK_TYPES.join(", ")
-                ),
-            ));
-            None
+    let kind = match take_string(&mut table, "type", path, problems) {
+        Some(type_name) => {
+            let rest = SinkTable {
+                table,
+                path: path.to_string(),
+            };
+            SINK_TYPES.parse(&type_name, rest, problems)
         }
         None => {
             problems.push(Problem::new(
                 format!("{path}.type"),
-                format!("is missing; set type to one of: {}", SINK_TYPES.join(", ")),
+                format!("is missing; set type to one of: {}", SINK_TYPES.available()),
             ));
             None
         }

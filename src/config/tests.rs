@@ -68,7 +68,10 @@ fn a_complete_config_parses_with_defaults_filled_in() {
     assert_eq!(s.burst.get(), 2);
     assert_eq!(s.request_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.sinks.len(), 2);
-    assert!(matches!(c.sinks[0].kind, SinkKind::File(ref f) if f.max_bytes == Some(104857600)));
+    let file = c.sinks[0]
+        .kind
+        .config::<auditfwd_sink_file::FileSinkFactory>();
+    assert_eq!(file.unwrap().max_bytes.map(|n| n.get()), Some(104857600));
     assert_eq!(c.sinks[1].format, crate::format::Format::Raw);
     assert_eq!(c.telemetry.log_format, LogFormat::Json);
     assert_eq!(

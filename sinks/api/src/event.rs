@@ -71,33 +71,74 @@ pub struct UserInfo {
     pub enabled: Option<bool>,
 }
 
-impl Event {
-    /// A canonical field by name, for key and routing templates: `id`,
-    /// `source`, `action`, `entity_type`, `entity_id`, `user_id`,
-    /// `created_at`. `None` for unknown names or absent values.
-    pub fn field(&self, name: &str) -> Option<Cow<'_, str>> {
-        match name {
-            "id" => Some(Cow::Borrowed(&self.id)),
-            "source" => Some(Cow::Borrowed(&self.source)),
-            "action" => Some(Cow::Borrowed(&self.action)),
-            "entity_type" => self.entity_type.as_deref().map(Cow::Borrowed),
-            "entity_id" => self.entity_id.as_deref().map(Cow::Borrowed),
-            "user_id" => self.user_id.as_deref().map(Cow::Borrowed),
-            "created_at" => Some(Cow::Owned(format_millis(&self.created_at))),
-            _ => None,
+/// A canonical field of [`Event`] that keys and routing can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `id`.
+    Id,
+    /// `source`.
+    Source,
+    /// `action`.
+    Action,
+    /// `entity_type`.
+    EntityType,
+    /// `entity_id`.
+    EntityId,
+    /// `user_id`.
+    UserId,
+    /// `created_at`, RFC 3339 with milliseconds.
+    CreatedAt,
+}
+
+impl Field {
+    /// Every field, in the order messages list them.
+    pub const ALL: [Field; 7] = [
+        Field::Id,
+        Field::Source,
+        Field::Action,
+        Field::EntityType,
+        Field::EntityId,
+        Field::UserId,
+        Field::CreatedAt,
+    ];
+
+    /// Its name in configs and in the `json` format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::Source => "source",
+            Field::Action => "action",
+            Field::EntityType => "entity_type",
+            Field::EntityId => "entity_id",
+            Field::UserId => "user_id",
+            Field::CreatedAt => "created_at",
         }
     }
 
-    /// The names [`Event::field`] knows.
-    pub const FIELDS: &'static [&'static str] = &[
-        "id",
-        "source",
-        "action",
-        "entity_type",
-        "entity_id",
-        "user_id",
-        "created_at",
-    ];
+    /// The field called `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The names, for messages: `id, source, …`.
+    pub fn names() -> String {
+        Field::ALL.map(Field::name).join(", ")
+    }
+}
+
+impl Event {
+    /// The value of a canonical field; `None` when the event has none.
+    pub fn field(&self, field: Field) -> Option<Cow<'_, str>> {
+        match field {
+            Field::Id => Some(Cow::Borrowed(&self.id)),
+            Field::Source => Some(Cow::Borrowed(&self.source)),
+            Field::Action => Some(Cow::Borrowed(&self.action)),
+            Field::EntityType => self.entity_type.as_deref().map(Cow::Borrowed),
+            Field::EntityId => self.entity_id.as_deref().map(Cow::Borrowed),
+            Field::UserId => self.user_id.as_deref().map(Cow::Borrowed),
+            Field::CreatedAt => Some(Cow::Owned(format_millis(&self.created_at))),
+        }
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds, the API's own timestamp shape

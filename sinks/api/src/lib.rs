@@ -20,19 +20,30 @@
 //! transient errors), so a sink must tolerate seeing a batch again:
 //! auditfwd is at-least-once and every record carries the event id for
 //! downstream deduplication.
-#![deny(missing_docs)]
+//!
+//! # Configuration
+//!
+//! Each sink type is a [`SinkFactory`]: raw serde config → validated, typed
+//! config (pure, every problem at once, as [`ConfigProblem`]s) → built
+//! sink. The host registers each factory once in a [`Registry`]; see
+//! `sinks/README.md` for adding a sink.
+#![deny(missing_docs, unreachable_pub)]
 
-mod config;
+pub mod config;
 mod error;
 mod event;
 mod record;
+mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::ConfigProblem;
 pub use error::{ErrorKind, SinkError};
-pub use event::{Event, SCHEMA_VERSION, UserInfo, format_millis};
+pub use event::{Event, Field, SCHEMA_VERSION, UserInfo, format_millis};
 pub use record::{Delivered, Record, Rejected, Severity};
+pub use registry::{
+    Descriptors, RawConfig, Registry, SinkContext, SinkFactory, SinkKind, SinkType,
+};
 
 use async_trait::async_trait;
 
@@ -54,12 +65,18 @@ pub trait Sink: Send {
     /// their content are listed in the returned [`Delivered`].
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError>;
 
-    /// Flushes anything buffered; called on shutdown.
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Closes what the sink holds: flushes and closes its files, closes
+    /// its connections, waits for its background work (compression, a
+    /// producer's queue). Called once on shutdown, after the last delivery.
+    /// Acknowledged batches were durable already, so this only tidies up;
+    /// a sink used again afterwards opens what it needs, as after
+    /// [`Sink::reopen`].
+    async fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
 
-    /// Reopens output files or connections (SIGHUP, e.g. after logrotate).
+    /// Closes output files or connections so that the next delivery opens
+    /// them again (SIGHUP, e.g. after logrotate moved the files).
     async fn reopen(&mut self) -> Result<(), SinkError> {
         Ok(())
     }

@@ -109,3 +109,15 @@ pub struct Rejected {
     /// Why, as the destination said it.
     pub reason: String,
 }
+
+impl Rejected {
+    /// A line-oriented sink's refusal of the record at `index`, whose
+    /// payload holds a line break ([`Record::has_line_break`]): written, it
+    /// would read as two records.
+    pub fn line_break(index: usize) -> Self {
+        Self {
+            index,
+            reason: "payload contains a line break; it would forge a second record".into(),
+        }
+    }
+}

@@ -1,16 +1,17 @@
-//! Compression of rotated files, off the delivery path: one owned worker
-//! thread per sink, joined on shutdown, which also finishes what a crash
-//! interrupted (see [`leftovers`]).
+//! Rotated files: their names (the rotation stamp is written and
+//! recognised here), and their compression off the delivery path by one
+//! owned worker thread per sink, joined on shutdown, which also finishes
+//! what a crash interrupted (see [`leftovers`]).
 
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
-use crate::config::Compression;
-use crate::writer::sync_parent;
+use crate::config::{Compression, FileMode};
+use crate::durable::{set_mode, sync_parent};
 
 /// `file` → `file.gz` / `file.zst`.
 pub(crate) fn compressed_name(path: &Path, compression: Compression) -> PathBuf {
@@ -25,7 +26,11 @@ pub(crate) fn compressed_name(path: &Path, compression: Compression) -> PathBuf 
 /// Compresses `path` into its compressed name, with permissions `mode`, and
 /// removes the original only once the compressed copy is durable, so a
 /// crash never loses the data.
-pub(crate) fn compress_file(path: &Path, compression: Compression, mode: u32) -> io::Result<()> {
+pub(crate) fn compress_file(
+    path: &Path,
+    compression: Compression,
+    mode: FileMode,
+) -> io::Result<()> {
     let target = compressed_name(path, compression);
     let tmp = PathBuf::from(format!("{}.tmp", target.display()));
     let result = compress_into(path, &tmp, compression, mode);
@@ -41,16 +46,20 @@ pub(crate) fn compress_file(path: &Path, compression: Compression, mode: u32) ->
 }
 
 /// Writes the compressed copy of `path` to `tmp`, durably.
-fn compress_into(path: &Path, tmp: &Path, compression: Compression, mode: u32) -> io::Result<()> {
+fn compress_into(
+    path: &Path,
+    tmp: &Path,
+    compression: Compression,
+    mode: FileMode,
+) -> io::Result<()> {
     let mut input = BufReader::new(File::open(path)?);
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(mode)
+        .mode(mode.bits())
         .open(tmp)?;
-    // The umask may have taken bits away; the configured mode is the rule.
-    file.set_permissions(Permissions::from_mode(mode))?;
+    set_mode(&file, mode)?;
     let output = BufWriter::new(file);
     let output = match compression {
         Compression::None => return Ok(()),
@@ -69,8 +78,25 @@ fn compress_into(path: &Path, tmp: &Path, compression: Compression, mode: u32) -
     file.sync_all()
 }
 
+/// `app.jsonl` → `app.jsonl.20260301T103539.817Z`, with a counter if that
+/// name is taken.
+pub(crate) fn rotated_name(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let base = format!("{}.{stamp}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists()
+        || compressed_name(&candidate, Compression::Gzip).exists()
+        || compressed_name(&candidate, Compression::Zstd).exists()
+    {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
 /// Whether `name` ends with a rotation stamp, `.20260301T103539.817Z`
-/// with an optional `.N` counter (see `writer::rotated_name`).
+/// with an optional `.N` counter (see [`rotated_name`]).
 fn has_rotation_stamp(name: &str) -> bool {
     // Without the counter, if there is one.
     let name = match name.rsplit_once('.') {
@@ -133,7 +159,7 @@ pub(crate) fn leftovers(dir: &Path, compression: Compression) -> io::Result<Vec<
 /// through a channel, joined by [`Worker::join`] (and on drop).
 pub(crate) struct Worker {
     compression: Compression,
-    mode: u32,
+    mode: FileMode,
     tx: Option<mpsc::Sender<PathBuf>>,
     handle: Option<JoinHandle<()>>,
     /// Files whose compression failed (a full disk): tried again with the
@@ -142,7 +168,7 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(compression: Compression, mode: u32) -> Self {
+    pub(crate) fn new(compression: Compression, mode: FileMode) -> Self {
         Self {
             compression,
             mode,
@@ -213,6 +239,7 @@ impl Drop for Worker {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn gzip_and_zstd_round_trip() {
@@ -220,7 +247,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("a.jsonl");
             fs::write(&path, b"{\"id\":1}\n{\"id\":2}\n").unwrap();
-            compress_file(&path, c, 0o640).unwrap();
+            compress_file(&path, c, FileMode::DEFAULT).unwrap();
             assert!(!path.exists());
             let packed = File::open(compressed_name(&path, c)).unwrap();
             let mut out = Vec::new();
@@ -246,7 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         fs::write(&path, b"x\n").unwrap();
-        compress_file(&path, Compression::Gzip, 0o660).unwrap();
+        compress_file(&path, Compression::Gzip, FileMode::parse("0660").unwrap()).unwrap();
         let mode = fs::metadata(compressed_name(&path, Compression::Gzip))
             .unwrap()
             .permissions()

@@ -10,21 +10,59 @@
 //! record. Every file the sink creates, rotated and compressed ones
 //! included, gets the configured `mode`; rotated files are compressed by
 //! one worker thread, which a restart resumes if a crash interrupted it.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod compress;
 mod config;
+mod durable;
 mod writer;
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use auditfwd_sink::{Delivered, Record, Rejected, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Descriptors, Record, Rejected, Sink, SinkContext, SinkError,
+    SinkFactory,
+};
 use chrono::Utc;
 
-pub use config::{Compression, FileSinkConfig, FsyncPolicy};
+pub use config::{
+    Compression, DEFAULT_MAX_OPEN_FILES, FileMode, FileSinkConfig, FsyncPolicy, MAX_OPEN_FILES,
+    PathTemplate, RawFileSinkConfig,
+};
 use writer::Writer;
+
+/// The file sink's type, `type = "file"`, for the host's registry.
+pub struct FileSinkFactory;
+
+impl SinkFactory for FileSinkFactory {
+    const TYPE: &'static str = "file";
+    type Raw = RawFileSinkConfig;
+    type Config = FileSinkConfig;
+
+    fn validate(raw: RawFileSinkConfig) -> Result<FileSinkConfig, Vec<ConfigProblem>> {
+        raw.validate()
+    }
+
+    fn build(config: &FileSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(FileSink::new(context.name(), config.clone())))
+    }
+
+    /// One file per source it writes with `{source}` in the path, at most
+    /// `max_open_files`; one for all otherwise.
+    fn descriptors(config: &FileSinkConfig, sources: usize) -> Descriptors {
+        let files = if config.path.per_source() {
+            sources.min(config.max_open_files.get())
+        } else {
+            sources.min(1)
+        };
+        Descriptors {
+            files,
+            connections: 0,
+        }
+    }
+}
 
 /// Writes records as lines to files.
 pub struct FileSink {
@@ -118,10 +156,7 @@ impl Sink for FileSink {
             // Encoders never emit line breaks; refusing them here keeps one
             // event from ever becoming two lines, whatever the format.
             if record.has_line_break() {
-                delivered.rejected.push(Rejected {
-                    index,
-                    reason: "payload contains a line break; it would forge a second record".into(),
-                });
+                delivered.rejected.push(Rejected::line_break(index));
                 continue;
             }
             lines.push((record.event.clone(), record.payload.clone()));
@@ -139,8 +174,8 @@ impl Sink for FileSink {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        self.blocking("flush", |w| w.shutdown()).await
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.blocking("close output files", |w| w.close()).await
     }
 
     async fn reopen(&mut self) -> Result<(), SinkError> {
@@ -171,6 +206,10 @@ mod tests {
     use auditfwd_sink::testing::{conformance, hostile_events, records, sample_events};
     use std::time::Duration;
 
+    fn config(template: impl Into<String>) -> FileSinkConfig {
+        RawFileSinkConfig::new(template).validate().unwrap()
+    }
+
     fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -183,7 +222,7 @@ mod tests {
     async fn passes_conformance() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{source}}/%Y-%m-%d.jsonl", dir.path().display());
-        let mut sink = FileSink::new("files", FileSinkConfig::new(template));
+        let mut sink = FileSink::new("files", config(template));
         sink.healthcheck().await.unwrap();
         conformance(&mut sink, Duration::from_secs(10)).await;
     }
@@ -192,7 +231,7 @@ mod tests {
     async fn one_line_per_record_in_the_source_file_of_the_day() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{source}}/%Y-%m-%d.jsonl", dir.path().display());
-        let mut sink = FileSink::new("files", FileSinkConfig::new(template));
+        let mut sink = FileSink::new("files", config(template));
         let mut events = sample_events("acme", 3);
         events.extend(hostile_events("globex"));
         sink.deliver(&records(events)).await.unwrap();
@@ -211,10 +250,10 @@ mod tests {
     #[tokio::test]
     async fn rotates_by_size_and_compresses() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = FileSinkConfig::new(format!("{}/out.jsonl", dir.path().display()));
-        config.max_bytes = Some(2000);
-        config.compression = Compression::Gzip;
-        let mut sink = FileSink::new("files", config);
+        let mut raw = RawFileSinkConfig::new(format!("{}/out.jsonl", dir.path().display()));
+        raw.max_bytes = Some(2000);
+        raw.compression = Compression::Gzip;
+        let mut sink = FileSink::new("files", raw.validate().unwrap());
         let batch = records(sample_events("acme", 40));
         for chunk in batch.chunks(5) {
             sink.deliver(chunk).await.unwrap();
@@ -255,10 +294,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_payloads_with_line_breaks() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = FileSink::new(
-            "files",
-            FileSinkConfig::new(format!("{}/o.jsonl", dir.path().display())),
-        );
+        let mut sink = FileSink::new("files", config(format!("{}/o.jsonl", dir.path().display())));
         let mut batch = records(sample_events("acme", 2));
         batch[1].payload = bytes::Bytes::from_static(b"{\"id\":1}\n{\"id\":\"forged\"}");
         let delivered = sink.deliver(&batch).await.unwrap();
@@ -271,7 +307,7 @@ mod tests {
     async fn reopen_follows_logrotate_moving_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.jsonl");
-        let mut sink = FileSink::new("files", FileSinkConfig::new(path.display().to_string()));
+        let mut sink = FileSink::new("files", config(path.display().to_string()));
         sink.deliver(&records(sample_events("acme", 2)))
             .await
             .unwrap();

@@ -17,16 +17,17 @@
 //! still sends the old file to compression.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
 use crate::compress;
-use crate::config::{Compression, FileSinkConfig, FsyncPolicy};
+use crate::config::{Compression, FileMode, FileSinkConfig, FsyncPolicy, PathTemplate};
+use crate::durable::{repair_torn_tail, set_mode, sync_parent};
 
 /// An open output file.
 struct OpenFile {
@@ -43,14 +44,14 @@ struct OpenFile {
 
 /// All files one file sink writes to, one current file per source.
 pub(crate) struct Writer {
-    template: String,
-    max_bytes: Option<u64>,
+    template: PathTemplate,
+    max_bytes: Option<NonZeroU64>,
     fsync: FsyncPolicy,
     compression: Compression,
-    mode: u32,
+    mode: FileMode,
     open: HashMap<String, OpenFile>,
     /// `max_open_files`.
-    max_open: usize,
+    max_open: NonZeroUsize,
     /// Counts the writes to a file, for `OpenFile::used`.
     tick: u64,
     /// The path of each source whose file was closed to make room, while
@@ -72,31 +73,27 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(config: &FileSinkConfig) -> Self {
-        let mode = config.mode_bits().unwrap_or(0o640);
         Self {
             template: config.path.clone(),
             max_bytes: config.max_bytes,
             fsync: config.fsync,
             compression: config.compression,
-            mode,
+            mode: config.mode,
             open: HashMap::new(),
-            max_open: config.max_open_files.max(1),
+            max_open: config.max_open_files,
             tick: 0,
             closed: HashMap::new(),
             touched: Vec::new(),
             rotated: Vec::new(),
             undo: Vec::new(),
             scanned: HashSet::new(),
-            compressor: compress::Worker::new(config.compression, mode),
+            compressor: compress::Worker::new(config.compression, config.mode),
         }
     }
 
     /// The path a record of `source` written at `now` goes to.
     pub(crate) fn render(&self, source: &str, now: DateTime<Utc>) -> io::Result<PathBuf> {
-        let mut dated = String::new();
-        write!(dated, "{}", now.format(&self.template))
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "invalid strftime in path"))?;
-        Ok(PathBuf::from(dated.replace("{source}", source)))
+        self.template.render(source, now)
     }
 
     /// Appends one line per payload, then flushes (and fsyncs per policy)
@@ -147,7 +144,7 @@ impl Writer {
             let line_len = payload.len() as u64 + 1;
             if let Some(max) = self.max_bytes {
                 let current = &self.open[source];
-                if current.size > 0 && current.size + line_len > max {
+                if current.size > 0 && current.size + line_len > max.get() {
                     self.rotate(source)?;
                 }
             }
@@ -223,14 +220,14 @@ impl Writer {
             }
             let old = self.open.remove(source).expect("present");
             let old_path = old.path.clone();
-            self.close(old)?;
+            self.close_file(old)?;
             self.rotated.push(old_path);
         } else if let Some(old_path) = self.closed.remove(source)
             && old_path != path
         {
             self.rotated.push(old_path);
         }
-        while self.open.len() >= self.max_open {
+        while self.open.len() >= self.max_open.get() {
             self.close_least_recent()?;
         }
         let mut file = self.open_file(path)?;
@@ -291,12 +288,10 @@ impl Writer {
             }
         }
         let mut options = OpenOptions::new();
-        options.read(true).append(true).mode(self.mode);
+        options.read(true).append(true).mode(self.mode.bits());
         let mut file = match options.clone().create_new(true).open(path) {
             Ok(file) => {
-                // The umask may have taken bits away; the configured mode
-                // is the rule for every file the sink creates.
-                file.set_permissions(Permissions::from_mode(self.mode))?;
+                set_mode(&file, self.mode)?;
                 file
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path)?,
@@ -319,7 +314,9 @@ impl Writer {
         })
     }
 
-    fn close(&self, mut file: OpenFile) -> io::Result<()> {
+    /// Flushes (and fsyncs, per policy) a file taken out of `open`;
+    /// dropping it closes it.
+    fn close_file(&self, mut file: OpenFile) -> io::Result<()> {
         file.out.flush()?;
         if self.fsync == FsyncPolicy::Batch {
             file.out.get_ref().sync_all()?;
@@ -333,8 +330,8 @@ impl Writer {
     fn rotate(&mut self, source: &str) -> io::Result<()> {
         let file = self.open.remove(source).expect("rotate an open file");
         let path = file.path.clone();
-        self.close(file)?;
-        let rotated = rotated_name(&path);
+        self.close_file(file)?;
+        let rotated = compress::rotated_name(&path);
         fs::rename(&path, &rotated)?;
         sync_parent(&path)?;
         tracing::info!(from = %path.display(), to = %rotated.display(), "rotated output file");
@@ -367,102 +364,46 @@ impl Writer {
         Ok(())
     }
 
-    /// Flushes, then waits for the compression worker to finish its queue
-    /// (shutdown).
-    pub(crate) fn shutdown(&mut self) -> io::Result<()> {
+    /// Flushes, fsyncs and closes every file, then waits for the
+    /// compression worker to finish its queue (shutdown). A later write
+    /// opens its file again.
+    pub(crate) fn close(&mut self) -> io::Result<()> {
         let flushed = self.flush();
+        if flushed.is_ok() {
+            for (source, file) in self.open.drain() {
+                // Like a file closed to make room: a new day's path still
+                // sends it to compression.
+                if self.compression != Compression::None {
+                    self.closed.insert(source, file.path);
+                }
+            }
+        }
         self.compressor.join();
         flushed
     }
 }
 
-/// `app.jsonl` → `app.jsonl.20260301T103539.817Z`, with a counter if that
-/// name is taken.
-fn rotated_name(path: &Path) -> PathBuf {
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-    let base = format!("{}.{stamp}", path.display());
-    let mut candidate = PathBuf::from(&base);
-    let mut n = 1;
-    while candidate.exists()
-        || compress::compressed_name(&candidate, Compression::Gzip).exists()
-        || compress::compressed_name(&candidate, Compression::Zstd).exists()
-    {
-        candidate = PathBuf::from(format!("{base}.{n}"));
-        n += 1;
-    }
-    candidate
-}
-
-/// fsyncs the directory holding `path`, so a rename survives power loss.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
-}
-
-/// If the file does not end with a newline, a crash cut the last line
-/// short. That line's batch was never acknowledged (acknowledgement follows
-/// the flush), so it will be written again: truncate the fragment so no
-/// reader ever sees half a record. Returns the number of bytes removed.
-fn repair_torn_tail(file: &mut File) -> io::Result<Option<u64>> {
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last[0] == b'\n' {
-        return Ok(None);
-    }
-    // Scan backwards for the last newline.
-    let mut end = len;
-    let mut keep = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(pos) = chunk.iter().rposition(|b| *b == b'\n') {
-            keep = start + pos as u64 + 1;
-            break;
-        }
-        end = start;
-    }
-    file.set_len(keep)?;
-    file.sync_all()?;
-    Ok(Some(len - keep))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RawFileSinkConfig;
 
-    #[test]
-    fn torn_tail_is_cut_back_to_the_last_full_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        fs::write(&path, b"{\"id\":1}\n{\"id\":2}\n{\"id\":").unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        assert_eq!(
-            repair_torn_tail(&mut f).unwrap(),
-            Some(b"{\"id\":".len() as u64)
-        );
-        assert_eq!(fs::read(&path).unwrap(), b"{\"id\":1}\n{\"id\":2}\n");
-        assert_eq!(repair_torn_tail(&mut f).unwrap(), None);
+    /// The config of `template`, with `edit` applied to its raw table.
+    fn config(template: String, edit: impl FnOnce(&mut RawFileSinkConfig)) -> FileSinkConfig {
+        let mut raw = RawFileSinkConfig::new(template);
+        edit(&mut raw);
+        raw.validate().unwrap()
     }
 
     fn gzip_config(template: String) -> FileSinkConfig {
-        let mut config = FileSinkConfig::new(template);
-        config.compression = Compression::Gzip;
-        config
+        config(template, |c| c.compression = Compression::Gzip)
+    }
+
+    /// One second before midnight UTC on 2026-03-0`d`.
+    fn day(d: u32) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
+            .unwrap()
+            .to_utc()
     }
 
     #[test]
@@ -470,16 +411,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/%Y-%m-%d.jsonl", dir.path().display());
         let mut w = Writer::new(&gzip_config(template));
-        let day = |d| {
-            DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
-                .unwrap()
-                .to_utc()
-        };
         w.write_batch([("acme", &b"{\"id\":1}"[..])], day(1))
             .unwrap();
         w.write_batch([("acme", &b"{\"id\":2}"[..])], day(2))
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         assert!(dir.path().join("2026-03-01.jsonl.gz").exists());
         assert!(!dir.path().join("2026-03-01.jsonl").exists());
         assert!(dir.path().join("2026-03-02.jsonl").exists());
@@ -499,8 +435,9 @@ mod tests {
     fn at_most_max_open_files_are_open_and_every_line_reaches_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().canonicalize().unwrap();
-        let mut config = FileSinkConfig::new(format!("{}/{{source}}.jsonl", out.display()));
-        config.max_open_files = 4;
+        let config = config(format!("{}/{{source}}.jsonl", out.display()), |c| {
+            c.max_open_files = 4
+        });
         let mut w = Writer::new(&config);
         let sources: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
         let now = Utc::now();
@@ -528,7 +465,7 @@ mod tests {
             }
         }
         assert_eq!(w.open.len(), 4);
-        w.shutdown().unwrap();
+        w.close().unwrap();
         for s in &sources {
             let text = fs::read_to_string(out.join(format!("{s}.jsonl"))).unwrap();
             let got: Vec<&str> = text.lines().collect();
@@ -539,8 +476,9 @@ mod tests {
     #[test]
     fn a_failed_batch_leaves_nothing_in_files_closed_to_make_room() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = FileSinkConfig::new(format!("{}/{{source}}.jsonl", dir.path().display()));
-        config.max_open_files = 2;
+        let config = config(format!("{}/{{source}}.jsonl", dir.path().display()), |c| {
+            c.max_open_files = 2
+        });
         let mut w = Writer::new(&config);
         let now = Utc::now();
         w.write_batch([("a", &b"{\"id\":1}"[..]), ("b", b"{\"id\":2}")], now)
@@ -569,7 +507,7 @@ mod tests {
         fs::remove_dir(dir.path().join("e.jsonl")).unwrap();
         w.write_batch([("a", &b"{\"id\":3}"[..]), ("e", b"{\"id\":7}")], now)
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         assert_eq!(read("a"), "{\"id\":1}\n{\"id\":3}\n");
         assert_eq!(read("e"), "{\"id\":7}\n");
     }
@@ -578,14 +516,11 @@ mod tests {
     fn a_file_closed_to_make_room_is_still_compressed_at_a_day_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let template = format!("{}/{{source}}-%Y-%m-%d.jsonl", dir.path().display());
-        let mut config = gzip_config(template);
-        config.max_open_files = 1;
+        let config = config(template, |c| {
+            c.compression = Compression::Gzip;
+            c.max_open_files = 1;
+        });
         let mut w = Writer::new(&config);
-        let day = |d| {
-            DateTime::parse_from_rfc3339(&format!("2026-03-0{d}T23:59:59Z"))
-                .unwrap()
-                .to_utc()
-        };
         w.write_batch([("acme", &b"{\"id\":1}"[..])], day(1))
             .unwrap();
         // `globex` takes the only place: acme's file is closed, not rotated.
@@ -593,7 +528,7 @@ mod tests {
             .unwrap();
         w.write_batch([("acme", &b"{\"id\":3}"[..])], day(2))
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         assert!(dir.path().join("acme-2026-03-01.jsonl.gz").exists());
         assert!(!dir.path().join("acme-2026-03-01.jsonl").exists());
         assert!(dir.path().join("acme-2026-03-02.jsonl").exists());
@@ -610,7 +545,7 @@ mod tests {
         let mut w = Writer::new(&gzip_config(format!("{}/out.jsonl", d.display())));
         w.write_batch([("acme", &b"{\"id\":3}"[..])], Utc::now())
             .unwrap();
-        w.shutdown().unwrap();
+        w.close().unwrap();
         let mut names: Vec<_> = fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -624,19 +559,5 @@ mod tests {
                 "out.jsonl.20260301T110000.000Z.gz"
             ]
         );
-    }
-
-    #[test]
-    fn torn_single_line_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        fs::write(&path, b"{\"id\":").unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        assert_eq!(repair_torn_tail(&mut f).unwrap(), Some(6));
-        assert_eq!(fs::read(&path).unwrap(), b"");
     }
 }

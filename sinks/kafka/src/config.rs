@@ -1,20 +1,25 @@
-//! `KafkaSinkConfig`: the `[[sink]] type = "kafka"` table, validated without
-//! I/O. Settings that would break the delivery contract are refused unless
-//! an explicit `unsafe_allow_*` flag says the operator means it.
+//! The `[[sink]] type = "kafka"` table: [`RawKafkaSinkConfig`] as written,
+//! validated without I/O into [`KafkaSinkConfig`], with the topic template
+//! parsed once ([`TopicTemplate`]) and the key a [`KeyField`]. Settings
+//! that would break the delivery contract are refused unless an explicit
+//! `unsafe_allow_*` flag says the operator means it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use auditfwd_sink::{ConfigProblem, Event};
-use serde::{Deserialize, Deserializer};
+use auditfwd_sink::config::duration;
+use auditfwd_sink::{ConfigProblem, Event, Field};
+use serde::Deserialize;
 
 use crate::topic::TopicTemplate;
 
-/// Configuration of a Kafka sink.
+/// A Kafka sink's table as written.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaSinkConfig {
+pub struct RawKafkaSinkConfig {
     /// Bootstrap brokers, `host:port`. Required.
     pub brokers: Vec<String>,
     /// Topic template; `{source}`, `{action}` and `{entity_type}` are
@@ -72,6 +77,115 @@ pub struct KafkaSinkConfig {
     pub unsafe_allow_non_idempotent: bool,
 }
 
+/// A validated Kafka sink config (see [`RawKafkaSinkConfig`] for each
+/// key).
+#[derive(Clone)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port`, at least one.
+    pub brokers: Vec<String>,
+    /// Where each event goes.
+    pub topic: TopicTemplate,
+    /// The message key.
+    pub key: KeyField,
+    /// Whether messages carry the auditfwd headers.
+    pub headers: bool,
+    /// The producer's compression codec.
+    pub compression: Compression,
+    /// librdkafka's `message.timeout.ms`.
+    pub delivery_timeout: Duration,
+    /// How long metadata lookups wait.
+    pub healthcheck_timeout: Duration,
+    /// How long records of an unusable topic are held back.
+    pub missing_topic_timeout: Duration,
+    /// Most distinct topics a template with `{action}` or `{entity_type}`
+    /// produces to.
+    pub max_topics: NonZeroUsize,
+    /// librdkafka properties passed through, checked against the contract.
+    pub librdkafka: BTreeMap<String, toml_value::Scalar>,
+}
+
+/// What keys each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyField {
+    /// A canonical field of the event (absent values: no key).
+    Field(Field),
+    /// No key (`key = "none"`).
+    None,
+}
+
+impl KeyField {
+    /// Parses `none` or a canonical field name.
+    pub fn parse(key: &str) -> Result<Self, String> {
+        match key {
+            "none" => Ok(KeyField::None),
+            _ => Field::parse(key).map(KeyField::Field).ok_or_else(|| {
+                format!(
+                    "`{key}` is not a canonical field; use one of: {}, none",
+                    Field::names()
+                )
+            }),
+        }
+    }
+
+    /// The key of `event`'s message, if any.
+    pub fn of<'a>(&self, event: &'a Event) -> Option<Cow<'a, str>> {
+        match self {
+            KeyField::Field(field) => event.field(*field),
+            KeyField::None => None,
+        }
+    }
+}
+
+/// A compression codec librdkafka is built with here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `none`.
+    None,
+    /// `gzip`.
+    Gzip,
+    /// `snappy`.
+    Snappy,
+    /// `lz4`, the default.
+    Lz4,
+    /// `zstd`.
+    Zstd,
+}
+
+impl Compression {
+    /// Every codec, in the order messages list them.
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// Its name, as `compression` and librdkafka's `compression.type` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// Parses a codec name.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Compression::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "`{name}` is not supported; use one of: {}",
+                    Compression::ALL.map(Compression::name).join(", ")
+                )
+            })
+    }
+}
+
 /// A scalar TOML value for librdkafka (strings, integers, booleans).
 pub mod toml_value {
     use serde::Deserialize;
@@ -103,15 +217,6 @@ pub mod toml_value {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write it like \"30s\""
-        ))
-    })
-}
-
 fn default_topic() -> String {
     "audit.{source}".into()
 }
@@ -137,9 +242,6 @@ fn default_max_topics() -> usize {
     100
 }
 
-/// Compression codecs librdkafka is built with here.
-pub const COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
-
 /// Properties auditfwd sets from its own keys; setting them in the
 /// pass-through table would be ambiguous.
 const OWNED: &[(&str, &str)] = &[
@@ -160,8 +262,8 @@ const SECRET_WORDS: &[&str] = &[
     "token",
 ];
 
-impl KafkaSinkConfig {
-    /// A config for `brokers` with every other setting at its default.
+impl RawKafkaSinkConfig {
+    /// A table for `brokers` with every other setting at its default.
     pub fn new(brokers: &[&str]) -> Self {
         Self {
             brokers: brokers.iter().map(|b| b.to_string()).collect(),
@@ -179,8 +281,9 @@ impl KafkaSinkConfig {
         }
     }
 
-    /// Every problem in this config, without touching the network.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    /// The validated config, or every problem in this table, without
+    /// touching the network.
+    pub fn validate(self) -> Result<KafkaSinkConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         if self.brokers.is_empty() {
             problems.push(ConfigProblem::new(
@@ -199,29 +302,12 @@ impl KafkaSinkConfig {
                 ));
             }
         }
-        if let Err(e) = TopicTemplate::parse(&self.topic) {
-            problems.push(ConfigProblem::new("topic", e));
-        }
-        if self.key != "none" && !Event::FIELDS.contains(&self.key.as_str()) {
-            problems.push(ConfigProblem::new(
-                "key",
-                format!(
-                    "`{}` is not a canonical field; use one of: {}, none",
-                    self.key,
-                    Event::FIELDS.join(", ")
-                ),
-            ));
-        }
-        if !COMPRESSIONS.contains(&self.compression.as_str()) {
-            problems.push(ConfigProblem::new(
-                "compression",
-                format!(
-                    "`{}` is not supported; use one of: {}",
-                    self.compression,
-                    COMPRESSIONS.join(", ")
-                ),
-            ));
-        }
+        let topic = TopicTemplate::parse(&self.topic)
+            .map_err(|e| problems.push(ConfigProblem::new("topic", e)));
+        let key =
+            KeyField::parse(&self.key).map_err(|e| problems.push(ConfigProblem::new("key", e)));
+        let compression = Compression::parse(&self.compression)
+            .map_err(|e| problems.push(ConfigProblem::new("compression", e)));
         if self.delivery_timeout < Duration::from_secs(1) {
             problems.push(ConfigProblem::new(
                 "delivery_timeout",
@@ -234,7 +320,8 @@ impl KafkaSinkConfig {
                 "must be at least 1s (a topic that was just created can take a moment to show in metadata)",
             ));
         }
-        if self.max_topics == 0 {
+        let max_topics = NonZeroUsize::new(self.max_topics);
+        if max_topics.is_none() {
             problems.push(ConfigProblem::new(
                 "max_topics",
                 "must be at least 1; it caps the distinct topics a template with {action} or {entity_type} produces to",
@@ -269,9 +356,27 @@ impl KafkaSinkConfig {
                 _ => {}
             }
         }
-        problems
+        match (topic, key, compression, max_topics) {
+            (Ok(topic), Ok(key), Ok(compression), Some(max_topics)) if problems.is_empty() => {
+                Ok(KafkaSinkConfig {
+                    brokers: self.brokers,
+                    topic,
+                    key,
+                    headers: self.headers,
+                    compression,
+                    delivery_timeout: self.delivery_timeout,
+                    healthcheck_timeout: self.healthcheck_timeout,
+                    missing_topic_timeout: self.missing_topic_timeout,
+                    max_topics,
+                    librdkafka: self.librdkafka,
+                })
+            }
+            _ => Err(problems),
+        }
     }
+}
 
+impl KafkaSinkConfig {
     /// The librdkafka producer properties, auditfwd's first, then the
     /// pass-through table.
     pub fn properties(&self) -> Vec<(String, String)> {
@@ -280,7 +385,7 @@ impl KafkaSinkConfig {
             ("client.id".into(), "auditfwd".into()),
             ("enable.idempotence".into(), "true".into()),
             ("acks".into(), "all".into()),
-            ("compression.type".into(), self.compression.clone()),
+            ("compression.type".into(), self.compression.name().into()),
             (
                 "message.timeout.ms".into(),
                 self.delivery_timeout.as_millis().to_string(),
@@ -301,23 +406,26 @@ pub fn is_secret(key: &str) -> bool {
     SECRET_WORDS.iter().any(|w| key.contains(w))
 }
 
-impl fmt::Debug for KafkaSinkConfig {
+/// The pass-through table with secret values as `***`, for `Debug`.
+fn redacted(librdkafka: &BTreeMap<String, toml_value::Scalar>) -> BTreeMap<&str, String> {
+    librdkafka
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                if is_secret(k) {
+                    "***".to_string()
+                } else {
+                    v.as_property()
+                },
+            )
+        })
+        .collect()
+}
+
+impl fmt::Debug for RawKafkaSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let passthrough: BTreeMap<&str, String> = self
-            .librdkafka
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret(k) {
-                        "***".to_string()
-                    } else {
-                        v.as_property()
-                    },
-                )
-            })
-            .collect();
-        f.debug_struct("KafkaSinkConfig")
+        f.debug_struct("RawKafkaSinkConfig")
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("key", &self.key)
@@ -327,7 +435,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("healthcheck_timeout", &self.healthcheck_timeout)
             .field("missing_topic_timeout", &self.missing_topic_timeout)
             .field("max_topics", &self.max_topics)
-            .field("librdkafka", &passthrough)
+            .field("librdkafka", &redacted(&self.librdkafka))
             .field("unsafe_allow_weak_acks", &self.unsafe_allow_weak_acks)
             .field(
                 "unsafe_allow_non_idempotent",
@@ -337,23 +445,53 @@ impl fmt::Debug for KafkaSinkConfig {
     }
 }
 
+impl fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSinkConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic.as_str())
+            .field("key", &self.key)
+            .field("headers", &self.headers)
+            .field("compression", &self.compression)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("healthcheck_timeout", &self.healthcheck_timeout)
+            .field("missing_topic_timeout", &self.missing_topic_timeout)
+            .field("max_topics", &self.max_topics)
+            .field("librdkafka", &redacted(&self.librdkafka))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> KafkaSinkConfig {
+    fn parse(text: &str) -> RawKafkaSinkConfig {
         toml::from_str(text).unwrap()
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        parse(text)
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect()
     }
 
     #[test]
     fn defaults_are_safe() {
-        let c = parse("brokers = [\"k1:9092\", \"k2:9092\"]");
-        assert!(c.validate().is_empty());
+        let c = parse("brokers = [\"k1:9092\", \"k2:9092\"]")
+            .validate()
+            .unwrap();
+        assert_eq!(c.key, KeyField::Field(Field::Id));
+        assert_eq!(c.topic.as_str(), "audit.{source}");
         let props = c.properties();
         for (k, v) in [
             ("acks", "all"),
             ("enable.idempotence", "true"),
             ("bootstrap.servers", "k1:9092,k2:9092"),
+            ("compression.type", "lz4"),
         ] {
             assert!(props.contains(&(k.to_string(), v.to_string())), "{props:?}");
         }
@@ -362,9 +500,8 @@ mod tests {
     #[test]
     fn contract_breaking_settings_need_an_explicit_flag() {
         let text = "brokers = [\"k:9092\"]\n[librdkafka]\nacks = 1\n\"enable.idempotence\" = false\n\"delivery.report.only.error\" = true\n\"bootstrap.servers\" = \"x:1\"\n";
-        let keys: Vec<String> = parse(text).validate().into_iter().map(|p| p.key).collect();
         assert_eq!(
-            keys,
+            problems(text),
             [
                 "librdkafka.\"acks\"",
                 "librdkafka.\"bootstrap.servers\"",
@@ -374,13 +511,8 @@ mod tests {
         );
         let allowed =
             format!("unsafe_allow_weak_acks = true\nunsafe_allow_non_idempotent = true\n{text}");
-        let keys: Vec<String> = parse(&allowed)
-            .validate()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
         assert_eq!(
-            keys,
+            problems(&allowed),
             [
                 "librdkafka.\"bootstrap.servers\"",
                 "librdkafka.\"delivery.report.only.error\""
@@ -390,40 +522,71 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let c = parse(
+        let found = parse(
             "brokers = [\"nohost\"]\ntopic = \"audit.{tenant}\"\nkey = \"email\"\ncompression = \"brotli\"",
-        );
-        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        )
+        .validate()
+        .unwrap_err();
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["brokers[0]", "topic", "key", "compression"]);
+        assert_eq!(
+            found[2].message,
+            "`email` is not a canonical field; use one of: id, source, action, entity_type, entity_id, user_id, created_at, none"
+        );
+        assert_eq!(
+            found[3].message,
+            "`brotli` is not supported; use one of: none, gzip, snappy, lz4, zstd"
+        );
+    }
+
+    #[test]
+    fn keys_name_a_field_or_none() {
+        let event = &auditfwd_sink::testing::sample_events("acme", 1)[0];
+        assert_eq!(KeyField::parse("none").unwrap().of(event), None);
+        assert_eq!(
+            KeyField::parse("user_id").unwrap().of(event).as_deref(),
+            Some("usr-0")
+        );
+        assert_eq!(
+            KeyField::parse("created_at").unwrap().of(event).as_deref(),
+            Some("2026-02-02T02:40:00.000Z")
+        );
     }
 
     #[test]
     fn topic_bounds_have_safe_defaults_and_are_checked_together() {
-        let c = parse("brokers = [\"k:9092\"]");
+        let c = parse("brokers = [\"k:9092\"]").validate().unwrap();
         assert_eq!(c.missing_topic_timeout, Duration::from_secs(300));
-        assert_eq!(c.max_topics, 100);
-        let c = parse(
-            "brokers = [\"k:9092\"]\nmissing_topic_timeout = \"500ms\"\nmax_topics = 0\ndelivery_timeout = \"0s\"",
-        );
-        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(c.max_topics.get(), 100);
         assert_eq!(
-            keys,
+            problems(
+                "brokers = [\"k:9092\"]\nmissing_topic_timeout = \"500ms\"\nmax_topics = 0\ndelivery_timeout = \"0s\""
+            ),
             ["delivery_timeout", "missing_topic_timeout", "max_topics"]
         );
-        let bad = toml::from_str::<KafkaSinkConfig>(
+        let bad = toml::from_str::<RawKafkaSinkConfig>(
             "brokers = [\"k:9092\"]\nmissing_topic_timeout = \"soon\"",
         )
         .unwrap_err()
         .to_string();
-        assert!(bad.contains("write it like \"30s\""), "{bad}");
+        assert!(
+            bad.contains("`soon` is not a duration (")
+                && bad.contains("write it like \"500ms\", \"30s\" or \"10m\""),
+            "{bad}"
+        );
     }
 
     #[test]
     fn secrets_are_not_printed() {
-        let c = parse(
+        let raw = parse(
             "brokers = [\"k:9092\"]\n[librdkafka]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"svc\"",
         );
-        let debug = format!("{c:?}");
+        let debug = format!("{raw:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("svc"),
+            "{debug}"
+        );
+        let debug = format!("{:?}", raw.validate().unwrap());
         assert!(
             !debug.contains("hunter2") && debug.contains("svc"),
             "{debug}"

@@ -17,7 +17,7 @@
 //! most that bound, and nothing is lost (the rules are in `topics.rs`). A
 //! template with `{action}` or `{entity_type}` reaches at most `max_topics`
 //! distinct topics; records beyond are rejected.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod config;
 mod topic;
@@ -28,16 +28,39 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use auditfwd_sink::{Delivered, Record, Rejected, SCHEMA_VERSION, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Record, Rejected, SCHEMA_VERSION, Sink, SinkContext, SinkError,
+    SinkFactory,
+};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-pub use config::{COMPRESSIONS, KafkaSinkConfig, is_secret, toml_value};
+pub use config::{
+    Compression, KafkaSinkConfig, KeyField, RawKafkaSinkConfig, is_secret, toml_value,
+};
 pub use topic::{MAX_TOPIC_LEN, TopicTemplate};
 use topics::{Topics, Verdict};
+
+/// The Kafka sink's type, `type = "kafka"`, for the host's registry.
+pub struct KafkaSinkFactory;
+
+impl SinkFactory for KafkaSinkFactory {
+    const TYPE: &'static str = "kafka";
+    type Raw = RawKafkaSinkConfig;
+    type Config = KafkaSinkConfig;
+
+    fn validate(raw: RawKafkaSinkConfig) -> Result<KafkaSinkConfig, Vec<ConfigProblem>> {
+        raw.validate()
+    }
+
+    fn build(config: &KafkaSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        let sink = KafkaSink::new(context.name(), config.clone(), context.sources().to_vec())?;
+        Ok(Box::new(sink))
+    }
+}
 
 /// Keeps librdkafka's recent errors (which name the broker and the cause,
 /// e.g. "Connect to ipv4#127.0.0.1:9092 failed: Connection refused") for
@@ -84,7 +107,6 @@ pub struct KafkaSink {
     config: KafkaSinkConfig,
     producer: FutureProducer<Context>,
     context: Context,
-    topic: TopicTemplate,
     sources: Vec<String>,
     /// Which topics exist, which are missing since when, and the cap.
     topics: Topics,
@@ -149,8 +171,6 @@ impl KafkaSink {
         sources: Vec<String>,
     ) -> Result<Self, SinkError> {
         let name = name.into();
-        let topic = TopicTemplate::parse(&config.topic)
-            .map_err(|e| SinkError::permanent(format!("kafka sink `{name}`: topic {e}")))?;
         let mut client = ClientConfig::new();
         for (key, value) in config.properties() {
             client.set(key, value);
@@ -161,14 +181,13 @@ impl KafkaSink {
                 "kafka sink `{name}`: librdkafka refused the configuration ({e}); check the [sink.librdkafka] table"
             ))
         })?;
-        let cap = (!topic.per_source_only()).then_some(config.max_topics);
+        let cap = (!config.topic.per_source_only()).then_some(config.max_topics.get());
         let topics = Topics::new(cap, config.missing_topic_timeout);
         Ok(Self {
             name,
             config,
             producer,
             context,
-            topic,
             sources,
             topics,
             landed: HashSet::new(),
@@ -333,7 +352,9 @@ impl KafkaSink {
     fn over_cap(&self, topic: &str) -> String {
         format!(
             "kafka sink `{}`: topic `{topic}` would be one more than max_topics = {} distinct topics from the template `{}`; raise `max_topics` if these topics are expected, or use a template with fewer distinct values",
-            self.name, self.config.max_topics, self.config.topic
+            self.name,
+            self.config.max_topics,
+            self.config.topic.as_str()
         )
     }
 
@@ -376,9 +397,9 @@ impl Sink for KafkaSink {
             Err(e) => return Err(self.unreachable(&e)),
         };
         tracing::info!(sink = %self.name, brokers, "kafka cluster reachable");
-        if self.topic.per_source_only() {
+        if self.config.topic.per_source_only() {
             for source in self.sources.clone() {
-                let topic = self.topic.render_with(&source, "", None);
+                let topic = self.config.topic.render_with(&source, "", None);
                 self.check_topic(&topic).await?;
             }
         }
@@ -386,7 +407,10 @@ impl Sink for KafkaSink {
     }
 
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
-        let topics: Vec<String> = batch.iter().map(|r| self.topic.render(&r.event)).collect();
+        let topics: Vec<String> = batch
+            .iter()
+            .map(|r| self.config.topic.render(&r.event))
+            .collect();
         let over_cap = self.look_up(&topics).await?;
         // Forget what landed in an earlier attempt of a different batch.
         let keys: HashSet<(String, String)> = batch
@@ -438,9 +462,7 @@ impl Sink for KafkaSink {
                     continue;
                 }
             }
-            let key = (self.config.key != "none")
-                .then(|| event.field(&self.config.key))
-                .flatten();
+            let key = self.config.key.of(event);
             let mut message = FutureRecord::to(topic).payload(&record.payload[..]);
             if let Some(key) = &key {
                 message = message.key(key.as_bytes());
@@ -547,14 +569,18 @@ impl Sink for KafkaSink {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Waits (up to `delivery_timeout`) for the producer's queue to drain.
+    async fn close(&mut self) -> Result<(), SinkError> {
         let producer = self.producer.clone();
         let timeout = self.config.delivery_timeout;
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .expect("flush task does not panic")
             .map_err(|e| {
-                SinkError::transient(format!("kafka sink `{}`: flush failed: {e}", self.name))
+                SinkError::transient(format!(
+                    "kafka sink `{}`: the producer's queue did not drain: {e}",
+                    self.name
+                ))
             })
     }
 }

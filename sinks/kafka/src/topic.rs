@@ -21,6 +21,8 @@ enum Part {
 /// A parsed topic template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicTemplate {
+    /// As written, for messages.
+    template: String,
     parts: Vec<Part>,
 }
 
@@ -67,7 +69,15 @@ impl TopicTemplate {
         if parts.is_empty() {
             return Err("is empty; use e.g. \"audit.{source}\"".into());
         }
-        Ok(Self { parts })
+        Ok(Self {
+            template: template.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.template
     }
 
     /// Whether the topic depends only on the source (so the health check

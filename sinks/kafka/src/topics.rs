@@ -28,14 +28,14 @@ use rdkafka::error::RDKafkaErrorCode;
 
 /// How often a topic whose records wait is looked up again (at most; the
 /// last wait ends at the deadline).
-pub const RECHECK_WAITING: Duration = Duration::from_secs(5);
+pub(crate) const RECHECK_WAITING: Duration = Duration::from_secs(5);
 
 /// How often a topic whose records are being rejected is looked up again.
-pub const RECHECK_GIVEN_UP: Duration = Duration::from_secs(30);
+pub(crate) const RECHECK_GIVEN_UP: Duration = Duration::from_secs(30);
 
 /// Error codes that mean "this topic can not be written now": its records
 /// wait for a bounded time instead of failing the whole batch forever.
-pub fn is_topic_problem(code: RDKafkaErrorCode) -> bool {
+pub(crate) fn is_topic_problem(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
         RDKafkaErrorCode::UnknownTopicOrPartition
@@ -47,7 +47,7 @@ pub fn is_topic_problem(code: RDKafkaErrorCode) -> bool {
 
 /// A topic that metadata or the broker reported as unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Absent {
+pub(crate) struct Absent {
     /// What the broker said, last time.
     pub code: RDKafkaErrorCode,
     /// When it was first found unusable.
@@ -58,7 +58,7 @@ pub struct Absent {
 
 /// What to do with a record of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Produce it.
     Ready,
     /// Hold it back until `until` (then it is given up).
@@ -76,7 +76,7 @@ pub enum Verdict {
 
 /// The topics of one sink.
 #[derive(Debug)]
-pub struct Topics {
+pub(crate) struct Topics {
     /// The cap on distinct topics; `None` when the topic depends only on
     /// the source (bounded by the configuration itself).
     max: Option<usize>,
@@ -90,7 +90,7 @@ pub struct Topics {
 impl Topics {
     /// Bookkeeping with at most `max` distinct topics (`None`: no cap) and
     /// records held back at most `timeout` for an unusable topic.
-    pub fn new(max: Option<usize>, timeout: Duration) -> Self {
+    pub(crate) fn new(max: Option<usize>, timeout: Duration) -> Self {
         Self {
             max,
             timeout,
@@ -104,7 +104,7 @@ impl Topics {
     }
 
     /// Whether `topic` fits under the cap (already counted, or room left).
-    pub fn admits(&self, topic: &str) -> bool {
+    pub(crate) fn admits(&self, topic: &str) -> bool {
         match self.max {
             None => true,
             Some(max) => self.counted(topic) || self.known.len() + self.absent.len() < max,
@@ -112,7 +112,7 @@ impl Topics {
     }
 
     /// Whether the broker should be asked about `topic` now.
-    pub fn needs_lookup(&self, topic: &str, now: Instant) -> bool {
+    pub(crate) fn needs_lookup(&self, topic: &str, now: Instant) -> bool {
         if self.known.contains(topic) {
             return false;
         }
@@ -124,14 +124,14 @@ impl Topics {
     }
 
     /// The broker showed `topic` with partitions.
-    pub fn exists(&mut self, topic: &str) {
+    pub(crate) fn exists(&mut self, topic: &str) {
         self.absent.remove(topic);
         self.known.insert(topic.to_string());
     }
 
     /// The broker said `topic` can not be written (`code`). The wait starts
     /// now unless it is already running.
-    pub fn absent(&mut self, topic: &str, code: RDKafkaErrorCode, now: Instant) {
+    pub(crate) fn absent(&mut self, topic: &str, code: RDKafkaErrorCode, now: Instant) {
         self.known.remove(topic);
         let entry = self.absent.entry(topic.to_string()).or_insert(Absent {
             code,
@@ -143,7 +143,7 @@ impl Topics {
     }
 
     /// What a record of `topic` does now.
-    pub fn verdict(&self, topic: &str, now: Instant) -> Verdict {
+    pub(crate) fn verdict(&self, topic: &str, now: Instant) -> Verdict {
         if self.known.contains(topic) {
             return Verdict::Ready;
         }

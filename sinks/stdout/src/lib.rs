@@ -1,10 +1,12 @@
 //! The stdout sink: one record per line on standard output, for pipes
 //! (`auditfwd run | jq`) and the demo. A batch is acknowledged once written
 //! and flushed to the pipe.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 use async_trait::async_trait;
-use auditfwd_sink::{ConfigProblem, Delivered, Record, Rejected, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Record, Rejected, Sink, SinkContext, SinkError, SinkFactory,
+};
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -13,10 +15,20 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {}
 
-impl StdoutSinkConfig {
-    /// Every problem in this config (there can be none).
-    pub fn validate(&self) -> Vec<ConfigProblem> {
-        Vec::new()
+/// The stdout sink's type, `type = "stdout"`, for the host's registry.
+pub struct StdoutSinkFactory;
+
+impl SinkFactory for StdoutSinkFactory {
+    const TYPE: &'static str = "stdout";
+    type Raw = StdoutSinkConfig;
+    type Config = StdoutSinkConfig;
+
+    fn validate(raw: StdoutSinkConfig) -> Result<StdoutSinkConfig, Vec<ConfigProblem>> {
+        Ok(raw)
+    }
+
+    fn build(_: &StdoutSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(StdoutSink::new(context.name())))
     }
 }
 
@@ -69,10 +81,7 @@ impl<W: AsyncWrite + Unpin + Send> Sink for StdoutSink<W> {
         let mut buf = Vec::with_capacity(batch.iter().map(|r| r.payload.len() + 1).sum());
         for (index, record) in batch.iter().enumerate() {
             if record.has_line_break() {
-                delivered.rejected.push(Rejected {
-                    index,
-                    reason: "payload contains a line break; it would forge a second record".into(),
-                });
+                delivered.rejected.push(Rejected::line_break(index));
                 continue;
             }
             buf.extend_from_slice(&record.payload);
@@ -89,7 +98,8 @@ impl<W: AsyncWrite + Unpin + Send> Sink for StdoutSink<W> {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Flushes the writer; standard output itself stays open.
+    async fn close(&mut self) -> Result<(), SinkError> {
         self.out
             .flush()
             .await

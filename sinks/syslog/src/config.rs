@@ -1,16 +1,21 @@
-//! `SyslogSinkConfig`: the `[[sink]] type = "syslog"` table, validated
-//! without I/O.
+//! The `[[sink]] type = "syslog"` table: [`RawSyslogSinkConfig`] as
+//! written, validated without I/O into [`SyslogSinkConfig`], whose TLS
+//! settings ([`TlsSettings`]) exist only with `transport = "tls"` and hold
+//! the server name already checked, and a client certificate only as a
+//! certificate and key pair.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use auditfwd_sink::ConfigProblem;
+use auditfwd_sink::config::duration;
 use serde::{Deserialize, Deserializer};
+use tokio_rustls::rustls::pki_types::ServerName;
 
-/// Configuration of a syslog sink.
+/// A syslog sink's table as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SyslogSinkConfig {
+pub struct RawSyslogSinkConfig {
     /// Receiver, `host:port`. Required.
     pub address: String,
     /// `udp`, `tcp` (default) or `tls`.
@@ -50,7 +55,7 @@ pub struct SyslogSinkConfig {
     pub tls: TlsConfig,
 }
 
-/// `[sink.tls]`.
+/// `[sink.tls]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -68,6 +73,59 @@ pub struct TlsConfig {
     /// Default: the host of `address`.
     #[serde(default)]
     pub server_name: Option<String>,
+}
+
+/// A validated syslog sink config (see [`RawSyslogSinkConfig`] for each
+/// key).
+#[derive(Debug, Clone)]
+pub struct SyslogSinkConfig {
+    /// Receiver, `host:port`.
+    pub address: String,
+    /// UDP, TCP or TLS.
+    pub transport: Transport,
+    /// Message format.
+    pub protocol: Protocol,
+    /// Stream framing (TCP and TLS).
+    pub framing: Framing,
+    /// Facility 0-23.
+    pub facility: u8,
+    /// HOSTNAME field; `None`: this machine's host name.
+    pub hostname: Option<String>,
+    /// APP-NAME field.
+    pub app_name: String,
+    /// PROCID field; `None`: the process id.
+    pub procid: Option<String>,
+    /// Largest UDP datagram.
+    pub max_datagram: usize,
+    /// Timeout of a TCP connect and TLS handshake.
+    pub connect_timeout: Duration,
+    /// Timeout of writing one batch.
+    pub write_timeout: Duration,
+    /// TLS settings: `Some` exactly when `transport` is TLS.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Validated `[sink.tls]` of a TLS transport. The files are read when the
+/// sink is built.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// CA(s) that sign the receiver's certificate; `None`: the Mozilla
+    /// root store.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate, for receivers that require one.
+    pub client_cert: Option<ClientCert>,
+    /// The name the receiver's certificate must match (SNI and
+    /// verification).
+    pub server_name: ServerName<'static>,
+}
+
+/// A client certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// The private key.
+    pub key_file: PathBuf,
 }
 
 /// Transport.
@@ -165,15 +223,6 @@ fn facility<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); write it like \"10s\""
-        ))
-    })
-}
-
 fn default_facility() -> u8 {
     4
 }
@@ -196,8 +245,8 @@ pub(crate) fn is_header_field(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
 }
 
-impl SyslogSinkConfig {
-    /// A config for `address` with every other setting at its default.
+impl RawSyslogSinkConfig {
+    /// A table for `address` with every other setting at its default.
     pub fn new(address: impl Into<String>) -> Self {
         Self {
             address: address.into(),
@@ -215,18 +264,9 @@ impl SyslogSinkConfig {
         }
     }
 
-    /// The host part of `address`.
-    pub fn host(&self) -> &str {
-        let host = self
-            .address
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&self.address);
-        host.trim_start_matches('[').trim_end_matches(']')
-    }
-
-    /// Every problem in this config, without touching the network.
-    pub fn validate(&self) -> Vec<ConfigProblem> {
+    /// The validated config, or every problem in this table, without
+    /// touching the network or the TLS files.
+    pub fn validate(self) -> Result<SyslogSinkConfig, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let port_ok = self
             .address
@@ -288,34 +328,93 @@ impl SyslogSinkConfig {
                 "is set but transport is not \"tls\"; set transport = \"tls\"",
             ));
         }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            problems.push(ConfigProblem::new(
-                "tls",
-                "cert_file and key_file go together; set both for a client certificate, or neither",
-            ));
+        let client_cert = match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCert {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                problems.push(ConfigProblem::new(
+                    "tls",
+                    "cert_file and key_file go together; set both for a client certificate, or neither",
+                ));
+                None
+            }
+        };
+        let tls = match self.transport {
+            Transport::Tls => match self.server_name() {
+                Ok(server_name) => Some(TlsSettings {
+                    ca_file: self.tls.ca_file.clone(),
+                    client_cert,
+                    server_name,
+                }),
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            },
+            Transport::Udp | Transport::Tcp => None,
+        };
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        problems
+        Ok(SyslogSinkConfig {
+            address: self.address,
+            transport: self.transport,
+            protocol: self.protocol,
+            framing: self.framing,
+            facility: self.facility,
+            hostname: self.hostname,
+            app_name: self.app_name,
+            procid: self.procid,
+            max_datagram: self.max_datagram,
+            connect_timeout: self.connect_timeout,
+            write_timeout: self.write_timeout,
+            tls,
+        })
     }
+
+    /// The name the receiver's certificate is verified against:
+    /// `tls.server_name`, or the host of `address`.
+    fn server_name(&self) -> Result<ServerName<'static>, ConfigProblem> {
+        let (key, name) = match &self.tls.server_name {
+            Some(name) => ("tls.server_name", name.clone()),
+            None => ("address", host(&self.address).to_string()),
+        };
+        ServerName::try_from(name.clone()).map_err(|_| {
+            ConfigProblem::new(
+                key,
+                format!("`{name}` is not a valid TLS server name; set tls.server_name"),
+            )
+        })
+    }
+}
+
+/// The host part of `host:port` (without the brackets of an IPv6 address).
+pub(crate) fn host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<SyslogSinkConfig, String> {
+    fn parse(text: &str) -> Result<RawSyslogSinkConfig, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults() {
-        let c = parse("address = \"siem:514\"").unwrap();
-        assert!(c.validate().is_empty());
+        let c = parse("address = \"siem:514\"").unwrap().validate().unwrap();
         assert_eq!(
             (c.transport, c.protocol, c.framing, c.facility),
             (Transport::Tcp, Protocol::Rfc5424, Framing::OctetCounting, 4)
         );
-        assert_eq!(c.host(), "siem");
-        assert_eq!(parse("address = \"[::1]:514\"").unwrap().host(), "::1");
+        assert!(c.tls.is_none());
+        assert_eq!(host("siem:514"), "siem");
+        assert_eq!(host("[::1]:514"), "::1");
     }
 
     #[test]
@@ -348,7 +447,12 @@ mod tests {
             "address = \"siem\"\napp_name = \"audit fwd\"\ntransport = \"udp\"\nframing = \"lf\"\nmax_datagram = 100\n[tls]\ncert_file = \"c.pem\"",
         )
         .unwrap();
-        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        let keys: Vec<_> = c
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
         assert_eq!(
             keys,
             [
@@ -359,6 +463,39 @@ mod tests {
                 "tls",
                 "tls"
             ]
+        );
+    }
+
+    #[test]
+    fn tls_settings_exist_with_the_tls_transport_and_a_valid_server_name() {
+        let c = parse(
+            "address = \"siem.example.com:6514\"\ntransport = \"tls\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            tls.server_name,
+            ServerName::try_from("siem.example.com").unwrap()
+        );
+        assert_eq!(
+            tls.client_cert,
+            Some(ClientCert {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into()
+            })
+        );
+        let bad = parse(
+            "address = \"siem:6514\"\ntransport = \"tls\"\n[tls]\nserver_name = \"not a name\"",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(bad[0].key, "tls.server_name");
+        assert_eq!(
+            bad[0].message,
+            "`not a name` is not a valid TLS server name; set tls.server_name"
         );
     }
 }

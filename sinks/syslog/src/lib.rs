@@ -10,7 +10,7 @@
 //!
 //! Each record is exactly one syslog message whatever the event holds; see
 //! [`encode`] for how.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 mod config;
 pub mod encode;
@@ -18,11 +18,33 @@ mod tls;
 mod transport;
 
 use async_trait::async_trait;
-use auditfwd_sink::{Delivered, Record, Rejected, Sink, SinkError};
+use auditfwd_sink::{
+    ConfigProblem, Delivered, Record, Rejected, Sink, SinkContext, SinkError, SinkFactory,
+};
 
-pub use config::{FACILITIES, Framing, Protocol, SyslogSinkConfig, TlsConfig, Transport};
+pub use config::{
+    ClientCert, FACILITIES, Framing, Protocol, RawSyslogSinkConfig, SyslogSinkConfig, TlsConfig,
+    TlsSettings, Transport,
+};
 use encode::Header;
 use transport::{Connection, Target};
+
+/// The syslog sink's type, `type = "syslog"`, for the host's registry.
+pub struct SyslogSinkFactory;
+
+impl SinkFactory for SyslogSinkFactory {
+    const TYPE: &'static str = "syslog";
+    type Raw = RawSyslogSinkConfig;
+    type Config = SyslogSinkConfig;
+
+    fn validate(raw: RawSyslogSinkConfig) -> Result<SyslogSinkConfig, Vec<ConfigProblem>> {
+        raw.validate()
+    }
+
+    fn build(config: &SyslogSinkConfig, context: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(SyslogSink::new(context.name(), config.clone())?))
+    }
+}
 
 /// Sends records to a syslog receiver.
 pub struct SyslogSink {
@@ -61,15 +83,18 @@ impl SyslogSink {
     /// Builds the sink (reads TLS files; connects lazily).
     pub fn new(name: impl Into<String>, config: SyslogSinkConfig) -> Result<Self, SinkError> {
         let name = name.into();
-        let target = match config.transport {
-            Transport::Udp => Target::Udp,
-            Transport::Tcp => Target::Tcp,
-            Transport::Tls => {
-                let fail = |e: String| SinkError::permanent(format!("syslog sink `{name}`: {e}"));
-                Target::Tls(
-                    tls::client_config(&config.tls).map_err(fail)?,
-                    tls::server_name(&config).map_err(fail)?,
-                )
+        let target = match (config.transport, &config.tls) {
+            (Transport::Udp, _) => Target::Udp,
+            (Transport::Tcp, _) => Target::Tcp,
+            (Transport::Tls, Some(tls)) => Target::Tls(
+                tls::client_config(tls)
+                    .map_err(|e| SinkError::permanent(format!("syslog sink `{name}`: {e}")))?,
+                tls.server_name.clone(),
+            ),
+            (Transport::Tls, None) => {
+                return Err(SinkError::permanent(format!(
+                    "syslog sink `{name}`: transport is tls but the config has no TLS settings (build the config with RawSyslogSinkConfig::validate)"
+                )));
             }
         };
         let header = Header {
@@ -194,7 +219,8 @@ impl Sink for SyslogSink {
         Ok(delivered)
     }
 
-    async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Closes the connection (TLS close_notify).
+    async fn close(&mut self) -> Result<(), SinkError> {
         if let Some(c) = &mut self.connection {
             c.shutdown().await;
         }
@@ -202,7 +228,8 @@ impl Sink for SyslogSink {
         Ok(())
     }
 
+    /// Closes the connection; the next delivery connects again.
     async fn reopen(&mut self) -> Result<(), SinkError> {
-        self.flush().await
+        self.close().await
     }
 }

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::config::{SyslogSinkConfig, TlsConfig};
+use crate::config::{ClientCert, TlsSettings};
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
@@ -22,7 +22,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 
 /// Builds the client configuration: trusted roots (`ca_file` or the Mozilla
 /// roots), and the client certificate if one is configured.
-pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(tls: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
@@ -39,27 +39,23 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
-    let config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert, "cert_file")?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("key_file {}: no usable private key: {e}", key.display()))?;
+    let config = match &tls.client_cert {
+        Some(ClientCert {
+            cert_file,
+            key_file,
+        }) => {
+            let chain = read_certs(cert_file, "cert_file")?;
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                format!(
+                    "key_file {}: no usable private key: {e}",
+                    key_file.display()
+                )
+            })?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("client certificate and key do not match: {e}"))?
         }
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
-}
-
-/// The name the receiver's certificate is verified against.
-pub fn server_name(config: &SyslogSinkConfig) -> Result<ServerName<'static>, String> {
-    let name = config
-        .tls
-        .server_name
-        .clone()
-        .unwrap_or_else(|| config.host().to_string());
-    ServerName::try_from(name.clone())
-        .map_err(|_| format!("`{name}` is not a valid TLS server name; set tls.server_name"))
 }

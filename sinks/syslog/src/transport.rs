@@ -19,7 +19,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 const POST_HANDSHAKE_PROBE: Duration = Duration::from_millis(250);
 
 /// An open connection.
-pub enum Connection {
+pub(crate) enum Connection {
     /// Connected UDP socket.
     Udp(UdpSocket),
     /// TCP stream.
@@ -30,7 +30,7 @@ pub enum Connection {
 
 /// How to reach the receiver.
 #[derive(Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// UDP.
     Udp,
     /// TCP.
@@ -54,7 +54,11 @@ async fn tcp(address: &str, timeout: Duration) -> io::Result<TcpStream> {
 
 impl Connection {
     /// Connects to `address`.
-    pub async fn open(target: &Target, address: &str, timeout: Duration) -> io::Result<Self> {
+    pub(crate) async fn open(
+        target: &Target,
+        address: &str,
+        timeout: Duration,
+    ) -> io::Result<Self> {
         match target {
             Target::Udp => {
                 let remote = tokio::net::lookup_host(address)
@@ -112,7 +116,7 @@ impl Connection {
     /// Whether the receiver closed the stream. Syslog receivers never send
     /// data, so a readable stream means end-of-file or an error; writing to
     /// it would vanish into a dead connection.
-    pub fn peer_closed(&mut self) -> bool {
+    pub(crate) fn peer_closed(&mut self) -> bool {
         let mut buf = [0u8; 256];
         let polled = match self {
             Connection::Udp(_) => return false,
@@ -123,7 +127,7 @@ impl Connection {
     }
 
     /// Sends one datagram (UDP only).
-    pub async fn send_datagram(&mut self, datagram: &[u8]) -> io::Result<()> {
+    pub(crate) async fn send_datagram(&mut self, datagram: &[u8]) -> io::Result<()> {
         match self {
             Connection::Udp(s) => s.send(datagram).await.map(|_| ()),
             _ => Err(io::Error::other("not a datagram socket")),
@@ -131,7 +135,7 @@ impl Connection {
     }
 
     /// Writes all of `bytes` and flushes (TCP/TLS).
-    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
             Connection::Udp(_) => Err(io::Error::other("not a stream")),
             Connection::Tcp(s) => {
@@ -146,7 +150,7 @@ impl Connection {
     }
 
     /// Closes a stream politely (TLS close_notify).
-    pub async fn shutdown(&mut self) {
+    pub(crate) async fn shutdown(&mut self) {
         let _ = match self {
             Connection::Udp(_) => Ok(()),
             Connection::Tcp(s) => s.shutdown().await,
