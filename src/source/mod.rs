@@ -8,3 +8,4 @@ pub mod depth;
 pub mod page;
 pub mod poller;
 pub mod progress;
+pub mod start;
