@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::logging::Console;
 use crate::pipeline::{self, Control, Route, SinkHandle};
 use crate::rate_limit;
 use crate::retry::RetryPolicy;
@@ -23,8 +24,7 @@ use crate::sinks;
 use crate::source::client::HttpPool;
 use crate::source::start::SourceContext;
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorParts};
-
-use crate::telemetry::{self, Console, Health, Metrics, Status};
+use crate::telemetry::{self, Health, Metrics, Status};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]

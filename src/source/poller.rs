@@ -29,10 +29,11 @@ use crate::config::SourceConfig;
 use crate::cursor::store::StateStore;
 use crate::cursor::{Admission, Batch, Checkpoint, Cursor, CursorError, Next, Outcome, PageIn};
 use crate::deadletter::DeadLetter;
+use crate::logging::Console;
 use crate::normalize::normalize;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::retry::Backoff;
-use crate::telemetry::{Console, Health, Metrics, SourceLabel, Status};
+use crate::telemetry::{Health, Metrics, SourceLabel, Status};
 
 /// Why a source stopped for good.
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,12 @@
 //! quiet for an hour. Time is passed in, so the logic is tested without
 //! sleeping.
 //!
-//! On a terminal ([`crate::telemetry::shows_bars`]) a [`ProgressView`]
+//! On a terminal ([`crate::logging::shows_bars`]) a [`ProgressView`]
 //! draws the same report as a bar per source instead of the periodic line.
 
 use std::time::{Duration, Instant};
 
-use crate::telemetry::Console;
+use crate::logging::Console;
 
 /// A pass whose listing holds at least this many pages is a backfill.
 const MIN_PAGES: u64 = 10;

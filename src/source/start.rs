@@ -13,9 +13,10 @@ use crate::config::{SourceConfig, StateConfig};
 use crate::cursor::store::{FileStore, StateStore, StoreError};
 use crate::cursor::{Cursor, CursorState};
 use crate::deadletter::DeadLetterFile;
+use crate::logging::Console;
 use crate::pipeline::{Pipeline, SinkHandle};
 use crate::rate_limit;
-use crate::telemetry::{Console, Health, Metrics};
+use crate::telemetry::{Health, Metrics};
 
 /// What every source of the daemon shares, built once at start; the
 /// supervisor hands it to each poller it starts. Cheap to clone.
