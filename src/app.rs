@@ -16,12 +16,12 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::http::{self, HttpPool};
 use crate::logging::Console;
 use crate::pipeline::{self, Control, Route, SinkHandle};
 use crate::rate_limit;
 use crate::retry::RetryPolicy;
 use crate::sinks;
-use crate::source::client::HttpPool;
 use crate::source::start::SourceContext;
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorParts};
 use crate::telemetry::{self, Health, Metrics, Status};
@@ -207,16 +207,16 @@ pub struct CheckReport {
 /// Checks a configuration against the world: each source's API answers and
 /// accepts the key, the state directory is writable, each sink is healthy.
 pub async fn check(config: &Config) -> CheckReport {
-    use crate::source::client::PageQuery;
+    use crate::source::client::{PageQuery, audit_page};
     let mut ok = true;
     let mut text = String::from("configuration: valid\n");
-    let http = HttpPool::new(config.limits.max_requests_in_flight);
+    let pool = HttpPool::new(config.limits.max_requests_in_flight);
     for source in &config.sources {
         let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-        let line = match http.client(source, limiter) {
+        let line = match pool.client(&source.endpoint(), limiter) {
             Err(e) => Err(format!(
                 "cannot build the HTTP client: {}",
-                crate::source::client::error_chain(&e)
+                http::error_chain(&e)
             )),
             Ok(client) => {
                 let query = PageQuery {
@@ -225,7 +225,7 @@ pub async fn check(config: &Config) -> CheckReport {
                     offset: 0,
                     action: None,
                 };
-                match client.audit_page(&query).await {
+                match audit_page(&client, &query).await {
                     Ok(fetched) => Ok(match fetched.page.total {
                         Some(total) => {
                             format!("API reachable, key accepted, {total} events since start_at")

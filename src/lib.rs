@@ -26,6 +26,7 @@ pub mod demo;
 pub mod enrich;
 pub mod filter;
 pub mod format;
+pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod model;

@@ -1,8 +1,9 @@
 //! Values every settings section writes the same way: durations as
 //! humantime strings (`"30s"`, `"10m"`), sizes in bytes (`"32MiB"`) and
 //! secrets that never print. Depends on nothing else in the crate, so that
-//! each component can parse its own settings with them and the HTTP
-//! client can hold the key without knowing the configuration.
+//! each component can parse its own settings with them (enrichment its
+//! `[source.enrich]`) and the HTTP client ([`crate::http`]) can hold the
+//! key without knowing the configuration.
 
 use std::fmt;
 use std::time::Duration;

@@ -11,7 +11,6 @@
 //! Opening clients, files and sockets is the next step, done by
 //! [`crate::app`].
 
-mod enrich;
 mod env;
 mod http;
 mod sink;
@@ -25,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use enrich::EnrichConfig;
 pub use http::{ProxyUrl, TlsConfig};
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
 pub use source::{MAX_PAGE_SIZE, SourceConfig};

@@ -23,12 +23,13 @@ use chrono::Utc;
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{ApiClient, FetchError, Fetched, PageQuery};
+use super::client::{FetchError, Fetched, PageQuery, audit_page};
 use super::progress::{Progress, ProgressView};
 use crate::config::SourceConfig;
 use crate::cursor::store::StateStore;
 use crate::cursor::{Admission, Batch, Checkpoint, Cursor, CursorError, Next, Outcome, PageIn};
 use crate::deadletter::DeadLetter;
+use crate::http::{ApiClient, HttpError};
 use crate::logging::Console;
 use crate::normalize::normalize;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -580,7 +581,7 @@ impl Fetcher {
                 }
             }
             let result = tokio::select! {
-                r = self.client.audit_page(&query).fuse() => r,
+                r = audit_page(&self.client, &query).fuse() => r,
                 _ = shutdown.cancelled() => return Err(PassError::Shutdown),
             };
             match result {
@@ -602,20 +603,25 @@ impl Fetcher {
                             error,
                         }));
                     }
-                    if matches!(error, FetchError::TooLarge { .. }) && query.limit > 1 {
+                    if matches!(error, FetchError::Http(HttpError::TooLarge { .. }))
+                        && query.limit > 1
+                    {
                         query.limit = query.limit.div_ceil(2);
                         tracing::warn!(source = %self.source, offset = query.offset, limit = query.limit, error = %error, "asking for a smaller page");
                         continue;
                     }
                     let delay = backoff.next_delay(error.retry_after());
-                    if matches!(error, FetchError::RateLimited { .. }) {
+                    if matches!(error, FetchError::Http(HttpError::RateLimited { .. })) {
                         let until = tokio::time::Instant::now() + delay;
                         let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
                         *hold = Some(hold.map_or(until, |h| h.max(until)));
                     }
                     let attempt = backoff.attempts();
                     if attempt >= FAILED_AFTER
-                        && matches!(error, FetchError::Body(_) | FetchError::TooLarge { .. })
+                        && matches!(
+                            error,
+                            FetchError::Body(_) | FetchError::Http(HttpError::TooLarge { .. })
+                        )
                     {
                         // Retrying goes on, but an operator must know: this
                         // page blocks the source.

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::client::HttpPool;
 use super::poller::{Poller, PollerParts};
 use crate::config::{SourceConfig, StateConfig};
 use crate::cursor::store::{FileStore, StateStore, StoreError};
 use crate::cursor::{Cursor, CursorState};
 use crate::deadletter::DeadLetterFile;
+use crate::http::{self, HttpPool};
 use crate::logging::Console;
 use crate::pipeline::{Pipeline, SinkHandle};
 use crate::rate_limit;
@@ -67,17 +67,18 @@ pub fn poller(
     let client = Arc::new(
         context
             .http
-            .client(source, Arc::clone(&limiter))
+            .client(&source.endpoint(), Arc::clone(&limiter))
             .map_err(|e| {
                 fail(format!(
                     "cannot build the HTTP client: {}",
-                    super::client::error_chain(&e)
+                    http::error_chain(&e)
                 ))
             })?,
     );
     let enricher = source.enrich.clone().map(|e| {
         crate::enrich::Enricher::new(
-            source,
+            &source.name,
+            &source.base_url,
             e,
             Arc::clone(&client),
             context.metrics.clone(),
