@@ -346,7 +346,7 @@ impl HttpPool {
         share(self.cap, self.tenants.load(Ordering::Relaxed))
     }
 
-    /// The client of `config`, throttled by `limiter`, sharing its
+    /// The client of `endpoint`, throttled by `limiter`, sharing its
     /// connections with every source of the same transport settings.
     ///
     /// The server's certificate is checked against the bundled Mozilla

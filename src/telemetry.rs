@@ -206,14 +206,119 @@ impl Metrics {
         }
     }
 
-    /// Counts an API request of `source` by outcome.
-    pub fn request(&self, source: &str, outcome: &str) {
-        self.api_requests
-            .get_or_create(&RequestLabel {
-                source: source.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+    /// The metric handles of `source`, resolved now (its series appear,
+    /// at 0, but for the lag and the outcome counters: those appear at
+    /// their first count).
+    pub fn for_source(&self, source: &str) -> SourceMetrics {
+        let label = Self::source(source);
+        SourceMetrics {
+            received: self.events_received.get_or_create(&label).clone(),
+            delivered: self.events_delivered.get_or_create(&label).clone(),
+            duplicate: self.events_duplicate.get_or_create(&label).clone(),
+            reused_id: self.events_reused_id.get_or_create(&label).clone(),
+            out_of_window: self.events_out_of_window.get_or_create(&label).clone(),
+            tie_groups: self.tie_groups_oversized.get_or_create(&label).clone(),
+            pages: self.pages_fetched.get_or_create(&label).clone(),
+            backlog: self.backlog_events.get_or_create(&label).clone(),
+            up: self.source_up.get_or_create(&label).clone(),
+            requests: OutcomeCounters::new(&self.api_requests, source),
+            lag: None,
+            lag_family: self.cursor_lag_seconds.clone(),
+            label,
+        }
+    }
+
+    /// The enrichment lookups of `source`, by outcome.
+    pub fn lookups(&self, source: &str) -> OutcomeCounters {
+        OutcomeCounters::new(&self.enrich_lookups, source)
+    }
+}
+
+/// One source's metric handles, resolved once when its poller starts:
+/// counting is then an atomic add, not a label built and looked up.
+pub struct SourceMetrics {
+    /// `events_received`.
+    pub received: Counter,
+    /// `events_delivered`.
+    pub delivered: Counter,
+    /// `events_duplicate`.
+    pub duplicate: Counter,
+    /// `events_reused_id`.
+    pub reused_id: Counter,
+    /// `events_out_of_window`.
+    pub out_of_window: Counter,
+    /// `tie_groups_oversized`.
+    pub tie_groups: Counter,
+    /// `pages_fetched`.
+    pub pages: Counter,
+    /// `backlog_events`.
+    pub backlog: Gauge,
+    /// `source_up`.
+    pub up: Gauge,
+    /// `api_requests`, by outcome.
+    pub requests: OutcomeCounters,
+    /// `cursor_lag_seconds`, created at the first report: a source starting
+    /// at the beginning has no lag to tell before its first pass ends
+    /// (absent, not 0).
+    lag: Option<Gauge<f64, AtomicU64>>,
+    lag_family: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    label: SourceLabel,
+}
+
+impl SourceMetrics {
+    /// Sets `cursor_lag_seconds`, creating the series the first time.
+    pub fn set_lag(&mut self, seconds: f64) {
+        let (family, label) = (&self.lag_family, &self.label);
+        self.lag
+            .get_or_insert_with(|| family.get_or_create(label).clone())
+            .set(seconds);
+    }
+}
+
+/// One source's counters of a family labelled by outcome (API requests,
+/// enrichment lookups). The outcomes are a small fixed set of names: each
+/// is resolved at its first count (so only outcomes that happened have a
+/// series), then reused. Cheap to clone; clones share the handles.
+#[derive(Clone)]
+pub struct OutcomeCounters {
+    family: Family<RequestLabel, Counter>,
+    source: String,
+    resolved: Arc<Mutex<Vec<(&'static str, Counter)>>>,
+}
+
+impl OutcomeCounters {
+    fn new(family: &Family<RequestLabel, Counter>, source: &str) -> Self {
+        Self {
+            family: family.clone(),
+            source: source.to_string(),
+            resolved: Arc::default(),
+        }
+    }
+
+    /// Adds `n` to `outcome`.
+    pub fn inc_by(&self, outcome: &'static str, n: u64) {
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        match resolved.iter().find(|(o, _)| *o == outcome) {
+            Some((_, counter)) => {
+                counter.inc_by(n);
+            }
+            None => {
+                let counter = self
+                    .family
+                    .get_or_create(&RequestLabel {
+                        source: self.source.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .clone();
+                counter.inc_by(n);
+                resolved.push((outcome, counter));
+            }
+        };
+    }
+
+    /// Adds one to `outcome`.
+    pub fn inc(&self, outcome: &'static str) {
+        self.inc_by(outcome, 1);
     }
 }
 
@@ -510,7 +615,9 @@ mod tests {
         m.events_delivered
             .get_or_create(&Metrics::source("acme"))
             .inc_by(3);
-        m.request("acme", "rate_limited");
+        let requests = m.for_source("acme").requests;
+        requests.inc("rate_limited");
+        requests.inc("rate_limited");
         let text = m.encode();
         assert!(
             text.contains("auditfwd_events_delivered_total{source=\"acme\"} 3"),
@@ -518,7 +625,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "auditfwd_api_requests_total{source=\"acme\",outcome=\"rate_limited\"} 1"
+                "auditfwd_api_requests_total{source=\"acme\",outcome=\"rate_limited\"} 2"
             ),
             "{text}"
         );

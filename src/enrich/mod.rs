@@ -27,7 +27,7 @@ use lru::LruCache;
 
 use self::config::EnrichConfig;
 use crate::http::{ApiClient, HttpError};
-use crate::telemetry::{Health, Metrics, RequestLabel, Status};
+use crate::telemetry::{Health, Metrics, OutcomeCounters, Status};
 
 /// How many lookups of one batch run at once.
 const CONCURRENCY: usize = 4;
@@ -57,7 +57,7 @@ pub struct Enricher {
     base: reqwest::Url,
     config: EnrichConfig,
     cache: Mutex<LruCache<String, Cached>>,
-    metrics: Metrics,
+    lookups: OutcomeCounters,
     health: Health,
     tally: Mutex<Tally>,
 }
@@ -97,7 +97,7 @@ impl Enricher {
             client,
             cache: Mutex::new(LruCache::new(capacity)),
             config,
-            metrics,
+            lookups: metrics.lookups(source),
             health,
             tally: Mutex::default(),
         }
@@ -150,15 +150,9 @@ impl Enricher {
         }
     }
 
-    fn count(&self, outcome: &str, n: u64) {
+    fn count(&self, outcome: &'static str, n: u64) {
         if n > 0 {
-            self.metrics
-                .enrich_lookups
-                .get_or_create(&RequestLabel {
-                    source: self.source.clone(),
-                    outcome: outcome.to_string(),
-                })
-                .inc_by(n);
+            self.lookups.inc_by(outcome, n);
         }
     }
 
