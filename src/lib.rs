@@ -6,7 +6,9 @@
 //! event. The pipeline, in the order data flows:
 //!
 //! - [`model`]: the API's events as parsed, keyed for deduplication;
-//! - [`source`]: HTTP client, page parsing, the poll loop;
+//! - [`http`]: the tenant HTTP client (limiter, key, status classes),
+//!   shared by the poller and enrichment;
+//! - [`source`]: the audit-log page, its parsing, the poll loop;
 //! - [`cursor`]: which events are delivered; the delivery guarantee;
 //! - [`normalize`]: the API's event to the canonical [`auditfwd_sink::Event`];
 //! - [`enrich`]: the acting user resolved through the users API;
@@ -16,6 +18,11 @@
 //! - [`app`]: wiring it all from a [`config::Config`];
 //! - [`supervisor`]: the running sources, and reloads applied per source;
 //! - [`simulator`]: the simulated tenant used by tests and the demo.
+//!
+//! Beside them: [`config`] (each component parses its own section),
+//! [`values`] (durations, sizes, secrets), [`telemetry`] (metrics and
+//! health) and [`logging`]. The modules form layers without cycles (README,
+//! Layers; `tests/layers.rs`).
 #![deny(missing_docs)]
 
 pub mod app;
