@@ -4,7 +4,7 @@
 //!
 //! The cursor decides which offset to read and when a pass is over; the
 //! poller does the I/O. While a page is delivered the next ones are already
-//! being fetched ([`super::prefetch`]); the cursor accepts a page fetched
+//! being fetched (`prefetch`); the cursor accepts a page fetched
 //! ahead only when it provably chains (see [`crate::cursor`]).
 //!
 //! The loop returns how long to wait after each pass (the poll interval once
