@@ -1,32 +1,30 @@
-//! Wiring: builds sinks, cursors, clients and pipelines from a validated
+//! Wiring: builds the sinks and what every source shares from a validated
 //! [`Config`] and runs them until shutdown.
 //!
 //! `App::run(shutdown)` is the whole daemon. Sinks are built once; the
-//! sources run under a [`crate::supervisor::Supervisor`], which also
-//! applies reloads ([`Control::Reload`]) source by source. On shutdown every
+//! sources run under a [`crate::supervisor::Supervisor`], which starts each
+//! one ([`crate::source::start`]) and applies reloads ([`Control::Reload`])
+//! source by source. On shutdown every
 //! source finishes the batch in flight and checkpoints, then every sink
 //! closes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use auditfwd_sink::Sink;
 use chrono::Utc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig, StateConfig};
-use crate::cursor::store::{FileStore, StateStore, StoreError};
-use crate::cursor::{Cursor, CursorState};
-use crate::deadletter::DeadLetterFile;
-use crate::pipeline::{self, Control, Pipeline, Route, SinkHandle};
+use crate::config::Config;
+use crate::http::{self, HttpPool};
+use crate::logging::Console;
+use crate::pipeline::{self, Control, Route, SinkHandle};
 use crate::rate_limit;
 use crate::retry::RetryPolicy;
 use crate::sinks;
-use crate::source::client::HttpPool;
-use crate::source::poller::{Poller, PollerParts};
+use crate::source::start::SourceContext;
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorParts};
-use crate::telemetry::{self, Console, Health, Metrics, Status};
+use crate::telemetry::{self, Health, Metrics, Status};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -34,14 +32,6 @@ pub enum AppError {
     /// A sink could not be built.
     #[error(transparent)]
     Sink(#[from] sinks::BuildError),
-    /// A source could not start.
-    #[error("source `{source_name}` can not start: {message}")]
-    SourceStart {
-        /// Source name.
-        source_name: String,
-        /// Why.
-        message: String,
-    },
     /// Every source stopped on an error; nothing is left to do.
     #[error(transparent)]
     Sources(#[from] SupervisorError),
@@ -183,17 +173,20 @@ impl App {
         // Sources: the supervisor owns the sink handles, so the sinks stop
         // once it returned (every poller ended) and dropped them.
         // Sources share HTTP clients and the cap on requests in flight.
-        let http = HttpPool::new(
-            config.limits.max_requests_in_flight,
-            crate::limits::api_hosts(&config),
-        );
-        let supervisor = Supervisor::new(SupervisorParts {
-            config,
-            http,
+        let sources = SourceContext {
+            state: config.state.clone(),
+            http: HttpPool::new(
+                config.limits.max_requests_in_flight,
+                crate::limits::api_hosts(&config),
+            ),
             sinks: handles,
             metrics,
             health,
             console,
+        };
+        let supervisor = Supervisor::new(SupervisorParts {
+            config,
+            sources,
             shutdown,
             reload_from,
         });
@@ -203,82 +196,6 @@ impl App {
         }
         result.map_err(AppError::from)
     }
-}
-
-/// Builds the poller of `source`: its cursor (loaded, or started at
-/// `start_at`), client, enrichment and pipeline. `stop` drains it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn start_source(
-    source: &SourceConfig,
-    state_config: &StateConfig,
-    http: &HttpPool,
-    sinks: &[SinkHandle],
-    metrics: &Metrics,
-    health: &Health,
-    console: &Console,
-    stop: &CancellationToken,
-) -> Result<Poller, AppError> {
-    let fail = |message: String| AppError::SourceStart {
-        source_name: source.name.clone(),
-        message,
-    };
-    let mut store =
-        FileStore::open(&state_config.dir, &source.name).map_err(|e| fail(e.to_string()))?;
-    let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
-    let cursor = Cursor::new(state, source.lookback);
-    let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-    let client = Arc::new(http.client(source, Arc::clone(&limiter)).map_err(|e| {
-        fail(format!(
-            "cannot build the HTTP client: {}",
-            crate::source::client::error_chain(&e)
-        ))
-    })?);
-    let enricher = source.enrich.clone().map(|e| {
-        crate::enrich::Enricher::new(
-            source,
-            e,
-            Arc::clone(&client),
-            metrics.clone(),
-            health.clone(),
-        )
-    });
-    let dead_letter = DeadLetterFile::new(&state_config.dead_letter_dir(), &source.name);
-    let pipeline = Pipeline::new(
-        &source.name,
-        sinks,
-        dead_letter,
-        metrics.clone(),
-        source.retry,
-        stop.clone(),
-    );
-    Ok(Poller::new(
-        PollerParts {
-            config: source.clone(),
-            client,
-            enricher,
-            pipeline,
-            metrics: metrics.clone(),
-            health: health.clone(),
-            console: console.clone(),
-        },
-        cursor,
-        Box::new(store),
-    ))
-}
-
-/// The saved cursor, or a new one starting at `start_at` (saved at once, so
-/// that "now" means the first start, not every restart).
-pub fn load_or_init(
-    store: &mut dyn StateStore,
-    source: &SourceConfig,
-) -> Result<CursorState, StoreError> {
-    if let Some(state) = store.load()? {
-        return Ok(state);
-    }
-    let state = CursorState::new(&source.name, source.start_at.resolve(Utc::now()));
-    store.snapshot(&state)?;
-    tracing::info!(source = %source.name, start = %source.start_at.resolve(Utc::now()), "new source: starting cursor");
-    Ok(state)
 }
 
 /// What `auditfwd check` found.
@@ -293,19 +210,19 @@ pub struct CheckReport {
 /// Checks a configuration against the world: each source's API answers and
 /// accepts the key, the state directory is writable, each sink is healthy.
 pub async fn check(config: &Config) -> CheckReport {
-    use crate::source::client::PageQuery;
+    use crate::source::client::{PageQuery, audit_page};
     let mut ok = true;
     let mut text = String::from("configuration: valid\n");
-    let http = HttpPool::new(
+    let pool = HttpPool::new(
         config.limits.max_requests_in_flight,
         crate::limits::api_hosts(config),
     );
     for source in &config.sources {
         let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
-        let line = match http.client(source, limiter) {
+        let line = match pool.client(&source.endpoint(), limiter) {
             Err(e) => Err(format!(
                 "cannot build the HTTP client: {}",
-                crate::source::client::error_chain(&e)
+                http::error_chain(&e)
             )),
             Ok(client) => {
                 let query = PageQuery {
@@ -314,7 +231,7 @@ pub async fn check(config: &Config) -> CheckReport {
                     offset: 0,
                     action: None,
                 };
-                match client.audit_page(&query).await {
+                match audit_page(&client, &query).await {
                     Ok(fetched) => Ok(match fetched.page.total {
                         Some(total) => {
                             format!("API reachable, key accepted, {total} events since start_at")

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use auditfwd::app::App;
 use auditfwd::config::{Config, ConfigError};
 use auditfwd::pipeline::Control;
-use auditfwd::{demo, state_cmd, status_cmd, telemetry};
+use auditfwd::{demo, logging, state_cmd, status_cmd, telemetry};
 use auditfwd_sim::{SimConfig, Simulator};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -297,7 +297,7 @@ async fn main() -> ExitCode {
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(options) => {
-            telemetry::init_logging(&auditfwd::config::TelemetryConfig {
+            logging::init_logging(&auditfwd::config::TelemetryConfig {
                 log_level: "error".into(),
                 ..Default::default()
             });
@@ -316,7 +316,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let console = telemetry::init_logging(&config.telemetry);
+            let console = logging::init_logging(&config.telemetry);
             if let Err(error) = auditfwd::limits::prepare(&config) {
                 eprintln!("error: {error}");
                 return Ok(ExitCode::from(1));
@@ -363,7 +363,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            telemetry::init_logging(&auditfwd::config::TelemetryConfig {
+            logging::init_logging(&auditfwd::config::TelemetryConfig {
                 log_level: "warn".into(),
                 ..Default::default()
             });
@@ -489,7 +489,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             mut tenant,
             chaos,
         } => {
-            telemetry::init_logging(&Default::default());
+            logging::init_logging(&Default::default());
             if chaos {
                 let chaotic = SimConfig::adversarial(tenant.seed);
                 *tenant = SimConfig {

@@ -9,7 +9,7 @@ use auditfwd_sink::Event;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::source::page::RawEvent;
+use crate::model::RawEvent;
 
 /// The action used when the API sent none.
 pub const UNKNOWN_ACTION: &str = "UNKNOWN";
@@ -62,7 +62,8 @@ fn as_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::page::{Item, parse};
+    use crate::model::Item;
+    use crate::source::page::parse;
 
     fn one(json: &str) -> Event {
         let body = format!("{{\"data\":[{json}]}}");

@@ -2,7 +2,7 @@
 //!
 //! Every retry in auditfwd (API requests, sink deliveries) waits through
 //! [`Backoff`]. Whether an error is worth retrying is decided where the error
-//! is classified (`source::client` for HTTP, `SinkError::kind` for sinks);
+//! is classified (`http` for HTTP, `SinkError::kind` for sinks);
 //! this module only decides how long to wait.
 
 use std::time::Duration;

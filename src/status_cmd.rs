@@ -81,7 +81,7 @@ fn target(config: &Config) -> Result<SocketAddr, StatusError> {
 async fn fetch(http: &reqwest::Client, url: &str) -> Result<(u16, String), StatusError> {
     let unreachable = |e: reqwest::Error| StatusError::Unreachable {
         url: url.to_string(),
-        message: crate::source::client::error_chain(&e),
+        message: crate::http::error_chain(&e),
     };
     let response = http.get(url).send().await.map_err(unreachable)?;
     let status = response.status().as_u16();

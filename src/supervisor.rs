@@ -32,9 +32,10 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SourceConfig, StateConfig};
-use crate::pipeline::{Control, SinkHandle};
-use crate::telemetry::{Console, Health, Metrics, OutcomeLabel, Status};
+use crate::config::{Config, SourceConfig};
+use crate::pipeline::Control;
+use crate::source::start::{self, SourceContext};
+use crate::telemetry::{Metrics, OutcomeLabel, Status};
 
 /// Why the forwarder stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -112,12 +113,8 @@ pub(crate) struct Supervisor {
     /// The configuration the sources run on (its sinks, state and telemetry
     /// are those of the start).
     config: Config,
-    state: StateConfig,
-    http: crate::source::client::HttpPool,
-    sinks: Vec<SinkHandle>,
-    metrics: Metrics,
-    health: Health,
-    console: Console,
+    /// What every source shares (its `[state]` is that of the start).
+    sources: SourceContext,
     shutdown: CancellationToken,
     reload_from: Option<PathBuf>,
     slots: BTreeMap<String, Slot>,
@@ -133,13 +130,8 @@ pub(crate) struct Supervisor {
 /// What [`Supervisor::new`] takes.
 pub(crate) struct SupervisorParts {
     pub config: Config,
-    /// HTTP clients shared by every source, with the cap on requests in
-    /// flight.
-    pub http: crate::source::client::HttpPool,
-    pub sinks: Vec<SinkHandle>,
-    pub metrics: Metrics,
-    pub health: Health,
-    pub console: Console,
+    /// What every source shares: the HTTP pool, the sinks, telemetry.
+    pub sources: SourceContext,
     pub shutdown: CancellationToken,
     pub reload_from: Option<PathBuf>,
 }
@@ -148,13 +140,8 @@ impl Supervisor {
     pub(crate) fn new(parts: SupervisorParts) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
-            state: parts.config.state.clone(),
-            http: parts.http,
             config: parts.config,
-            sinks: parts.sinks,
-            metrics: parts.metrics,
-            health: parts.health,
-            console: parts.console,
+            sources: parts.sources,
             shutdown: parts.shutdown,
             reload_from: parts.reload_from,
             slots: BTreeMap::new(),
@@ -236,20 +223,12 @@ impl Supervisor {
         }
         let stop = self.shutdown.child_token();
         let source = slot.config.clone();
-        self.metrics
+        self.sources
+            .metrics
             .source_starts
             .get_or_create(&Metrics::source(name))
             .inc();
-        match crate::app::start_source(
-            &source,
-            &self.state,
-            &self.http,
-            &self.sinks,
-            &self.metrics,
-            &self.health,
-            &self.console,
-            &stop,
-        ) {
+        match start::poller(&source, &self.sources, &stop) {
             Ok(poller) => {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -268,7 +247,8 @@ impl Supervisor {
             }
             Err(error) => {
                 tracing::error!(error = %error, "source can not start; other sources continue");
-                self.health
+                self.sources
+                    .health
                     .set(&format!("source:{name}"), Status::Failed(error.to_string()));
                 self.failures.push(error.to_string());
             }
@@ -303,9 +283,12 @@ impl Supervisor {
 
     /// Takes a removed source off the health board and its `up` gauge.
     fn forget(&self, name: &str) {
-        self.health.remove(&format!("source:{name}"));
-        self.health.remove(&format!("enrich:{name}"));
-        self.metrics.source_up.remove(&Metrics::source(name));
+        self.sources.health.remove(&format!("source:{name}"));
+        self.sources.health.remove(&format!("enrich:{name}"));
+        self.sources
+            .metrics
+            .source_up
+            .remove(&Metrics::source(name));
     }
 
     /// Stops the poller of `name` (a drain); returns its task id.
@@ -346,7 +329,7 @@ impl Supervisor {
             .chain(&plan.changed)
             .map(String::as_str)
             .filter(|name| {
-                !self.sinks.iter().any(|sink| {
+                !self.sources.sinks.iter().any(|sink| {
                     let sources = &sink.route().sources;
                     sources.is_empty() || sources.iter().any(|s| s == name)
                 })
@@ -410,14 +393,14 @@ impl Supervisor {
         );
         self.config = new;
         self.count("applied");
-        self.health.remove("config");
+        self.sources.health.remove("config");
     }
 
     /// Keeps the running configuration and says why.
     fn refuse(&self, error: &str) {
         tracing::error!(error = %error, "configuration reload refused; still running on the previous configuration");
         self.count("refused");
-        self.health.set(
+        self.sources.health.set(
             "config",
             Status::Degraded(format!(
                 "reload refused, running on the previous configuration: {error}"
@@ -430,7 +413,8 @@ impl Supervisor {
     }
 
     fn count(&self, outcome: &str) {
-        self.metrics
+        self.sources
+            .metrics
             .config_reloads
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),

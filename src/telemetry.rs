@@ -1,8 +1,7 @@
-//! Logs, metrics and health: the tracing subscriber and the console it
-//! shares with progress bars, the Prometheus registry every component
-//! counts into, the health board, the HTTP listener serving `/metrics`,
-//! `/livez` and `/readyz`, and the probe that asks it from outside
-//! (`auditfwd probe`, the Docker health check).
+//! Metrics and health: the Prometheus registry every component counts
+//! into, the health board, the HTTP listener serving `/metrics`, `/livez`
+//! and `/readyz`, and the probe that asks it from outside (`auditfwd
+//! probe`, the Docker health check). Log lines are [`crate::logging`]'s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,111 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-
-use crate::config::{LogFormat, TelemetryConfig};
-
-/// Installs the global tracing subscriber on stderr and returns the
-/// console it writes through. `RUST_LOG` overrides the configured level.
-/// Colours only when stderr is a terminal (and `NO_COLOR` is unset), so
-/// journald, files and pipes get plain text. Later calls install nothing
-/// and return the first call's console.
-pub fn init_logging(config: &TelemetryConfig) -> Console {
-    static INSTALLED: std::sync::OnceLock<Console> = std::sync::OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            use std::io::IsTerminal as _;
-            let terminal = std::io::stderr().is_terminal();
-            let console = if shows_bars(terminal, config.log_format) {
-                Console::with_bars(indicatif::ProgressDrawTarget::stderr())
-            } else {
-                Console::default()
-            };
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(uses_colour(terminal, std::env::var_os("NO_COLOR")))
-                .with_writer(console.clone());
-            let _ = match config.log_format {
-                LogFormat::Human => builder.try_init(),
-                LogFormat::Json => builder.json().flatten_event(true).try_init(),
-            };
-            console
-        })
-        .clone()
-}
-
-/// Whether log lines carry ANSI colours: only on a terminal, and not when
-/// `NO_COLOR` is set to anything but the empty string (no-color.org).
-pub fn uses_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
-    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
-}
-
-/// Whether a backfill shows as progress bars rather than periodic log
-/// lines: only for someone watching a terminal with human-readable logs.
-/// Logs going to journald, a file or a pipe, and JSON logs (read by
-/// machines, which want the `read` and `total` fields), get the lines.
-pub fn shows_bars(stderr_is_terminal: bool, format: LogFormat) -> bool {
-    stderr_is_terminal && format == LogFormat::Human
-}
-
-/// Standard error as the daemon shares it: log lines, and the progress bars
-/// of backfills when [`shows_bars`] says so. Log lines are written with the
-/// bars lifted, so neither garbles the other. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Console {
-    bars: Option<indicatif::MultiProgress>,
-}
-
-impl Console {
-    /// A console that draws progress bars to `target`.
-    pub fn with_bars(target: indicatif::ProgressDrawTarget) -> Self {
-        Self {
-            bars: Some(indicatif::MultiProgress::with_draw_target(target)),
-        }
-    }
-
-    /// A new bar of `length` below the others, or `None` when this console
-    /// shows no bars.
-    pub fn add_bar(&self, length: u64) -> Option<indicatif::ProgressBar> {
-        let bars = self.bars.as_ref()?;
-        Some(bars.add(indicatif::ProgressBar::new(length)))
-    }
-
-    /// Takes `bar` off the screen for good.
-    pub fn remove_bar(&self, bar: &indicatif::ProgressBar) {
-        bar.finish_and_clear();
-        if let Some(bars) = &self.bars {
-            bars.remove(bar);
-        }
-    }
-}
-
-/// What the log subscriber writes one formatted event with.
-pub struct ConsoleWriter<'a>(&'a Console);
-
-impl std::io::Write for ConsoleWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let write = || std::io::stderr().lock().write_all(buf);
-        match &self.0.bars {
-            Some(bars) => bars.suspend(write)?,
-            None => write()?,
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Console {
-    type Writer = ConsoleWriter<'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        ConsoleWriter(self)
-    }
-}
 
 /// Labels of per-source metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -312,14 +206,119 @@ impl Metrics {
         }
     }
 
-    /// Counts an API request of `source` by outcome.
-    pub fn request(&self, source: &str, outcome: &str) {
-        self.api_requests
-            .get_or_create(&RequestLabel {
-                source: source.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+    /// The metric handles of `source`, resolved now (its series appear,
+    /// at 0, but for the lag and the outcome counters: those appear at
+    /// their first count).
+    pub fn for_source(&self, source: &str) -> SourceMetrics {
+        let label = Self::source(source);
+        SourceMetrics {
+            received: self.events_received.get_or_create(&label).clone(),
+            delivered: self.events_delivered.get_or_create(&label).clone(),
+            duplicate: self.events_duplicate.get_or_create(&label).clone(),
+            reused_id: self.events_reused_id.get_or_create(&label).clone(),
+            out_of_window: self.events_out_of_window.get_or_create(&label).clone(),
+            tie_groups: self.tie_groups_oversized.get_or_create(&label).clone(),
+            pages: self.pages_fetched.get_or_create(&label).clone(),
+            backlog: self.backlog_events.get_or_create(&label).clone(),
+            up: self.source_up.get_or_create(&label).clone(),
+            requests: OutcomeCounters::new(&self.api_requests, source),
+            lag: None,
+            lag_family: self.cursor_lag_seconds.clone(),
+            label,
+        }
+    }
+
+    /// The enrichment lookups of `source`, by outcome.
+    pub fn lookups(&self, source: &str) -> OutcomeCounters {
+        OutcomeCounters::new(&self.enrich_lookups, source)
+    }
+}
+
+/// One source's metric handles, resolved once when its poller starts:
+/// counting is then an atomic add, not a label built and looked up.
+pub struct SourceMetrics {
+    /// `events_received`.
+    pub received: Counter,
+    /// `events_delivered`.
+    pub delivered: Counter,
+    /// `events_duplicate`.
+    pub duplicate: Counter,
+    /// `events_reused_id`.
+    pub reused_id: Counter,
+    /// `events_out_of_window`.
+    pub out_of_window: Counter,
+    /// `tie_groups_oversized`.
+    pub tie_groups: Counter,
+    /// `pages_fetched`.
+    pub pages: Counter,
+    /// `backlog_events`.
+    pub backlog: Gauge,
+    /// `source_up`.
+    pub up: Gauge,
+    /// `api_requests`, by outcome.
+    pub requests: OutcomeCounters,
+    /// `cursor_lag_seconds`, created at the first report: a source starting
+    /// at the beginning has no lag to tell before its first pass ends
+    /// (absent, not 0).
+    lag: Option<Gauge<f64, AtomicU64>>,
+    lag_family: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    label: SourceLabel,
+}
+
+impl SourceMetrics {
+    /// Sets `cursor_lag_seconds`, creating the series the first time.
+    pub fn set_lag(&mut self, seconds: f64) {
+        let (family, label) = (&self.lag_family, &self.label);
+        self.lag
+            .get_or_insert_with(|| family.get_or_create(label).clone())
+            .set(seconds);
+    }
+}
+
+/// One source's counters of a family labelled by outcome (API requests,
+/// enrichment lookups). The outcomes are a small fixed set of names: each
+/// is resolved at its first count (so only outcomes that happened have a
+/// series), then reused. Cheap to clone; clones share the handles.
+#[derive(Clone)]
+pub struct OutcomeCounters {
+    family: Family<RequestLabel, Counter>,
+    source: String,
+    resolved: Arc<Mutex<Vec<(&'static str, Counter)>>>,
+}
+
+impl OutcomeCounters {
+    fn new(family: &Family<RequestLabel, Counter>, source: &str) -> Self {
+        Self {
+            family: family.clone(),
+            source: source.to_string(),
+            resolved: Arc::default(),
+        }
+    }
+
+    /// Adds `n` to `outcome`.
+    pub fn inc_by(&self, outcome: &'static str, n: u64) {
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        match resolved.iter().find(|(o, _)| *o == outcome) {
+            Some((_, counter)) => {
+                counter.inc_by(n);
+            }
+            None => {
+                let counter = self
+                    .family
+                    .get_or_create(&RequestLabel {
+                        source: self.source.clone(),
+                        outcome: outcome.to_string(),
+                    })
+                    .clone();
+                counter.inc_by(n);
+                resolved.push((outcome, counter));
+            }
+        };
+    }
+
+    /// Adds one to `outcome`.
+    pub fn inc(&self, outcome: &'static str) {
+        self.inc_by(outcome, 1);
     }
 }
 
@@ -616,7 +615,9 @@ mod tests {
         m.events_delivered
             .get_or_create(&Metrics::source("acme"))
             .inc_by(3);
-        m.request("acme", "rate_limited");
+        let requests = m.for_source("acme").requests;
+        requests.inc("rate_limited");
+        requests.inc("rate_limited");
         let text = m.encode();
         assert!(
             text.contains("auditfwd_events_delivered_total{source=\"acme\"} 3"),
@@ -624,29 +625,10 @@ mod tests {
         );
         assert!(
             text.contains(
-                "auditfwd_api_requests_total{source=\"acme\",outcome=\"rate_limited\"} 1"
+                "auditfwd_api_requests_total{source=\"acme\",outcome=\"rate_limited\"} 2"
             ),
             "{text}"
         );
-    }
-
-    #[test]
-    fn colours_only_on_a_terminal_without_no_color() {
-        assert!(uses_colour(true, None));
-        assert!(uses_colour(true, Some("".into())));
-        assert!(!uses_colour(true, Some("1".into())));
-        assert!(!uses_colour(false, None));
-    }
-
-    #[test]
-    fn bars_only_on_a_terminal_with_human_logs() {
-        assert!(shows_bars(true, LogFormat::Human));
-        assert!(!shows_bars(false, LogFormat::Human));
-        assert!(!shows_bars(true, LogFormat::Json));
-        assert!(!shows_bars(false, LogFormat::Json));
-        assert!(Console::default().add_bar(10).is_none());
-        let console = Console::with_bars(indicatif::ProgressDrawTarget::hidden());
-        assert!(console.add_bar(10).is_some());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Issue 14, fair under stress: one tenant's hanging API, 429 storm or
 //! revoked key never slows the others. Each tenant holds at most its
-//! share of `limits.max_requests_in_flight` (`source::client`), so tenants
+//! share of `limits.max_requests_in_flight` (`auditfwd::http`), so tenants
 //! stuck in a 30 s hang with pages fetched ahead can not take the permits
 //! a healthy tenant needs.
 

@@ -127,7 +127,7 @@ async fn tenant_events() -> Vec<Event> {
             .await
             .unwrap();
         for item in auditfwd::source::page::parse(&body).unwrap().items {
-            if let auditfwd::source::page::Item::Event(raw) = item {
+            if let auditfwd::model::Item::Event(raw) = item {
                 events.push(auditfwd::normalize::normalize("tenant", raw, Utc::now()));
             }
         }

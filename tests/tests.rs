@@ -17,6 +17,7 @@ mod hostile_pages;
 mod http_client;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod layers;
 mod packaging;
 mod readme;
 mod reload;

@@ -11,7 +11,6 @@
 //! Opening clients, files and sockets is the next step, done by
 //! [`crate::app`].
 
-mod enrich;
 mod env;
 mod http;
 mod sink;
@@ -28,7 +27,6 @@ use serde::Deserialize;
 /// One configuration problem: the file, the key path and what to do. The
 /// sinks report theirs with the same type.
 pub use auditfwd_sink::ConfigProblem as Problem;
-pub use enrich::EnrichConfig;
 pub use http::{ProxyUrl, TlsConfig};
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
 pub use source::{MAX_PAGE_SIZE, SourceConfig};

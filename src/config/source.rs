@@ -52,7 +52,7 @@ pub(crate) struct RawSource {
     #[serde(default)]
     tls: RawTls,
     #[serde(default)]
-    enrich: Option<super::enrich::RawEnrich>,
+    enrich: Option<crate::enrich::config::RawEnrich>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,7 +177,7 @@ pub struct SourceConfig {
     /// bundled Mozilla roots and the system trust store are always trusted.
     pub tls: TlsConfig,
     /// User enrichment, when configured.
-    pub enrich: Option<super::EnrichConfig>,
+    pub enrich: Option<crate::enrich::config::EnrichConfig>,
     /// The tenant file (in `sources_dir`) the source is written in;
     /// `None`: a `[[source]]` of the main file.
     pub defined_in: Option<PathBuf>,
@@ -185,6 +185,24 @@ pub struct SourceConfig {
     /// `[source_defaults]`, with the files it names): a reload restarts the
     /// source only when this changed.
     pub fingerprint: super::Fingerprint,
+}
+
+impl SourceConfig {
+    /// Where the tenant's API is and how to reach it: what its HTTP client
+    /// ([`crate::http::HttpPool::client`]) is built from.
+    pub fn endpoint(&self) -> crate::http::Endpoint<'_> {
+        crate::http::Endpoint {
+            base_url: &self.base_url,
+            api_key: &self.api_key,
+            timeout: self.request_timeout,
+            allow_http: self.allow_http,
+            proxy: self.proxy.as_ref().map(ProxyUrl::expose),
+            extra_roots: &self.tls.extra_roots,
+            identity: self.tls.identity.as_ref(),
+            tls_fingerprint: self.tls.fingerprint,
+            max_body: self.max_body,
+        }
+    }
 }
 
 impl RawSource {
@@ -431,9 +449,15 @@ impl RawSource {
             .and_then(|p| ProxyUrl::parse(p).map_err(|e| problem("proxy", e)).ok());
         let tls = self.tls.validate(base_dir, &mut problem);
 
-        let enrich = self
-            .enrich
-            .and_then(|e| e.validate(&format!("{path}.enrich"), self.allow_http, problems));
+        let enrich = self.enrich.and_then(|e| {
+            e.validate(self.allow_http)
+                .map_err(|found| {
+                    for p in found {
+                        problem(&format!("enrich.{}", p.key), p.message);
+                    }
+                })
+                .ok()
+        });
 
         if problems.len() > before {
             return None;

@@ -1,38 +1,13 @@
-//! Value types of the configuration structs: secrets that never print,
-//! where a source starts. Durations and sizes are parsed by
-//! [`auditfwd_sink::config`], shared with the sinks.
+//! Value types of the configuration structs: where a source starts. The
+//! values every section writes the same way (durations, sizes, secrets)
+//! are in [`crate::values`].
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-// The duration and size parsers are shared with the sinks, so that every
-// table writes and refuses them the same way.
-pub(crate) use auditfwd_sink::config::{duration, parse_duration, size};
-
-/// A secret (API key). Its `Debug` prints `***`; it has no `Display`, so it
-/// cannot end up in a log line or an error by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::values::Secret;
+pub(crate) use crate::values::{duration, parse_duration, size};
 
 /// Where a source with no saved cursor starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +63,6 @@ impl StartAt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_never_prints() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "Secret(***)");
-        assert_eq!(format!("{:?}", Some(&s)), "Some(Secret(***))");
-    }
 
     #[test]
     fn start_at_forms() {

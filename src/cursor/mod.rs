@@ -146,9 +146,8 @@ pub use self::state::{
     Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassKind, PassProgress,
     RECENT_IDS, STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
 };
-use crate::model::KeySet;
-pub use crate::model::{EventKey, Item, Malformed, RawEvent};
-pub use crate::pipeline::Ack;
+use crate::model::{EventKey, Item, KeySet, Malformed, RawEvent};
+use crate::pipeline::Ack;
 
 /// How far ahead of the local clock (or the server's `Date`) a `created_at`
 /// may be and still count as the present (ms).

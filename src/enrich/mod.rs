@@ -8,7 +8,12 @@
 //! resolved by then, or fails, is forwarded without enrichment and counted.
 //! Enrichment can delay a batch by at most `timeout`; it never drops or
 //! blocks an event.
+//!
+//! Each lookup's answer is a [`Lookup`]: the user, no such user (a 404,
+//! remembered for `negative_ttl`), or a failure (remembered for
+//! `error_ttl`). Its settings (`[source.enrich]`) are parsed in [`config`].
 
+pub mod config;
 pub mod preset;
 
 use std::collections::{HashMap, HashSet};
@@ -20,9 +25,9 @@ use auditfwd_sink::{Event, UserInfo};
 use futures_util::StreamExt;
 use lru::LruCache;
 
-use crate::config::{EnrichConfig, SourceConfig};
-use crate::source::client::{ApiClient, FetchError};
-use crate::telemetry::{Health, Metrics, RequestLabel, Status};
+use self::config::EnrichConfig;
+use crate::http::{ApiClient, HttpError};
+use crate::telemetry::{Health, Metrics, OutcomeCounters, Status};
 
 /// How many lookups of one batch run at once.
 const CONCURRENCY: usize = 4;
@@ -33,9 +38,15 @@ struct Cached {
     until: Instant,
 }
 
-enum Lookup {
+/// What one lookup of a user answered.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The users API knows the user.
     Found(UserInfo),
+    /// It answered 404: no such user (deleted, or a wrong `url`).
     NotFound,
+    /// No usable answer (an error status, a transport failure, a body
+    /// without the configured fields), with the reason.
     Failed(String),
 }
 
@@ -46,7 +57,7 @@ pub struct Enricher {
     base: reqwest::Url,
     config: EnrichConfig,
     cache: Mutex<LruCache<String, Cached>>,
-    metrics: Metrics,
+    lookups: OutcomeCounters,
     health: Health,
     tally: Mutex<Tally>,
 }
@@ -68,10 +79,12 @@ const ALL_NOT_FOUND: u64 = 5;
 const FAILING: u64 = 3;
 
 impl Enricher {
-    /// An enricher for `source`, sending through `client` (and so through
-    /// the source's rate limiter).
+    /// An enricher for the source `source`, sending through `client` (and
+    /// so through the source's rate limiter and key). Lookups go to
+    /// `config.base_url`, or else to the source's `base_url`.
     pub fn new(
-        source: &SourceConfig,
+        source: &str,
+        base_url: &reqwest::Url,
         config: EnrichConfig,
         client: Arc<ApiClient>,
         metrics: Metrics,
@@ -79,15 +92,12 @@ impl Enricher {
     ) -> Self {
         let capacity = NonZeroUsize::new(config.max_entries).unwrap_or(NonZeroUsize::MIN);
         Self {
-            source: source.name.clone(),
-            base: config
-                .base_url
-                .clone()
-                .unwrap_or_else(|| source.base_url.clone()),
+            source: source.to_string(),
+            base: config.base_url.clone().unwrap_or_else(|| base_url.clone()),
             client,
             cache: Mutex::new(LruCache::new(capacity)),
             config,
-            metrics,
+            lookups: metrics.lookups(source),
             health,
             tally: Mutex::default(),
         }
@@ -140,15 +150,9 @@ impl Enricher {
         }
     }
 
-    fn count(&self, outcome: &str, n: u64) {
+    fn count(&self, outcome: &'static str, n: u64) {
         if n > 0 {
-            self.metrics
-                .enrich_lookups
-                .get_or_create(&RequestLabel {
-                    source: self.source.clone(),
-                    outcome: outcome.to_string(),
-                })
-                .inc_by(n);
+            self.lookups.inc_by(outcome, n);
         }
     }
 
@@ -175,20 +179,17 @@ impl Enricher {
         Some(url)
     }
 
-    async fn lookup(&self, url: reqwest::Url) -> Lookup {
+    /// Asks the users API at `url` (one attempt).
+    pub async fn lookup(&self, url: reqwest::Url) -> Lookup {
         match self.client.get(url).await {
-            Ok((body, _)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(response) => match serde_json::from_slice::<serde_json::Value>(&response.body) {
                 Ok(doc) => match self.config.preset.fields.extract(&doc) {
                     Some(user) => Lookup::Found(user),
                     None => Lookup::Failed("the response has none of the configured fields".into()),
                 },
                 Err(e) => Lookup::Failed(format!("the response is not JSON: {e}")),
             },
-            Err(FetchError::Unexpected { status, .. })
-                if status == reqwest::StatusCode::NOT_FOUND =>
-            {
-                Lookup::NotFound
-            }
+            Err(HttpError::NotFound { .. }) => Lookup::NotFound,
             Err(e) => Lookup::Failed(e.to_string()),
         }
     }
@@ -318,9 +319,11 @@ mod tests {
         .unwrap();
         let source = &config.sources[0];
         let limiter = crate::rate_limit::limiter(source.requests_per_second, source.burst);
-        let client = Arc::new(ApiClient::new(source, limiter).unwrap());
+        let pool = crate::http::HttpPool::new(crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT, 1);
+        let client = Arc::new(pool.client(&source.endpoint(), limiter).unwrap());
         let enricher = Enricher::new(
-            source,
+            &source.name,
+            &source.base_url,
             source.enrich.clone().unwrap(),
             client,
             Metrics::new(),

@@ -18,8 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::model::{EventKey, bytes_hash, object_hash};
-pub use crate::model::{Item, Malformed, RawEvent};
+use crate::model::{EventKey, Item, Malformed, RawEvent, bytes_hash, object_hash};
 
 /// One parsed response.
 #[derive(Debug)]

@@ -3,36 +3,35 @@
 //! the next one counts.
 //!
 //! The cursor decides which offset to read and when a pass is over; the
-//! poller does the I/O. While a page is delivered, the next one is already
-//! being fetched (requested after the page before it arrived, so it chains
-//! by timing), and up to `prefetch` more (as many as the rate limit × the
-//! observed latency asks, see [`super::depth`]) are fetched ahead at offsets that
-//! overlap a little; the cursor accepts those only when they provably
-//! chain (see [`crate::cursor`]).
+//! poller does the I/O. While a page is delivered the next ones are already
+//! being fetched (`prefetch`); the cursor accepts a page fetched
+//! ahead only when it provably chains (see [`crate::cursor`]).
 //!
 //! The loop returns how long to wait after each pass (the poll interval once
 //! caught up) and `select!`s that wait against shutdown. On shutdown it
 //! finishes the batch in flight, saves the pass's position, and returns.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use auditfwd_sink::Event;
 use chrono::Utc;
-use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{ApiClient, FetchError, Fetched, PageQuery};
-use super::progress::{Progress, ProgressView};
+use super::client::{FetchError, PageQuery};
+use super::depth::Depth;
+use super::fetch::{Fetcher, Unfetched};
+use super::prefetch::Prefetcher;
+use super::progress::PassReport;
 use crate::config::SourceConfig;
 use crate::cursor::store::StateStore;
 use crate::cursor::{Admission, Batch, Checkpoint, Cursor, CursorError, Next, Outcome, PageIn};
 use crate::deadletter::DeadLetter;
+use crate::http::ApiClient;
+use crate::logging::Console;
 use crate::normalize::normalize;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::retry::Backoff;
-use crate::telemetry::{Console, Health, Metrics, SourceLabel, Status};
+use crate::telemetry::{Health, Metrics, SourceMetrics, Status};
 
 /// Why a source stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -62,83 +61,10 @@ enum PassError {
     Fatal(SourceError),
 }
 
-/// Consecutive failures of one page after which the source reports itself
-/// failed in `/health` (it keeps retrying).
-const FAILED_AFTER: u32 = 10;
-
-/// Fetches pages with retries; cheap to clone so prefetches can run as
-/// their own tasks while the current page is delivered.
-#[derive(Clone)]
-struct Fetcher {
-    client: Arc<ApiClient>,
-    source: String,
-    retry: crate::retry::RetryPolicy,
-    metrics: Metrics,
-    health: Health,
-    /// Until when the API asked this source to wait (a 429's
-    /// `Retry-After`): every request of the source waits, pages fetched
-    /// ahead included, not only the one that drew it.
-    hold: Arc<Mutex<Option<tokio::time::Instant>>>,
-}
-
-/// A page being fetched.
-struct InFlight {
-    offset: u64,
-    /// How many pages of this pass had arrived when it was requested.
-    after: u64,
-    task: tokio::task::JoinHandle<Result<(Fetched, u32), PassError>>,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Per-source metric handles, resolved once.
-struct SourceMetrics {
-    received: prometheus_client::metrics::counter::Counter,
-    delivered: prometheus_client::metrics::counter::Counter,
-    duplicate: prometheus_client::metrics::counter::Counter,
-    reused: prometheus_client::metrics::counter::Counter,
-    out_of_window: prometheus_client::metrics::counter::Counter,
-    tie_groups: prometheus_client::metrics::counter::Counter,
-    pages: prometheus_client::metrics::counter::Counter,
-    backlog: prometheus_client::metrics::gauge::Gauge,
-    /// Created on the first report: a source starting at the beginning has
-    /// no lag to tell before its first pass ends (absent, not 0).
-    lag: Option<prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>>,
-    lag_family: prometheus_client::metrics::family::Family<
-        SourceLabel,
-        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
-    >,
-    label: SourceLabel,
-    up: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl SourceMetrics {
-    fn new(metrics: &Metrics, label: &SourceLabel) -> Self {
-        Self {
-            received: metrics.events_received.get_or_create(label).clone(),
-            delivered: metrics.events_delivered.get_or_create(label).clone(),
-            duplicate: metrics.events_duplicate.get_or_create(label).clone(),
-            reused: metrics.events_reused_id.get_or_create(label).clone(),
-            out_of_window: metrics.events_out_of_window.get_or_create(label).clone(),
-            tie_groups: metrics.tie_groups_oversized.get_or_create(label).clone(),
-            pages: metrics.pages_fetched.get_or_create(label).clone(),
-            backlog: metrics.backlog_events.get_or_create(label).clone(),
-            lag: None,
-            lag_family: metrics.cursor_lag_seconds.clone(),
-            label: label.clone(),
-            up: metrics.source_up.get_or_create(label).clone(),
-        }
-    }
-}
-
 /// Everything one source's poll loop owns.
 pub struct Poller {
     config: SourceConfig,
-    fetcher: Fetcher,
+    prefetch: Prefetcher,
     enricher: Option<crate::enrich::Enricher>,
     cursor: Cursor,
     store: Arc<Mutex<Box<dyn StateStore>>>,
@@ -147,7 +73,6 @@ pub struct Poller {
     health: Health,
     console: Console,
     date_warned: bool,
-    depth: super::depth::Depth,
 }
 
 /// What a poller is built from, besides its cursor and store.
@@ -180,19 +105,18 @@ impl Poller {
             health,
             console,
         } = parts;
-        let fetcher = Fetcher {
+        let counters = metrics.for_source(&config.name);
+        let fetcher = Fetcher::new(
             client,
-            source: config.name.clone(),
-            retry: config.retry,
-            metrics: metrics.clone(),
-            health: health.clone(),
-            hold: Arc::default(),
-        };
-        let counters = SourceMetrics::new(&metrics, &Metrics::source(&config.name));
-        let depth = super::depth::Depth::new(config.prefetch, config.requests_per_second);
+            &config.name,
+            config.retry,
+            counters.requests.clone(),
+            health.clone(),
+        );
+        let depth = Depth::new(config.prefetch, config.requests_per_second);
         Self {
             config,
-            fetcher,
+            prefetch: Prefetcher::new(fetcher, depth),
             enricher,
             cursor,
             store: Arc::new(Mutex::new(store)),
@@ -201,7 +125,6 @@ impl Poller {
             health,
             console,
             date_warned: false,
-            depth,
         }
     }
 
@@ -242,17 +165,8 @@ impl Poller {
         Ok(())
     }
 
-    fn spawn_fetch(&self, query: PageQuery, after: u64, shutdown: &CancellationToken) -> InFlight {
-        let fetcher = self.fetcher.clone();
-        let stop = shutdown.clone();
-        let offset = query.offset;
-        InFlight {
-            offset,
-            after,
-            task: tokio::spawn(async move { fetcher.fetch(query, &stop).await }),
-        }
-    }
-
+    /// One pass over the cursor's window; the pages in flight are dropped
+    /// however it ends.
     async fn pass(&mut self, shutdown: &CancellationToken) -> Result<Outcome, PassError> {
         let now = Utc::now();
         let kind = self.cursor.due(now, self.config.late_sweep);
@@ -261,56 +175,69 @@ impl Poller {
         if plan.resumed {
             tracing::info!(source = %self.config.name, offset = ?self.cursor.next(), "resuming the pass a restart interrupted");
         }
-        let limit = self.config.page_size;
         let action = match self.config.actions.as_slice() {
             [one] => Some(one.clone()),
             _ => None,
         };
-        let query = |offset| PageQuery {
+        let query = PageQuery {
             since: plan.since,
-            limit,
-            offset,
-            action: action.clone(),
+            limit: self.config.page_size,
+            offset: 0,
+            action,
         };
-        let mut inflight: VecDeque<InFlight> = VecDeque::new();
-        let mut arrived = 0u64;
-        let mut progress = Progress::new(Instant::now());
-        let mut view = ProgressView::new(self.console.clone(), &self.config.name);
-        let outcome = loop {
+        self.prefetch.begin(query, shutdown);
+        let mut report = PassReport::new(self.console.clone(), &self.config.name);
+        let read = self.pages(&mut report, shutdown).await;
+        self.prefetch.clear();
+        let outcome = read?;
+        self.counters.backlog.set(0);
+        if outcome == Outcome::OffsetIgnored {
+            tracing::warn!(source = %self.config.name, "the API returned the same page for several offsets; it seems to ignore `offset`. Ending this pass without moving the watermark");
+            self.health.set(
+                &self.component(),
+                Status::Degraded("the API seems to ignore `offset`".into()),
+            );
+        } else {
+            self.health.set(&self.component(), Status::Ok);
+        }
+        report.finish();
+        let checkpoint = self.cursor.finish_pass();
+        tracing::debug!(source = %self.config.name, ?outcome, watermark_ms = ?self.cursor.state().watermark_ms, "pass ends");
+        self.commit(checkpoint, shutdown).await?;
+        Ok(outcome)
+    }
+
+    /// Reads, delivers and checkpoints the pass page by page, until the
+    /// cursor says it is done (or shutdown: then the pass's position is
+    /// saved, for the restart to resume it).
+    async fn pages(
+        &mut self,
+        report: &mut PassReport,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, PassError> {
+        loop {
             let offset = match self.cursor.next() {
                 Next::Fetch(offset) => offset,
-                Next::Done(outcome) => break outcome,
+                Next::Done(outcome) => return Ok(outcome),
             };
-            let (fetched, asked, sequential) = match inflight.pop_front() {
-                Some(mut ahead) => {
-                    let sequential = ahead.offset == offset && ahead.after >= arrived;
-                    let result = (&mut ahead.task)
-                        .await
-                        .unwrap_or(Err(PassError::Shutdown))?;
-                    let at = ahead.offset;
-                    (result, at, sequential)
-                }
-                None => (
-                    self.fetcher.fetch(query(offset), shutdown).await?,
-                    offset,
-                    true,
-                ),
-            };
-            let ((fetched, used_limit), asked) = (fetched, asked);
-            self.depth.observe(fetched.latency);
-            arrived += 1;
-            let returned = fetched.page.items.len() as u64;
-            let total = fetched.page.total;
+            let page = self
+                .prefetch
+                .page(offset)
+                .await
+                .map_err(|e| self.unfetched(e))?;
+            let asked = page.offset;
+            let returned = page.fetched.page.items.len() as u64;
+            let total = page.fetched.page.total;
             let admission = self
                 .cursor
                 .admit(PageIn {
                     offset: asked,
-                    limit: used_limit,
-                    items: fetched.page.items,
+                    limit: page.limit,
+                    items: page.fetched.page.items,
                     total,
-                    sequential,
+                    sequential: page.sequential,
                     now: Utc::now(),
-                    server_date: fetched.server_date,
+                    server_date: page.fetched.server_date,
                 })
                 .map_err(|error| {
                     PassError::Fatal(SourceError::Listing {
@@ -322,11 +249,11 @@ impl Poller {
                 Admission::Batch(batch) => batch,
                 Admission::Rejected => {
                     tracing::debug!(source = %self.config.name, offset = asked, "a prefetched page does not chain with the one before; reading sequentially");
-                    inflight.clear();
+                    self.prefetch.clear();
                     continue;
                 }
             };
-            tracing::debug!(source = %self.config.name, offset = asked, returned, total = ?total, sequential, next = ?batch.next(), "page");
+            tracing::debug!(source = %self.config.name, offset = asked, returned, total = ?total, sequential = page.sequential, next = ?batch.next(), "page");
             self.counters.pages.inc();
             self.counters.received.inc_by(returned);
             if let Some(total) = total {
@@ -334,72 +261,29 @@ impl Poller {
                     .backlog
                     .set(total.saturating_sub(asked + returned) as i64);
             }
-            let now = Instant::now();
-            let due = progress.page(now, returned, total, u64::from(limit));
-            if let Some(report) = view.page(&progress, now, due) {
-                tracing::info!(source = %self.config.name, read = report.read, total = report.total, "backfill: {report}");
-            }
-            // Fetch what comes next while this page is delivered.
-            match batch.next() {
-                Next::Fetch(next) => {
-                    // A page fetched ahead that starts at `next` or a little
-                    // before it (lookahead leaves room for a witness) is
-                    // kept: it counts if it chains, else it is read again.
-                    let cap = self.cursor.page_cap().max(1);
-                    if inflight
-                        .front()
-                        .is_none_or(|a| a.offset > next || a.offset + cap <= next)
-                    {
-                        inflight.clear();
-                        inflight.push_back(self.spawn_fetch(query(next), arrived, shutdown));
-                    }
-                    let depth = self.depth.ahead();
-                    let have = inflight.len().saturating_sub(1);
-                    if depth > have {
-                        let last = inflight.back().map_or(next, |a| a.offset);
-                        for ahead in self.cursor.lookahead(&batch, last, depth - have) {
-                            inflight.push_back(self.spawn_fetch(query(ahead), arrived, shutdown));
-                        }
-                    }
-                }
-                Next::Done(_) => inflight.clear(),
-            }
+            report.page(returned, total, u64::from(self.config.page_size));
+            self.prefetch.ahead(&self.cursor, &batch);
             self.deliver(batch, shutdown).await?;
             if shutdown.is_cancelled() {
                 // The batch in flight is delivered and saved; save where the
                 // pass is, so the restart resumes it.
-                drop(inflight);
+                self.prefetch.clear();
                 let checkpoint = self.cursor.finish_pass();
                 self.commit(checkpoint, shutdown).await?;
                 return Err(PassError::Shutdown);
             }
-        };
-        drop(inflight);
-        self.counters.backlog.set(0);
-        if outcome == Outcome::OffsetIgnored {
-            tracing::warn!(source = %self.config.name, "the API returned the same page for several offsets; it seems to ignore `offset`. Ending this pass without moving the watermark");
-            self.health.set(
-                &self.component(),
-                Status::Degraded("the API seems to ignore `offset`".into()),
-            );
-        } else {
-            self.health.set(&self.component(), Status::Ok);
         }
-        view.finish();
-        if progress.is_backfill() {
-            let report = progress.report(Instant::now());
-            tracing::info!(
-                source = %self.config.name,
-                "backfill pass done: read {} events in {} ({:.0} events/s)",
-                report.read,
-                humantime::format_duration(std::time::Duration::from_secs(progress.elapsed(Instant::now()).as_secs())),
-                report.rate
-            );
+    }
+
+    /// The pass error of a fetch that ended without its page.
+    fn unfetched(&self, unfetched: Unfetched) -> PassError {
+        match unfetched {
+            Unfetched::Shutdown => PassError::Shutdown,
+            Unfetched::Refused(error) => PassError::Fatal(SourceError::Api {
+                source_name: self.config.name.clone(),
+                error,
+            }),
         }
-        let checkpoint = self.cursor.finish_pass();
-        tracing::debug!(source = %self.config.name, ?outcome, watermark_ms = ?self.cursor.state().watermark_ms, "pass ends");
-        self.commit(checkpoint, shutdown).await?;
-        Ok(outcome)
     }
 
     /// Delivers and checkpoints the new elements of one admitted page.
@@ -410,7 +294,7 @@ impl Poller {
     ) -> Result<(), PassError> {
         let stats = batch.stats.clone();
         self.counters.duplicate.inc_by(stats.duplicates);
-        self.counters.reused.inc_by(stats.reused_ids);
+        self.counters.reused_id.inc_by(stats.reused_ids);
         self.counters.out_of_window.inc_by(stats.strays);
         if stats.strays > 0 {
             tracing::warn!(source = %self.config.name, count = stats.strays, "events dated far outside the window (a bogus clock?); delivered, they never move the cursor");
@@ -487,11 +371,7 @@ impl Poller {
             return;
         }
         let lag = self.cursor.lag(Utc::now()).as_secs_f64();
-        let counters = &mut self.counters;
-        counters
-            .lag
-            .get_or_insert_with(|| counters.lag_family.get_or_create(&counters.label).clone())
-            .set(lag);
+        self.counters.set_lag(lag);
     }
 
     /// Makes a checkpoint durable; compacts the store when it asks. A
@@ -551,97 +431,5 @@ impl Poller {
             }
         }
         Ok(())
-    }
-}
-
-impl Fetcher {
-    fn component(&self) -> String {
-        format!("source:{}", self.source)
-    }
-
-    /// Fetches one page, retrying transient failures with backoff (429
-    /// honours `Retry-After`) until it succeeds, a fatal error, or shutdown.
-    /// A body over `max_body` is asked again with half the `limit`. Returns
-    /// the page and the `limit` that fetched it.
-    async fn fetch(
-        &self,
-        mut query: PageQuery,
-        shutdown: &CancellationToken,
-    ) -> Result<(Fetched, u32), PassError> {
-        let mut backoff = Backoff::new(self.retry);
-        let mut failed = false;
-        loop {
-            let held = *self.hold.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(until) = held {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = shutdown.cancelled() => return Err(PassError::Shutdown),
-                }
-            }
-            let result = tokio::select! {
-                r = self.client.audit_page(&query).fuse() => r,
-                _ = shutdown.cancelled() => return Err(PassError::Shutdown),
-            };
-            match result {
-                Ok(fetched) => {
-                    self.metrics.request(&self.source, "ok");
-                    if backoff.attempts() > 0 {
-                        tracing::info!(source = %self.source, attempts = backoff.attempts() + 1, "API reachable again");
-                    }
-                    if backoff.attempts() >= 3 || failed {
-                        self.health.set(&self.component(), Status::Ok);
-                    }
-                    return Ok((fetched, query.limit));
-                }
-                Err(error) => {
-                    self.metrics.request(&self.source, error.label());
-                    if !error.is_transient() {
-                        return Err(PassError::Fatal(SourceError::Api {
-                            source_name: self.source.clone(),
-                            error,
-                        }));
-                    }
-                    if matches!(error, FetchError::TooLarge { .. }) && query.limit > 1 {
-                        query.limit = query.limit.div_ceil(2);
-                        tracing::warn!(source = %self.source, offset = query.offset, limit = query.limit, error = %error, "asking for a smaller page");
-                        continue;
-                    }
-                    let delay = backoff.next_delay(error.retry_after());
-                    if matches!(error, FetchError::RateLimited { .. }) {
-                        let until = tokio::time::Instant::now() + delay;
-                        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
-                        *hold = Some(hold.map_or(until, |h| h.max(until)));
-                    }
-                    let attempt = backoff.attempts();
-                    if attempt >= FAILED_AFTER
-                        && matches!(error, FetchError::Body(_) | FetchError::TooLarge { .. })
-                    {
-                        // Retrying goes on, but an operator must know: this
-                        // page blocks the source.
-                        failed = true;
-                        self.health.set(
-                            &self.component(),
-                            Status::Failed(format!(
-                                "the page at offset {} can not be read ({attempt} attempts): {error}",
-                                query.offset
-                            )),
-                        );
-                        tracing::error!(source = %self.source, error = %error, attempt, offset = query.offset, retry_in = ?delay, "a page stays unreadable; retrying");
-                    } else if attempt >= 3 {
-                        tracing::warn!(source = %self.source, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
-                        self.health.set(
-                            &self.component(),
-                            Status::Degraded(format!("retrying: {error}")),
-                        );
-                    } else {
-                        tracing::debug!(source = %self.source, error = %error, attempt, retry_in = ?delay, "API request failed; retrying");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => return Err(PassError::Shutdown),
-                    }
-                }
-            }
-        }
     }
 }

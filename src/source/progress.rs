@@ -7,12 +7,12 @@
 //! quiet for an hour. Time is passed in, so the logic is tested without
 //! sleeping.
 //!
-//! On a terminal ([`crate::telemetry::shows_bars`]) a [`ProgressView`]
+//! On a terminal ([`crate::logging::shows_bars`]) a [`ProgressView`]
 //! draws the same report as a bar per source instead of the periodic line.
 
 use std::time::{Duration, Instant};
 
-use crate::telemetry::Console;
+use crate::logging::Console;
 
 /// A pass whose listing holds at least this many pages is a backfill.
 const MIN_PAGES: u64 = 10;
@@ -216,6 +216,51 @@ impl ProgressView {
 impl Drop for ProgressView {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// One pass's progress and where it goes: fed a page at a time, it logs
+/// (or draws) each report as it falls due, and a backfill's summary at the
+/// end.
+pub struct PassReport {
+    source: String,
+    progress: Progress,
+    view: ProgressView,
+}
+
+impl PassReport {
+    /// The progress of a pass of `source` starting now, shown on `console`.
+    pub fn new(console: Console, source: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            progress: Progress::new(Instant::now()),
+            view: ProgressView::new(console, source),
+        }
+    }
+
+    /// Counts a page of `returned` events (asked with `limit`) and shows
+    /// the report if one is due.
+    pub fn page(&mut self, returned: u64, total: Option<u64>, limit: u64) {
+        let now = Instant::now();
+        let due = self.progress.page(now, returned, total, limit);
+        if let Some(report) = self.view.page(&self.progress, now, due) {
+            tracing::info!(source = %self.source, read = report.read, total = report.total, "backfill: {report}");
+        }
+    }
+
+    /// The pass is over: takes the bar away, and sums a backfill up.
+    pub fn finish(mut self) {
+        self.view.finish();
+        if self.progress.is_backfill() {
+            let report = self.progress.report(Instant::now());
+            tracing::info!(
+                source = %self.source,
+                "backfill pass done: read {} events in {} ({:.0} events/s)",
+                report.read,
+                humantime::format_duration(Duration::from_secs(self.progress.elapsed(Instant::now()).as_secs())),
+                report.rate
+            );
+        }
     }
 }
 

@@ -1,16 +1,20 @@
-//! `[source.enrich]`: resolving `user_id` through the tenant's users API.
+//! `[source.enrich]`, parsed and validated here, by the component that
+//! uses it: the configuration ([`crate::config`]) hands the table to
+//! [`RawEnrich::validate`] and prefixes the problems it reports with the
+//! source's path.
 
 use std::time::Duration;
 
+use auditfwd_sink::ConfigProblem;
 use serde::Deserialize;
 
-use super::Problem;
-use super::types::duration;
-use crate::enrich::preset::{self, Fields, PRESETS, Preset};
+use super::preset::{self, Fields, PRESETS, Preset};
+use crate::values::duration;
 
+/// `[source.enrich]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawEnrich {
+pub struct RawEnrich {
     #[serde(default)]
     preset: Option<String>,
     #[serde(default)]
@@ -73,16 +77,13 @@ pub struct EnrichConfig {
 }
 
 impl RawEnrich {
-    pub(crate) fn validate(
-        self,
-        path: &str,
-        allow_http: bool,
-        problems: &mut Vec<Problem>,
-    ) -> Option<EnrichConfig> {
-        let before = problems.len();
-        let mut problem = |key: &str, message: String| {
-            problems.push(Problem::new(format!("{path}.{key}"), message))
-        };
+    /// The validated settings, or every problem found (keys relative to
+    /// the `[source.enrich]` table). `allow_http` is the source's: it
+    /// admits an `http://` `base_url`.
+    pub fn validate(self, allow_http: bool) -> Result<EnrichConfig, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut problem =
+            |key: &str, message: String| problems.push(ConfigProblem::new(key, message));
         let base = match self.preset.as_deref() {
             Some(name) => match preset::builtin(name) {
                 Some(p) => Some(p),
@@ -186,10 +187,10 @@ impl RawEnrich {
         if self.timeout < Duration::from_millis(10) {
             problem("timeout", "must be at least 10ms".into());
         }
-        if problems.len() > before {
-            return None;
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        Some(EnrichConfig {
+        Ok(EnrichConfig {
             preset,
             base_url,
             customer_id: self.customer_id,
