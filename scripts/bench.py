@@ -13,7 +13,8 @@ Rows:
   idle       CPU of a quiet tenant, poll 2 s, three sinks
   rss        resident memory, three sinks, live tenant
   encode     events/s per core of every format (cargo bench --bench encode)
-  kafka      Kafka sink / bare rdkafka producer (only when tansu is installed)
+  kafka      Kafka sink / bare rdkafka producer (only when tansu is installed;
+             cargo bench -p auditfwd-sink-kafka)
 
 Environment: BENCH_EVENTS (backfill size, default 300000), BENCH_SECS (length
 of the timed rows, default 60), BENCH_ROWS (space-separated subset).
@@ -271,7 +272,7 @@ def row_kafka():
         return ("Kafka sink / bare rdkafka producer", "skipped: tansu not installed "
                 "(scripts/services.sh installs it)", ">= 0.9")
     out = subprocess.run(
-        ["cargo", "bench", "--quiet", "--features", "kafka", "--bench", "kafka_throughput"],
+        ["cargo", "bench", "--quiet", "-p", "auditfwd-sink-kafka", "--bench", "kafka_throughput"],
         cwd=ROOT, capture_output=True, text=True,
     ).stdout
     ratios = re.findall(r"ratio sink / (bare-\w+)\s+= (\S+)", out)

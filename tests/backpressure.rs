@@ -11,8 +11,9 @@ use auditfwd::cursor::store;
 use auditfwd::filter::Filter;
 use auditfwd::format::Format;
 use auditfwd::pipeline::Route;
-use auditfwd_sim::SimConfig;
+use auditfwd_sim::{SimConfig, Verdict};
 use auditfwd_sink::testing::{FlakySink, GateSink, MemorySink};
+use auditfwd_testkit::wait_for;
 
 use crate::support::*;
 
@@ -141,7 +142,7 @@ async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
     );
     fwd.stop().await.unwrap();
     let lines = received(&memory);
-    compare(&truth, &id_counts(&lines)).assert_exact();
+    Verdict::of(&truth, &id_counts(&lines)).assert_exact();
     let state = store::peek(&dir.path().join("state"), "tenant")
         .unwrap()
         .unwrap();
@@ -171,7 +172,7 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
     fwd.stop().await.unwrap();
     assert_eq!(errors, 5, "each failure counted");
     let lines = received(&memory);
-    compare(&sim.truth(), &id_counts(&lines)).assert_exact();
+    Verdict::of(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
 /// SPEC §7: SIGTERM (here: the same shutdown token the signal handler
@@ -227,7 +228,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     fwd.stop().await.unwrap();
     let lines = received(&memory);
-    compare(&sim.truth(), &id_counts(&lines)).assert_exact();
+    Verdict::of(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
 /// SPEC §2 "memory stays bounded": halfway through a backfill, in any
@@ -287,7 +288,7 @@ async fn a_backfill_keeps_a_bounded_dedup_state(order: auditfwd_sim::SortOrder) 
     tokio::time::sleep(Duration::from_millis(500)).await;
     fwd.stop().await.unwrap();
     let lines = received(&memory);
-    compare(&truth, &id_counts(&lines)).assert_exact();
+    Verdict::of(&truth, &id_counts(&lines)).assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +342,7 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
         all_delivered(&truth, &other_out, Duration::from_secs(20)).await,
         "the source that does not feed the stalled sink was held up"
     );
-    compare(&truth, &id_counts(&read_lines(&other_out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&other_out))).assert_exact();
     // `tenant` got no further than the batch the gated sink holds.
     assert!(memory.records().is_empty());
     assert!(read_lines(&dir.path().join("out/tenant")).len() <= 100);
@@ -350,6 +351,6 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
     let tenant_out = dir.path().join("out/tenant");
     assert!(all_delivered(&truth, &tenant_out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&tenant_out))).assert_exact();
-    compare(&truth, &id_counts(&received(&memory))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&tenant_out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&received(&memory))).assert_exact();
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use auditfwd::app::App;
 use auditfwd::config::Config;
 use auditfwd_sim::SimConfig;
+use auditfwd_testkit::{free_port, wait_for};
 
-use crate::support::services::free_port;
 use crate::support::*;
 
 async fn auditfwd(args: &[&str]) -> Output {

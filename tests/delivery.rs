@@ -11,7 +11,8 @@
 use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
-use auditfwd_sim::{SimConfig, SortOrder, TotalMode};
+use auditfwd_sim::{SimConfig, SortOrder, TotalMode, Verdict};
+use auditfwd_testkit::wait_for;
 
 use crate::support::*;
 
@@ -97,7 +98,7 @@ async fn delivers_everything_exactly_once(api: Api) {
     let frozen = Instant::now();
     let caught_up = wait_for(Duration::from_secs(60), || {
         oversized() > 0
-            && compare(&truth, &id_counts(&read_lines(&out)))
+            && Verdict::of(&truth, &id_counts(&read_lines(&out)))
                 .missing
                 .is_empty()
     })
@@ -106,12 +107,12 @@ async fn delivers_everything_exactly_once(api: Api) {
     if !caught_up {
         // Tell a slow forwarder from a lossy one: give it as long again.
         let late = wait_for(Duration::from_secs(60), || {
-            compare(&truth, &id_counts(&read_lines(&out)))
+            Verdict::of(&truth, &id_counts(&read_lines(&out)))
                 .missing
                 .is_empty()
         })
         .await;
-        let verdict = compare(&truth, &id_counts(&read_lines(&out)));
+        let verdict = Verdict::of(&truth, &id_counts(&read_lines(&out)));
         explain_missing(&truth, &verdict.missing, started_ms);
         panic!(
             "not caught up 60 s after the inserts stopped ({} oversized groups read); {}: {verdict}",
@@ -132,7 +133,7 @@ async fn delivers_everything_exactly_once(api: Api) {
     fwd.stop().await.expect("clean shutdown");
 
     let lines = read_lines(&out);
-    let verdict = compare(&truth, &id_counts(&lines));
+    let verdict = Verdict::of(&truth, &id_counts(&lines));
     explain_missing(&truth, &verdict.missing, started_ms);
     verdict.assert_exact();
     assert!(caught_up);
@@ -310,7 +311,7 @@ async fn hanging_requests_time_out_and_are_retried() {
     all_delivered(&truth, &out, Duration::from_secs(20)).await;
     let timeouts = timeouts();
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
     assert!(
         timeouts >= 3,
         "each hang ended in a timeout and a retry: {timeouts}"
@@ -365,6 +366,6 @@ async fn polls_between_sweeps_read_only_what_is_new() {
     let out = dir.path().join("out");
     assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
     eprintln!("steady state: {during} requests for {polls} polls");
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
 use auditfwd::telemetry::{Metrics, RequestLabel, Status};
-use auditfwd_sim::{SimConfig, SimUser, Simulator};
+use auditfwd_sim::{SimConfig, SimUser, Simulator, Verdict};
 use serde_json::Value;
 
 use crate::support::*;
@@ -51,7 +51,7 @@ async fn forward(
     fwd.stop().await.unwrap();
     assert!(done, "not every event was delivered");
     let lines = read_lines(&out);
-    compare(&truth, &id_counts(&lines)).assert_exact();
+    Verdict::of(&truth, &id_counts(&lines)).assert_exact();
     (lines, metrics, elapsed, health)
 }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use auditfwd::app::App;
 use auditfwd::telemetry::RequestLabel;
-use auditfwd_sim::{SimConfig, Simulator};
+use auditfwd_sim::{SimConfig, Simulator, Verdict};
+use auditfwd_testkit::wait_for;
 
 use crate::support::*;
 
@@ -83,7 +84,7 @@ async fn tenants_stuck_in_a_30s_hang_cost_a_healthy_tenant_nothing() {
     )
     .await;
     let took = hang_began.elapsed();
-    let verdict = compare(
+    let verdict = Verdict::of(
         &truth,
         &id_counts(&read_lines(&dir.path().join("out/healthy"))),
     );

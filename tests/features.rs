@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use auditfwd::app::App;
-use auditfwd_sim::{Expect, SimConfig, TruthEvent};
+use auditfwd_sim::{Expect, SimConfig, TruthEvent, Verdict};
+use auditfwd_testkit::wait_for;
 use serde_json::Value;
 
 use crate::support::*;
@@ -146,7 +147,7 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
         assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(60)).await);
         let requests = sim.stats().requests;
         fwd.stop().await.unwrap();
-        compare(&truth, &id_counts(&read_lines(&dir.path().join("out")))).assert_exact();
+        Verdict::of(&truth, &id_counts(&read_lines(&dir.path().join("out")))).assert_exact();
         // Pages fetched ahead are used, not read again: 25 pages of 100,
         // plus the page that ends the pass, the few fetched ahead past the
         // end, and the polls while the test looked.
@@ -232,7 +233,7 @@ async fn sighup_reopens_files_and_logs_are_json_lines() {
         lines
     };
     assert!(
-        wait_for(Duration::from_secs(20), || compare(
+        wait_for(Duration::from_secs(20), || Verdict::of(
             &truth,
             &id_counts(&both())
         )
@@ -242,7 +243,7 @@ async fn sighup_reopens_files_and_logs_are_json_lines() {
     );
     signal(&child, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
-    compare(&truth, &id_counts(&both())).assert_exact();
+    Verdict::of(&truth, &id_counts(&both())).assert_exact();
 
     // Every log line is one JSON object with a level and a message; the
     // reopen is among them; the API key is not.

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::telemetry::{Metrics, Status};
-use auditfwd_sim::SimConfig;
+use auditfwd_sim::{SimConfig, Verdict};
+use auditfwd_testkit::{wait_for, wait_for_async};
 
 use crate::support::*;
 
@@ -179,7 +180,7 @@ async fn a_full_disk_delays_events_but_never_tears_or_repeats_a_batch() {
     assert!(stuck, "the disk never filled up for good");
     assert!(fwd.is_running(), "the forwarder stopped on a full disk");
     assert!(
-        !compare(&sim.truth(), &id_counts_in(&out, false))
+        !Verdict::of(&sim.truth(), &id_counts_in(&out, false))
             .missing
             .is_empty(),
         "everything arrived although the disk is full"
@@ -188,7 +189,7 @@ async fn a_full_disk_delays_events_but_never_tears_or_repeats_a_batch() {
     let truth_now = sim.truth();
     assert!(
         wait_for(Duration::from_secs(120), || {
-            compare(&truth_now, &id_counts_in(&out, false))
+            Verdict::of(&truth_now, &id_counts_in(&out, false))
                 .missing
                 .is_empty()
         })
@@ -198,7 +199,7 @@ async fn a_full_disk_delays_events_but_never_tears_or_repeats_a_batch() {
     fwd.stop().await.unwrap();
     let truth = sim.truth();
     let counts = id_counts_in(&out, true);
-    let verdict = compare(&truth, &counts);
+    let verdict = Verdict::of(&truth, &counts);
     assert!(
         verdict.unexpected.is_empty(),
         "forged: {:?}",
@@ -301,7 +302,7 @@ async fn a_full_state_disk_holds_the_source_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(fwd.is_running(), "{:?}", fwd.health.snapshot());
     fwd.stop().await.unwrap();
-    let verdict = compare(&truth, &id_counts(&read_lines(&out)));
+    let verdict = Verdict::of(&truth, &id_counts(&read_lines(&out)));
     verdict.assert_exact();
     drop(disk);
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd_sim::SimConfig;
+use auditfwd_testkit::free_port;
 use serde_json::Value;
 
-use crate::support::services::free_port;
 use crate::support::*;
 
 async fn get(port: u16, path: &str) -> (u16, Value) {

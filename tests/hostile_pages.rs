@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::telemetry::Status;
-use auditfwd_sim::SimConfig;
+use auditfwd_sim::{SimConfig, Verdict};
+use auditfwd_testkit::wait_for;
 
 use crate::support::*;
 
@@ -32,7 +33,7 @@ async fn run_until_delivered(
     tokio::time::sleep(Duration::from_millis(300)).await;
     fwd.stop().await.unwrap();
     let lines = read_lines(&out);
-    compare(&truth, &id_counts(&lines)).assert_exact();
+    Verdict::of(&truth, &id_counts(&lines)).assert_exact();
     assert!(done);
     assert_dead_letters(&truth, &dir.path().join("state/dead-letter/tenant.jsonl"));
     lines
@@ -124,7 +125,7 @@ async fn a_page_that_stays_unreadable_turns_the_source_red_until_it_reads() {
         Some(&Status::Ok)
     );
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +175,7 @@ async fn a_date_header_from_1970_does_not_freeze_the_cursor() {
     let out = dir.path().join("out");
     assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
     // The watermark followed the events' own clock, not the 1970 header.
     let state = auditfwd::cursor::store::peek(&dir.path().join("state"), "tenant")
         .unwrap()

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::telemetry::{Health, Status};
-use auditfwd_sim::{SimConfig, Simulator};
+use auditfwd_sim::{SimConfig, Simulator, Verdict};
+use auditfwd_testkit::{Certs, make_certs, wait_for};
 
 use crate::support::http::{Relay, Reply, TlsFront};
-use crate::support::services::{Certs, make_certs};
 use crate::support::*;
 
 fn small_tenant() -> SimConfig {
@@ -128,7 +128,7 @@ async fn a_private_ca_and_a_client_certificate_reach_a_mutual_tls_tenant() {
     let out = dir.path().join("out");
     assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn requests_go_through_the_configured_proxy() {
     let out = dir.path().join("out");
     assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
 
     let seen = proxy.recorded();
     let stats = sim.stats();

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::services::{find_binary, free_port};
+use auditfwd_testkit::{find_binary, free_port, wait_for_async};
+
 use crate::support::*;
 
 fn repo_file(path: &str) -> String {

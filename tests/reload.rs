@@ -12,7 +12,8 @@ use auditfwd::app::App;
 use auditfwd::config::Config;
 use auditfwd::pipeline::Control;
 use auditfwd::telemetry::{Metrics, OutcomeLabel, Status};
-use auditfwd_sim::{SimConfig, Simulator};
+use auditfwd_sim::{SimConfig, Simulator, Verdict};
+use auditfwd_testkit::wait_for;
 
 use crate::support::*;
 
@@ -144,7 +145,7 @@ async fn exact(sim: &Simulator, out: &Path) {
     let truth = sim.truth();
     assert!(all_delivered(&truth, out, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    compare(&truth, &id_counts(&read_lines(out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(out))).assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,8 +175,8 @@ async fn an_added_tenant_file_starts_on_reload_and_the_others_keep_running() {
 
     exact(&acme, &setup.out("acme")).await;
     fwd.stop().await.unwrap();
-    compare(&globex_truth, &id_counts(&read_lines(&setup.out("globex")))).assert_exact();
-    compare(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
+    Verdict::of(&globex_truth, &id_counts(&read_lines(&setup.out("globex")))).assert_exact();
+    Verdict::of(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +287,7 @@ async fn a_changed_tenant_restarts_alone_with_its_new_configuration() {
     assert_eq!(starts(&fwd.metrics, "acme"), 1, "acme was not restarted");
     exact(&acme, &setup.out("acme")).await;
     fwd.stop().await.unwrap();
-    compare(&globex_truth, &id_counts(&read_lines(&setup.out("globex")))).assert_exact();
+    Verdict::of(&globex_truth, &id_counts(&read_lines(&setup.out("globex")))).assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,8 +458,8 @@ async fn auditfwd_reload_signals_the_daemon_found_by_its_pid_file() {
     // SAFETY: kill(2) on a child we own.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     assert!(child.wait().unwrap().success());
-    compare(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
-    compare(
+    Verdict::of(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
+    Verdict::of(
         &globex.truth(),
         &id_counts(&read_lines(&setup.out("globex"))),
     )

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use auditfwd_sim::{SimConfig, Simulator, TruthEvent};
+use auditfwd_sim::{SimConfig, Simulator, TruthEvent, Verdict};
+use auditfwd_testkit::wait_for;
 use rand::Rng;
 
 use crate::support::*;
@@ -142,7 +143,7 @@ impl Daemon {
         let truth = self.sim.truth();
         let caught_up = wait_for(Duration::from_secs(60), || {
             let out = self.dir.path().join("out");
-            compare(&truth, &id_counts(&read_lines(&out)))
+            Verdict::of(&truth, &id_counts(&read_lines(&out)))
                 .missing
                 .is_empty()
         })
@@ -164,7 +165,7 @@ impl Daemon {
     }
 
     fn verdict(&self, truth: &[TruthEvent]) -> Verdict {
-        compare(truth, &id_counts(&read_lines(&self.dir.path().join("out"))))
+        Verdict::of(truth, &id_counts(&read_lines(&self.dir.path().join("out"))))
     }
 
     fn assert_dead_letters(&self, truth: &[TruthEvent]) {

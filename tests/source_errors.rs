@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::telemetry::Status;
-use auditfwd_sim::SimConfig;
+use auditfwd_sim::{SimConfig, Verdict};
+use auditfwd_testkit::{free_port, wait_for};
 
-use crate::support::services::free_port;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +107,7 @@ start_at = "beginning"
     fwd.stop()
         .await
         .expect("the healthy source shut down cleanly");
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
     assert!(!read_lines(&out).iter().any(|l| l["source"] == "wrong-key"));
 }
 
@@ -128,7 +128,7 @@ async fn rate_limited_by_the_api_it_waits_for_retry_after() {
     let out = dir.path().join("out");
     assert!(all_delivered(&truth, &out, Duration::from_secs(30)).await);
     fwd.stop().await.unwrap();
-    compare(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
     let stats = sim.stats();
     // Honouring it draws about one 429 per second of backfill (5 seen);
     // retrying at the configured 5ms-200ms backoff instead draws 60-80.

@@ -13,8 +13,8 @@ use auditfwd::app::App;
 use auditfwd::cursor::CursorState;
 use auditfwd::cursor::store::{FileStore, StateStore};
 use auditfwd_sim::{SimConfig, Simulator};
+use auditfwd_testkit::{free_port, wait_for, wait_for_async};
 
-use crate::support::services::free_port;
 use crate::support::*;
 
 fn quiet() -> SimConfig {

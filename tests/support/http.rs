@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use auditfwd_testkit::Certs;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
@@ -17,8 +18,6 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
-
-use super::services::Certs;
 
 /// TLS in front of a plain TCP service: terminates TLS with the test CA's
 /// server certificate (for `127.0.0.1` and `localhost`) and pipes the bytes

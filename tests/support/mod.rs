@@ -1,24 +1,21 @@
 //! Shared test support: the simulated tenant, forwarder configs pointing at
 //! it, reading what sinks wrote, and comparing it with the ground truth.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auditfwd::app::{App, AppError};
 use auditfwd::config::Config;
 use auditfwd::retry::RetryPolicy;
 use auditfwd::telemetry::{Health, Metrics};
-use auditfwd_sim::{Expect, SimConfig, Simulator, TruthEvent};
+use auditfwd_sim::{Expect, SimConfig, Simulator, TruthEvent, Verdict};
+use auditfwd_testkit::wait_for;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub mod http;
-pub mod services;
 
 /// Starts a simulated tenant on a free loopback port.
 pub async fn tenant(config: SimConfig) -> Simulator {
@@ -205,37 +202,6 @@ pub async fn forwarder_with_telemetry(listen: u16) -> (Simulator, tempfile::Temp
     (sim, dir, fwd)
 }
 
-/// Polls `check` every 50ms until it holds or `timeout` passes.
-pub async fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Like [`wait_for`] with an async check.
-pub async fn wait_for_async<F: Future<Output = bool>>(
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every `*.jsonl` file under `dir`, recursively, in path order.
 pub fn jsonl_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -285,8 +251,6 @@ pub fn id_counts(lines: &[Value]) -> HashMap<String, usize> {
     counts
 }
 
-pub use auditfwd_sim::Verdict;
-
 pub fn deliverable(truth: &[TruthEvent]) -> Vec<&str> {
     truth
         .iter()
@@ -295,15 +259,11 @@ pub fn deliverable(truth: &[TruthEvent]) -> Vec<&str> {
         .collect()
 }
 
-pub fn compare(truth: &[TruthEvent], counts: &HashMap<String, usize>) -> Verdict {
-    Verdict::of(truth, counts)
-}
-
 /// Waits until every deliverable event of `truth` is among the records
 /// under `out`; returns whether that happened within `timeout`.
 pub async fn all_delivered(truth: &[TruthEvent], out: &Path, timeout: Duration) -> bool {
     wait_for(timeout, || {
-        compare(truth, &id_counts(&read_lines(out)))
+        Verdict::of(truth, &id_counts(&read_lines(out)))
             .missing
             .is_empty()
     })

@@ -14,6 +14,8 @@
 
 mod config;
 pub mod encode;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tls;
 mod transport;
 

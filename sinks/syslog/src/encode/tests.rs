@@ -10,6 +10,7 @@ use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
+use crate::testing::visible;
 
 fn header() -> Header {
     Header {
@@ -166,22 +167,6 @@ fn parse(m: &[u8]) -> Result<Parsed, String> {
         sd,
         msg,
     })
-}
-
-/// What `sd_value` writes for a value, as the receiver reads it back.
-fn visible(value: &str) -> String {
-    let mut out = String::new();
-    for c in value.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0' => out.push_str("\\0"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn one(e: Event) -> Record {

@@ -3,8 +3,8 @@
 //! and producer settings.
 //!
 //! ```sh
-//! cargo bench --bench kafka_throughput            # 50 000 records
-//! RECORDS=200000 cargo bench --bench kafka_throughput
+//! cargo bench -p auditfwd-sink-kafka --bench kafka_throughput   # 50 000 records
+//! RECORDS=200000 cargo bench -p auditfwd-sink-kafka --bench kafka_throughput
 //! ```
 //!
 //! Modes (each in its own process, so peak RSS is its own):
@@ -14,15 +14,12 @@
 //!   (the acknowledgement granularity auditfwd needs for its cursor);
 //! - `sink`: `KafkaSink::deliver` on batches of 100, as the pipeline calls it.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-mod common;
 
 use auditfwd_sink::testing::{hostile_events, sample_events};
 use auditfwd_sink::{Record, Sink};
 use auditfwd_sink_kafka::{KafkaSink, KafkaSinkConfig, RawKafkaSinkConfig};
-use common::{json_record, peak_rss_kib};
+use auditfwd_testkit::{Tansu, json_record, run_mode, timed};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -130,7 +127,7 @@ async fn sink(brokers: &str, topic: &str, n: usize) {
     }
 }
 
-/// Child process: run one mode, print "elapsed_secs peak_rss_kib".
+/// Child process: run one mode, print how long it took (see [`timed`]).
 fn child(mode: &str, brokers: &str, n: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,20 +147,8 @@ fn child(mode: &str, brokers: &str, n: usize) {
             "sink" => sink(brokers, &topic, n).await,
             other => panic!("unknown mode {other}"),
         }
-        println!("{} {}", started.elapsed().as_secs_f64(), peak_rss_kib());
+        timed(started);
     });
-}
-
-fn tansu_bin() -> String {
-    std::env::var("TANSU_BIN").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_default();
-        let p = format!("{home}/.cargo/bin/tansu");
-        if std::path::Path::new(&p).exists() {
-            p
-        } else {
-            "tansu".into()
-        }
-    })
 }
 
 fn main() {
@@ -182,43 +167,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut broker = Command::new(tansu_bin())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-            "--silent",
-        ])
-        .spawn()
-        .expect("tansu (run scripts/services.sh)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let broker = Tansu::start();
     for mode in ["bare-all", "bare-batch", "sink"] {
-        let ok = Command::new(tansu_bin())
-            .args([
-                "topic",
-                "create",
-                &format!("bench.{mode}"),
-                "--partitions",
-                "3",
-                "--broker",
-                &url,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        broker.create_topic(&format!("bench.{mode}"), 3);
     }
     let payload_bytes: usize = (0..n)
         .step_by(BATCH)
@@ -230,24 +181,15 @@ fn main() {
         payload_bytes as f64 / n as f64,
         std::env::var("LINGER_MS").unwrap_or_else(|_| "default".into())
     );
-    let exe = std::env::current_exe().unwrap();
     let mut results = Vec::new();
     for mode in ["bare-all", "bare-batch", "sink"] {
-        let out = Command::new(&exe)
-            .env("BENCH_MODE", mode)
-            .env("BENCH_BROKERS", format!("127.0.0.1:{port}"))
-            .env("BENCH_N", n.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (secs, rss) = run_mode(
+            mode,
+            &[
+                ("BENCH_BROKERS", broker.brokers()),
+                ("BENCH_N", n.to_string()),
+            ],
         );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut parts = text.split_whitespace();
-        let secs: f64 = parts.next().unwrap().parse().unwrap();
-        let rss: u64 = parts.next().unwrap().parse().unwrap();
         let rate = n as f64 / secs;
         println!(
             "  {mode:<11} {rate:>10.0} records/s  {:>7.1} MB/s  peak RSS {:>6.1} MiB",
@@ -259,6 +201,4 @@ fn main() {
     let sink = results[2].1;
     println!("  ratio sink / bare-all   = {:.2}", sink / results[0].1);
     println!("  ratio sink / bare-batch = {:.2}", sink / results[1].1);
-    let _ = broker.kill();
-    let _ = broker.wait();
 }

@@ -2,8 +2,8 @@
 //! socket writer sending the same bytes.
 //!
 //! ```sh
-//! cargo bench --bench syslog_throughput              # 200 000 records
-//! RECORDS=500000 cargo bench --bench syslog_throughput
+//! cargo bench -p auditfwd-sink-syslog --bench syslog_throughput   # 200 000 records
+//! RECORDS=500000 cargo bench -p auditfwd-sink-syslog --bench syslog_throughput
 //! ```
 //!
 //! Modes (each in its own process, so peak RSS is its own):
@@ -23,13 +23,11 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
-
 use auditfwd_sink::testing::sample_events;
 use auditfwd_sink::{Record, Sink};
 use auditfwd_sink_syslog::encode::{self, Header};
 use auditfwd_sink_syslog::{RawSyslogSinkConfig, SyslogSink, SyslogSinkConfig};
-use common::{json_record, peak_rss_kib};
+use auditfwd_testkit::{find_binary, free_port, json_record, run_mode, timed};
 
 const BATCH: usize = 100;
 
@@ -54,6 +52,16 @@ fn config(port: u16) -> SyslogSinkConfig {
     c.validate().expect("a valid bench config")
 }
 
+/// The header the sink builds from `config`.
+fn header(config: &SyslogSinkConfig) -> Header {
+    Header {
+        facility: config.facility,
+        hostname: "bench-host".into(),
+        app_name: config.app_name.clone(),
+        procid: "1".into(),
+    }
+}
+
 fn child(mode: &str, port: u16, n: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,12 +70,7 @@ fn child(mode: &str, port: u16, n: usize) {
     match mode {
         "plain" => {
             let cfg = config(port);
-            let header = Header {
-                facility: cfg.facility,
-                hostname: "bench-host".into(),
-                app_name: cfg.app_name.clone(),
-                procid: "1".into(),
-            };
+            let header = header(&cfg);
             let batches: Vec<Vec<u8>> = (0..n)
                 .step_by(BATCH)
                 .map(|s| {
@@ -86,7 +89,7 @@ fn child(mode: &str, port: u16, n: usize) {
                 stream.write_all(b).unwrap();
                 stream.flush().unwrap();
             }
-            println!("{} {}", started.elapsed().as_secs_f64(), peak_rss_kib());
+            timed(started);
         }
         "sink" => rt.block_on(async {
             // The JSON payloads are the core's work; build them before the
@@ -102,7 +105,7 @@ fn child(mode: &str, port: u16, n: usize) {
                 let d = sink.deliver(batch).await.unwrap();
                 assert!(d.rejected.is_empty());
             }
-            println!("{} {}", started.elapsed().as_secs_f64(), peak_rss_kib());
+            timed(started);
         }),
         "sink-streaming" => rt.block_on(async {
             let mut sink = SyslogSink::new("bench", config(port)).unwrap();
@@ -112,7 +115,7 @@ fn child(mode: &str, port: u16, n: usize) {
                 let d = sink.deliver(&records(s, BATCH.min(n - s))).await.unwrap();
                 assert!(d.rejected.is_empty());
             }
-            println!("{} {}", started.elapsed().as_secs_f64(), peak_rss_kib());
+            timed(started);
         }),
         other => panic!("unknown mode {other}"),
     }
@@ -135,11 +138,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let conf = dir.path().join("rsyslog.conf");
     std::fs::write(
         &conf,
@@ -149,7 +148,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut rsyslog = Command::new("/usr/sbin/rsyslogd")
+    let mut rsyslog = Command::new(find_binary("rsyslogd", "RSYSLOGD_BIN"))
         .args(["-n", "-f"])
         .arg(&conf)
         .arg("-i")
@@ -161,12 +160,7 @@ fn main() {
     }
     let bytes: usize = {
         let cfg = config(port);
-        let header = Header {
-            facility: cfg.facility,
-            hostname: "bench-host".into(),
-            app_name: cfg.app_name.clone(),
-            procid: "1".into(),
-        };
+        let header = header(&cfg);
         records(0, 1000)
             .iter()
             .map(|r| encode::encode(&cfg, &header, r).unwrap().0.bytes.len())
@@ -176,24 +170,12 @@ fn main() {
     println!(
         "syslog_throughput: {n} records, ~{bytes} bytes per RFC 5424 message, TCP octet-counting, batches of {BATCH}, rsyslogd on loopback"
     );
-    let exe = std::env::current_exe().unwrap();
     let mut rates = Vec::new();
     for mode in ["plain", "sink", "sink-streaming"] {
-        let out = Command::new(&exe)
-            .env("BENCH_MODE", mode)
-            .env("BENCH_PORT", port.to_string())
-            .env("BENCH_N", n.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (secs, rss) = run_mode(
+            mode,
+            &[("BENCH_PORT", port.to_string()), ("BENCH_N", n.to_string())],
         );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut parts = text.split_whitespace();
-        let secs: f64 = parts.next().unwrap().parse().unwrap();
-        let rss: u64 = parts.next().unwrap().parse().unwrap();
         let rate = n as f64 / secs;
         println!(
             "  {mode:<14} {rate:>10.0} messages/s  {:>6.1} MB/s  peak RSS {:>6.1} MiB",
