@@ -21,6 +21,7 @@ of the timed rows, default 60), BENCH_ROWS (space-separated subset).
 The simulator runs on the same host; its CPU is not counted.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -153,12 +154,32 @@ def wait(cond, timeout, step=0.2):
     return False
 
 
-def row_backfill():
-    sim = Sim("--backlog", str(EVENTS), "--backlog-span", "30d", "--insert-rate", "0",
-              "--order", "newest-first", "--tie-ratio", "0.3")
-    fwd = Forwarder(sim, 'start_at = "beginning"\npoll_interval = "1s"\nlookback = "1m"\n'
-                    "rate_limit = { requests_per_second = 5000, burst = 100 }\n")
+def window(measure):
+    """`measure()` before and after SECS seconds, and the seconds between."""
+    before, t0 = measure(), time.time()
+    time.sleep(SECS)
+    after, t1 = measure(), time.time()
+    return before, after, t1 - t0
+
+
+@contextlib.contextmanager
+def forwarding(sim_args, source_extra, sinks=1):
+    """A simulator run with `sim_args` and a forwarder reading it, both
+    stopped when the row is done."""
+    sim = Sim(*sim_args)
+    fwd = Forwarder(sim, source_extra, sinks=sinks)
     try:
+        yield sim, fwd
+    finally:
+        fwd.stop()
+        sim.stop()
+
+
+def row_backfill():
+    with forwarding(["--backlog", str(EVENTS), "--backlog-span", "30d", "--insert-rate", "0",
+                     "--order", "newest-first", "--tie-ratio", "0.3"],
+                    'start_at = "beginning"\npoll_interval = "1s"\nlookback = "1m"\n'
+                    "rate_limit = { requests_per_second = 5000, burst = 100 }\n") as (_, fwd):
         start = time.time()
         if not wait(lambda: fwd.lines() >= EVENTS * 0.98, 1800, 0.5):
             return ("backfill", "did not finish", "")
@@ -172,83 +193,59 @@ def row_backfill():
                 f"{per_m:.1f} CPU-s per million ({n / cpu / 1000:.0f}k ev/s per core; "
                 f"{n / secs / 1000:.0f}k ev/s wall, {n} events, peak RSS {fwd.status('VmHWM') / 1e6:.0f} MB)",
                 "<= 2 CPU-s per million")
-    finally:
-        fwd.stop()
-        sim.stop()
 
 
 def row_quota(latency_ms=400):
-    sim = Sim("--backlog", "200000", "--backlog-span", "30d", "--insert-rate", "0",
-              "--rate-limit", "10", "--latency", f"{latency_ms}ms")
     # The default rate_limit is the API's documented quota, 10 req/s.
-    fwd = Forwarder(sim, 'start_at = "beginning"\npoll_interval = "1s"\n')
-    try:
+    with forwarding(["--backlog", "200000", "--backlog-span", "30d", "--insert-rate", "0",
+                     "--rate-limit", "10", "--latency", f"{latency_ms}ms"],
+                    'start_at = "beginning"\npoll_interval = "1s"\n') as (sim, fwd):
         # Skip the start (connection set-up, first page).
         wait(lambda: fwd.lines() > 0, 30)
         time.sleep(2)
-        before, t0, s0 = fwd.lines(), time.time(), sim.stats()
-        time.sleep(SECS)
-        after, t1, s1 = fwd.lines(), time.time(), sim.stats()
-        rate = (after - before) / (t1 - t0)
+        (e0, s0), (e1, s1), secs = window(lambda: (fwd.lines(), sim.stats()))
+        rate = (e1 - e0) / secs
         ceiling = 10 * 100
         return (f"backfill against a 10 req/s API, 0-{latency_ms} ms latency, default config",
                 f"{rate / ceiling * 100:.0f}% of the ceiling ({rate:.0f} of {ceiling} ev/s), "
-                f"{s1['throttled'] - s0['throttled']} x 429 in {t1 - t0:.0f} s",
+                f"{s1['throttled'] - s0['throttled']} x 429 in {secs:.0f} s",
                 ">= 95%, 0 x 429")
-    finally:
-        fwd.stop()
-        sim.stop()
 
 
 def row_steady():
-    sim = Sim("--backlog", "0", "--insert-rate", "25", "--late-ratio", "0.02", "--late-max", "2s")
-    fwd = Forwarder(sim, 'poll_interval = "5s"\nlookback = "1m"\n')
-    try:
+    with forwarding(["--backlog", "0", "--insert-rate", "25", "--late-ratio", "0.02",
+                     "--late-max", "2s"],
+                    'poll_interval = "5s"\nlookback = "1m"\n') as (sim, fwd):
         wait(lambda: fwd.lines() > 0, 30)
         time.sleep(6)
-        e0, s0, t0 = fwd.lines(), sim.stats(), time.time()
-        time.sleep(SECS)
-        e1, s1, t1 = fwd.lines(), sim.stats(), time.time()
+        (e0, s0), (e1, s1), secs = window(lambda: (fwd.lines(), sim.stats()))
         requests = s1["requests"] - s0["requests"]
         events = e1 - e0
-        polls = (t1 - t0) / 5
+        polls = secs / 5
         minimum = events / 100 + polls
         return ("API requests in steady state, 25 events/s, poll 5 s, lookback 1 min",
                 f"{requests / minimum:.2f} x the minimum ({requests} requests for {events} events "
-                f"in {t1 - t0:.0f} s; minimum {minimum:.0f})",
+                f"in {secs:.0f} s; minimum {minimum:.0f})",
                 "<= 1.25 x")
-    finally:
-        fwd.stop()
-        sim.stop()
 
 
 def row_idle():
-    sim = Sim("--backlog", "0", "--insert-rate", "0")
-    fwd = Forwarder(sim, 'poll_interval = "2s"\n', sinks=3)
-    try:
+    with forwarding(["--backlog", "0", "--insert-rate", "0"], 'poll_interval = "2s"\n',
+                    sinks=3) as (_, fwd):
         time.sleep(5)
-        c0, t0 = fwd.cpu(), time.time()
-        time.sleep(SECS)
-        c1, t1 = fwd.cpu(), time.time()
+        c0, c1, secs = window(fwd.cpu)
         return ("idle CPU, quiet tenant, poll 2 s, 3 sinks",
-                f"{(c1 - c0) / (t1 - t0) * 100:.2f}% of a core",
+                f"{(c1 - c0) / secs * 100:.2f}% of a core",
                 "<= 0.3%")
-    finally:
-        fwd.stop()
-        sim.stop()
 
 
 def row_rss():
-    sim = Sim("--backlog", "2000", "--insert-rate", "25")
-    fwd = Forwarder(sim, 'poll_interval = "2s"\n', sinks=3)
-    try:
+    with forwarding(["--backlog", "2000", "--insert-rate", "25"], 'poll_interval = "2s"\n',
+                    sinks=3) as (_, fwd):
         time.sleep(SECS / 2)
         return ("RSS, 3 sinks, live tenant (25 ev/s)",
                 f"{fwd.status('VmRSS') / 1e6:.1f} MB (peak {fwd.status('VmHWM') / 1e6:.1f} MB)",
                 "<= 25 MB")
-    finally:
-        fwd.stop()
-        sim.stop()
 
 
 def row_encode():

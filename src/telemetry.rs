@@ -81,7 +81,8 @@ pub struct Metrics {
     pub sink_errors: Family<SinkLabel, Counter>,
     /// Records a sink delivered cut short (kept whole as dead letters).
     pub sink_truncated: Family<SinkLabel, Counter>,
-    /// Enrichment lookups by outcome (`hit`, `miss`, `not_found`, `error`).
+    /// Enrichment lookups by source and outcome: `cache_hit`, `found`,
+    /// `not_found`, `error`, `timeout`, `unusable_id` (see `enrich`).
     pub enrich_lookups: Family<RequestLabel, Counter>,
     /// Times a source's poller started: 1 at start, one more for each
     /// restart a reload caused (a changed source) or retried.

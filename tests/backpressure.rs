@@ -1,5 +1,5 @@
-//! SPEC §2: a slow or dead sink stops the poller for that source (no
-//! unbounded buffering), the cursor never passes undelivered events, and
+//! Backpressure (README, "The delivery guarantee"): a slow or dead sink
+//! stops the poller for that source (no unbounded buffering), the cursor never passes undelivered events, and
 //! nothing is dropped once the sink recovers; a stalled sink holds up only
 //! the sources feeding it; shutdown drains the batch in
 //! flight.
@@ -175,8 +175,8 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
     Verdict::of(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
-/// SPEC §7: SIGTERM (here: the same shutdown token the signal handler
-/// cancels) finishes the batch in flight and checkpoints it, so a restart
+/// SIGTERM (README, Operations, "Signals"; here: the same shutdown token
+/// the signal handler cancels) finishes the batch in flight and checkpoints it, so a restart
 /// neither loses nor repeats it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
@@ -231,7 +231,7 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     Verdict::of(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
-/// SPEC §2 "memory stays bounded": halfway through a backfill, in any
+/// README, "Memory is bounded in every order": halfway through a backfill, in any
 /// listing order, the cursor holds the ids of the lookback window and the
 /// last few thousand delivered, not of everything delivered so far; the
 /// pass's position is saved; and the rest of the backfill still arrives
@@ -306,7 +306,7 @@ async fn a_backfill_sorted_by_a_hidden_sequence_keeps_a_bounded_dedup_state() {
     a_backfill_keeps_a_bounded_dedup_state(auditfwd_sim::SortOrder::InsertedFirst).await;
 }
 
-/// SPEC §2: a slow or dead sink stops the poller *for that source*: a
+/// Backpressure: a slow or dead sink stops the poller *for that source*: a
 /// second source whose events do not go to the stalled sink carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_stops_only_the_sources_feeding_it() {

@@ -1,9 +1,8 @@
-//! SPEC §7: the command line. Config errors name the file, key and fix;
+//! The command line (README, "Two commands", Operations). Config errors name the file, key and fix;
 //! `check` reaches the API and the sinks; `state` shows and moves cursors;
 //! `demo` runs the product end to end; every example config is valid.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use auditfwd::app::App;
@@ -11,24 +10,8 @@ use auditfwd::config::Config;
 use auditfwd_sim::SimConfig;
 use auditfwd_testkit::{free_port, wait_for};
 
+use crate::support::binary::{auditfwd, text};
 use crate::support::*;
-
-async fn auditfwd(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("auditfwd runs")
-    })
-    .await
-    .unwrap()
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
 
 #[tokio::test]
 async fn config_errors_exit_2_naming_file_key_and_fix() {

@@ -1,5 +1,5 @@
-//! SPEC §1 and §2: every event the tenant holds arrives exactly once,
-//! whatever the API does: any sort order (by `created_at` either way, or by
+//! The delivery guarantee (README): every event the tenant holds arrives
+//! exactly once, whatever the API does: any sort order (by `created_at` either way, or by
 //! a hidden insertion sequence), inclusive or exclusive `since`, ties in a
 //! fresh order on every request and bulk operations larger than a page,
 //! page caps below `limit`, totals that are exact, capped, constant, too

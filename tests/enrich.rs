@@ -1,6 +1,7 @@
-//! SPEC §4: enrichment resolves `user_id` through the tenant's users API in
-//! every shape of the seeds, caches, shares the source's rate limit, and
-//! never blocks or drops an event when the users API fails.
+//! Enrichment (README, "`[source.enrich]`: resolving the acting user")
+//! resolves `user_id` through the tenant's users API in every preset's
+//! shape, caches, shares the source's rate limit, and never blocks or drops
+//! an event when the users API fails.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use auditfwd::app::App;
@@ -13,6 +12,7 @@ use auditfwd_sim::{Expect, SimConfig, TruthEvent, Verdict};
 use auditfwd_testkit::wait_for;
 use serde_json::Value;
 
+use crate::support::binary::{signal, spawn};
 use crate::support::*;
 
 fn quiet(backlog: usize) -> SimConfig {
@@ -161,22 +161,6 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
             "prefetch = {prefetch}: at most {seen} requests at once, expected {in_flight:?}"
         );
     }
-}
-
-/// The real binary on `config`, its stderr in `log`.
-fn spawn(config: &Path, log: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: kill(2) on a child we own; no memory is involved.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
 fn lines_of(path: &Path) -> Vec<Value> {

@@ -1,7 +1,8 @@
-//! SPEC §1: what a page can hold that must cost at most a dead letter or a
-//! clear error, never a silent loss or a stalled tenant: bytes that are not
+//! What a page can hold that must cost at most a dead letter or a clear
+//! error, never a silent loss or a stalled tenant: bytes that are not
 //! UTF-8, events larger than the body limit, bodies that never end or never
-//! parse, and an API that ignores `since`.
+//! parse, and an API that ignores `since` (README, "What the API may do,
+//! and what it costs").
 
 use std::time::Duration;
 

@@ -14,6 +14,7 @@ use auditfwd::telemetry::{Metrics, Status};
 use auditfwd_sim::{SimConfig, Verdict};
 use auditfwd_testkit::{Tansu, consume_everything, free_port, wait_for};
 
+use crate::support::binary::auditfwd;
 use crate::support::*;
 
 /// A forwarder config whose only effective sink is Kafka.
@@ -230,15 +231,7 @@ async fn a_wrong_broker_address_fails_auditfwd_check_clearly() {
     let path = dir.path().join("auditfwd.toml");
     let kafka = format!("brokers = [\"127.0.0.1:{port}\"]\nhealthcheck_timeout = \"2s\"");
     std::fs::write(&path, kafka_config(&sim, dir.path(), &kafka)).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = auditfwd(&["check", "-c", path.to_str().unwrap()]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("sink kafka (kafka): FAILED: kafka sink `kafka`: cannot get metadata from brokers 127.0.0.1:"), "{stdout}");

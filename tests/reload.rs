@@ -5,7 +5,6 @@
 //! one keeps running. Real simulated tenants, a real file sink.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use auditfwd::app::App;
@@ -15,6 +14,7 @@ use auditfwd::telemetry::{Metrics, OutcomeLabel, Status};
 use auditfwd_sim::{SimConfig, Simulator, Verdict};
 use auditfwd_testkit::wait_for;
 
+use crate::support::binary::{auditfwd, signal, spawn};
 use crate::support::*;
 
 /// A main config with `[source_defaults]` and `sources_dir`, tenant files
@@ -344,17 +344,7 @@ async fn check_reports_every_problem_of_every_tenant_file() {
         "[source]\nname = \"globex\"\nbase_url = \"ftp://globex.example.com\"\napi_key = \"sk_live_globex\"\nbogus = true\n",
     )
     .unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-            .args(["check", "-c", setup.main().to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        (out, setup)
-    })
-    .await
-    .unwrap();
-    let (out, setup) = out;
+    let out = auditfwd(&["check", "-c", setup.main().to_str().unwrap()]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let acme = setup.tenant_file("acme");
@@ -372,28 +362,8 @@ async fn check_reports_every_problem_of_every_tenant_file() {
     assert!(!err.contains("sk_live"), "{err}");
 }
 
-/// The real binary on `config`, its stderr in `log`.
-fn spawn(config: &Path, log: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 async fn reload_command(config: &Path) -> std::process::Output {
-    let config = config.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-            .args(["reload", "-c", config.to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    auditfwd(&["reload", "-c", config.to_str().unwrap()]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,8 +425,7 @@ async fn auditfwd_reload_signals_the_daemon_found_by_its_pid_file() {
 
     acme.freeze();
     assert!(all_delivered(&acme.truth(), &setup.out("acme"), Duration::from_secs(20)).await);
-    // SAFETY: kill(2) on a child we own.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    signal(&child, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
     Verdict::of(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
     Verdict::of(

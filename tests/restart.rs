@@ -1,5 +1,6 @@
-//! SPEC §2: crash at any instant (`kill -9`), restart, lose nothing; only
-//! events that were in flight and unacknowledged may be sent again.
+//! Crash at any instant (`kill -9`), restart, lose nothing; only events
+//! that were in flight and unacknowledged may be sent again (README, "The
+//! delivery guarantee").
 //!
 //! The real `auditfwd` binary runs against the in-process tenant and is
 //! SIGKILLed at random points several times, then runs to the end and is
@@ -7,9 +8,10 @@
 //! among the last batch written before a kill and its second copy after the
 //! restart.
 //!
-//! SPEC §7: SIGTERM drains and checkpoints. Stopped with SIGTERM at random
-//! points instead, the daemon finishes the batch in flight and saves the
-//! cursor, so the restarts together deliver every event exactly once.
+//! SIGTERM drains and checkpoints (README, Operations, "Signals"). Stopped
+//! with SIGTERM at random points instead, the daemon finishes the batch in
+//! flight and saves the cursor, so the restarts together deliver every
+//! event exactly once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

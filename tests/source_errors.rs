@@ -1,4 +1,4 @@
-//! SPEC §6: 401/403 stop that source with a clear error and a red health,
+//! 401/403 stop that source with a clear error and a red health,
 //! other sources go on; the API key never appears in errors or health;
 //! 429 waits for `Retry-After`; metrics and health are served over HTTP.
 

@@ -6,19 +6,8 @@ use std::path::Path;
 
 use auditfwd_sim::SimConfig;
 
+use crate::support::binary::{auditfwd_blocking, text};
 use crate::support::*;
-
-fn auditfwd(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("auditfwd runs")
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
 
 fn corrupt_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -50,7 +39,7 @@ async fn state_commands_report_and_replace_unreadable_state() {
     // `tenant`: a snapshot that is not JSON. `other`: a good cursor whose
     // journal has a glued line in the middle and a torn last line.
     std::fs::write(state.join("tenant.state.json"), b"{not json").unwrap();
-    let out = auditfwd(&[
+    let out = auditfwd_blocking(&[
         "state",
         "set-since",
         "-c",
@@ -67,7 +56,7 @@ async fn state_commands_report_and_replace_unreadable_state() {
     )
     .unwrap();
 
-    let out = auditfwd(&["state", "show", "-c", c]);
+    let out = auditfwd_blocking(&["state", "show", "-c", c]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -93,14 +82,14 @@ async fn state_commands_report_and_replace_unreadable_state() {
         "{stderr}"
     );
 
-    let out = auditfwd(&["state", "reset", "-c", c, "--source", "tenant"]);
+    let out = auditfwd_blocking(&["state", "reset", "-c", c, "--source", "tenant"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("unreadable state moved aside"),
         "{}",
         text(&out.stdout)
     );
-    let out = auditfwd(&[
+    let out = auditfwd_blocking(&[
         "state",
         "set-since",
         "-c",
@@ -122,15 +111,15 @@ async fn state_commands_report_and_replace_unreadable_state() {
         corrupt_files(&state)
     );
 
-    let out = auditfwd(&["state", "show", "-c", c]);
+    let out = auditfwd_blocking(&["state", "show", "-c", c]);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert!(!shown.contains("UNREADABLE"), "{shown}");
-    let out = auditfwd(&["state", "show", "-c", c, "--source", "tenant"]);
+    let out = auditfwd_blocking(&["state", "show", "-c", c, "--source", "tenant"]);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert!(shown.contains("source tenant\n  no state yet"), "{shown}");
-    let out = auditfwd(&["state", "show", "-c", c, "--source", "other"]);
+    let out = auditfwd_blocking(&["state", "show", "-c", c, "--source", "other"]);
     let shown = text(&out.stdout);
     assert!(out.status.success(), "{shown}{}", text(&out.stderr));
     assert!(

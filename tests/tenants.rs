@@ -6,7 +6,7 @@
 //! asks the running daemon which tenants are behind or not ok.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use auditfwd::app::App;
@@ -15,6 +15,7 @@ use auditfwd::cursor::store::{FileStore, StateStore};
 use auditfwd_sim::{SimConfig, Simulator};
 use auditfwd_testkit::{free_port, wait_for, wait_for_async};
 
+use crate::support::binary::{auditfwd, signal, spawn_daemon, text};
 use crate::support::*;
 
 fn quiet() -> SimConfig {
@@ -43,36 +44,12 @@ fn many_sources(sim: &Simulator, dir: &Path, n: usize, head: &str, source_extra:
 }
 
 fn spawn(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-        .args(["run", "-c", config.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn_daemon(config, Stdio::piped())
 }
 
 fn stop(child: &mut Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(child, libc::SIGTERM);
     let _ = child.wait();
-}
-
-async fn auditfwd(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_auditfwd"))
-            .args(&args)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
 }
 
 /// Sources that fetched a page, from the daemon's /metrics (every source

@@ -1,5 +1,5 @@
 //! auditfwd's integration tests: one binary, one module per promise of the
-//! SPEC. Real components only: the simulated tenant over HTTP, real files,
+//! README. Real components only: the simulated tenant over HTTP, real files,
 //! the real `auditfwd` binary for crash tests.
 
 mod support;

@@ -2,7 +2,8 @@
 //! the simulated tenant's `GET /audit-logs` and the cursor's property test,
 //! so that what the test proves is what the simulator serves.
 //!
-//! Each knob is a way real APIs behave (SPEC §1):
+//! Each knob is a way real APIs behave (README, "What the API may do, and
+//! what it costs"):
 //! - sort order newest-first, oldest-first, or by a hidden insertion
 //!   sequence (either direction) whatever `created_at` says;
 //! - `since` inclusive or exclusive, filtering on the stored time;

@@ -225,6 +225,20 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
     }
 }
 
+/// `result`, with a file that does not exist as `None` and any other error
+/// as [`StoreError::Io`] on `path`.
+fn unless_missing<T>(
+    result: io::Result<T>,
+    path: &Path,
+    action: &'static str,
+) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path, action)(e)),
+    }
+}
+
 impl FileStore {
     /// Opens (creating if needed) the state of `source` in `dir`, taking
     /// the directory's lock unless this process holds it already.
@@ -284,10 +298,8 @@ impl FileStore {
     /// during a commit that therefore never returned).
     fn replay(&mut self, state: &mut Option<CursorState>) -> Result<(), StoreError> {
         let path = self.journal_path.clone();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_err(&path, "read the journal")(e)),
+        let Some(file) = unless_missing(File::open(&path), &path, "read the journal")? else {
+            return Ok(());
         };
         let mut reader = BufReader::new(file);
         let mut good_len: u64 = 0;
@@ -341,11 +353,12 @@ impl FileStore {
     /// Converts a layout-1 snapshot and its journal to the current layout
     /// and saves it (see [`legacy`]).
     fn upgrade(&mut self, bytes: &[u8]) -> Result<CursorState, StoreError> {
-        let journal = match fs::read_to_string(&self.journal_path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_err(&self.journal_path, "read the journal")(e)),
-        };
+        let journal = unless_missing(
+            fs::read_to_string(&self.journal_path),
+            &self.journal_path,
+            "read the journal",
+        )?
+        .unwrap_or_default();
         let state = legacy::upgrade(bytes, &journal, &self.source).map_err(|reason| {
             StoreError::Corrupt {
                 path: self.snapshot_path.clone(),
@@ -371,8 +384,9 @@ fn layout_version(bytes: &[u8]) -> Result<u32, String> {
 
 impl StateStore for FileStore {
     fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
-        let mut state = match fs::read(&self.snapshot_path) {
-            Ok(bytes) => {
+        let snapshot = unless_missing(fs::read(&self.snapshot_path), &self.snapshot_path, "read")?;
+        let mut state = match snapshot {
+            Some(bytes) => {
                 self.snapshot_bytes = bytes.len() as u64;
                 let version = layout_version(&bytes).map_err(|reason| StoreError::Corrupt {
                     path: self.snapshot_path.clone(),
@@ -405,8 +419,7 @@ impl StateStore for FileStore {
                 }
                 Some(state)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(&self.snapshot_path, "read")(e)),
+            None => None,
         };
         self.replay(&mut state)?;
         Ok(state)
@@ -491,8 +504,10 @@ pub struct Peeked {
     /// Journal lines (1-based) that are not checkpoints: the next start
     /// refuses the journal until the state is repaired or reset.
     pub bad_lines: Vec<usize>,
-    /// The journal ends in an incomplete line (an interrupted commit; the
-    /// next start drops it, which is harmless).
+    /// The journal ends in an incomplete line: a commit interrupted before
+    /// it returned, so the cursor never moved past its batch and its counts
+    /// never reached `delivered_total`. The next start drops it; that batch
+    /// is fetched and delivered again (at least once, never lost).
     pub torn_tail: bool,
 }
 
@@ -507,17 +522,15 @@ pub fn peek(dir: &Path, source: &str) -> Result<Option<CursorState>, StoreError>
 pub fn inspect(dir: &Path, source: &str) -> Result<Peeked, StoreError> {
     let snapshot_path = FileStore::snapshot_path(dir, source);
     let journal_path = dir.join(format!("{source}.journal"));
-    let journal = match fs::read(&journal_path) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io_err(&journal_path, "read the journal")(e)),
-    };
+    let journal = unless_missing(fs::read(&journal_path), &journal_path, "read the journal")?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     let corrupt = |reason: String| StoreError::Corrupt {
         path: snapshot_path.clone(),
         reason,
     };
-    let mut state = match fs::read(&snapshot_path) {
-        Ok(bytes) => {
+    let mut state = match unless_missing(fs::read(&snapshot_path), &snapshot_path, "read")? {
+        Some(bytes) => {
             if layout_version(&bytes).map_err(corrupt)? == legacy::VERSION {
                 return legacy::upgrade(&bytes, &journal, source)
                     .map(|state| Peeked {
@@ -532,8 +545,7 @@ pub fn inspect(dir: &Path, source: &str) -> Result<Peeked, StoreError> {
                     .map_err(|e| corrupt(e.to_string()))?,
             )
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err(&snapshot_path, "read")(e)),
+        None => None,
     };
     let mut bad_lines = Vec::new();
     let mut torn_tail = false;
@@ -569,10 +581,8 @@ pub fn set_aside(dir: &Path, source: &str) -> Result<Vec<PathBuf>, StoreError> {
         dir.join(format!("{source}.journal")),
     ] {
         let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
-        match fs::rename(&path, &aside) {
-            Ok(()) => kept.push(aside),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path, "move aside")(e)),
+        if unless_missing(fs::rename(&path, &aside), &path, "move aside")?.is_some() {
+            kept.push(aside);
         }
     }
     Ok(kept)

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub mod binary;
 pub mod http;
 
 /// Starts a simulated tenant on a free loopback port.
