@@ -1,7 +1,7 @@
-//! Backpressure (README, "The delivery guarantee"): a slow or dead sink
-//! stops the poller for that source (no unbounded buffering), the cursor never passes undelivered events, and
-//! nothing is dropped once the sink recovers; a stalled sink holds up only
-//! the sources feeding it; shutdown drains the batch in
+//! Backpressure (README, "The delivery guarantee"): a slow or dead sink stops
+//! the poller for that source (no unbounded buffering), the cursor never passes
+//! undelivered events, and nothing is dropped once the sink recovers; a stalled
+//! sink holds up only the sources feeding it; shutdown drains the batch in
 //! flight.
 
 use std::time::Duration;
@@ -176,8 +176,8 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
 }
 
 /// SIGTERM (README, Operations, "Signals"; here: the same shutdown token
-/// the signal handler cancels) finishes the batch in flight and checkpoints it, so a restart
-/// neither loses nor repeats it.
+/// the signal handler cancels) finishes the batch in flight and checkpoints
+/// it, so a restart neither loses nor repeats it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     let sim = tenant(SimConfig {
@@ -231,11 +231,10 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     Verdict::of(&sim.truth(), &id_counts(&lines)).assert_exact();
 }
 
-/// README, "Memory is bounded in every order": halfway through a backfill, in any
-/// listing order, the cursor holds the ids of the lookback window and the
-/// last few thousand delivered, not of everything delivered so far; the
-/// pass's position is saved; and the rest of the backfill still arrives
-/// exactly once.
+/// README, "Memory is bounded in every order": halfway through a backfill, in
+/// any listing order, the cursor holds the ids of the lookback window and the
+/// last few thousand delivered, not of everything delivered so far; the pass's
+/// position is saved; and the rest of the backfill still arrives exactly once.
 async fn a_backfill_keeps_a_bounded_dedup_state(order: auditfwd_sim::SortOrder) {
     let sim = tenant(SimConfig {
         backlog: 12_000,

@@ -1,6 +1,7 @@
-//! The command line (README, "Two commands", Operations). Config errors name the file, key and fix;
-//! `check` reaches the API and the sinks; `state` shows and moves cursors;
-//! `demo` runs the product end to end; every example config is valid.
+//! The command line (README, "Two commands", Operations). Config errors name
+//! the file, key and fix; `check` reaches the API and the sinks; `state` shows
+//! and moves cursors; `demo` runs the product end to end; every example config
+//! is valid.
 
 use std::path::Path;
 use std::time::Duration;

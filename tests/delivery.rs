@@ -1,12 +1,12 @@
 //! The delivery guarantee (README): every event the tenant holds arrives
-//! exactly once, whatever the API does: any sort order (by `created_at` either way, or by
-//! a hidden insertion sequence), inclusive or exclusive `since`, ties in a
-//! fresh order on every request and bulk operations larger than a page,
-//! page caps below `limit`, totals that are exact, capped, constant, too
+//! exactly once, whatever the API does: any sort order (by `created_at` either
+//! way, or by a hidden insertion sequence), inclusive or exclusive `since`,
+//! ties in a fresh order on every request and bulk operations larger than a
+//! page, page caps below `limit`, totals that are exact, capped, constant, too
 //! low or absent, created_at shown to the second, late events, bogus and
 //! far-future timestamps, reused and numeric ids, hostile, malformed and
-//! non-UTF-8 events, and 5xx, 429, dropped connections, truncated and
-//! endless bodies, all at once.
+//! non-UTF-8 events, and 5xx, 429, dropped connections, truncated and endless
+//! bodies, all at once.
 
 use std::time::{Duration, Instant};
 
@@ -52,11 +52,7 @@ async fn delivers_everything_exactly_once(api: Api) {
         extra_source: "max_body = \"2MiB\"",
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
 
     // Live phase: inserts keep coming; run until every kind of failure has
     // been injected at least once and a bulk operation larger than a page

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use auditfwd::app::App;
 use auditfwd_sim::{Expect, SimConfig, TruthEvent, Verdict};
 use auditfwd_testkit::wait_for;
 use serde_json::Value;
@@ -52,11 +51,7 @@ async fn the_source_actions_filter_delivers_only_those_actions() {
         };
         let want = expected(&truth, |a| actions.contains(&a));
         assert!(want.len() > 10, "the tenant holds these actions");
-        let fwd = Forwarder::start(App::new(parse_config(&config_text(
-            &sim,
-            dir.path(),
-            &setup,
-        ))));
+        let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
         let out = dir.path().join("out");
         let arrived = wait_for(Duration::from_secs(20), || {
             id_counts(&read_lines(&out)) == want
@@ -87,11 +82,7 @@ async fn per_sink_filters_route_by_action_and_entity_type() {
         extra: &extra,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     let truth = sim.truth();
     assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(20)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -138,11 +129,7 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
             extra_source: &extra_source,
             ..Setup::new(dir.path())
         };
-        let fwd = Forwarder::start(App::new(parse_config(&config_text(
-            &sim,
-            dir.path(),
-            &setup,
-        ))));
+        let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
         let truth = sim.truth();
         assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(60)).await);
         let requests = sim.stats().requests;

@@ -161,11 +161,7 @@ async fn a_full_disk_delays_events_but_never_tears_or_repeats_a_batch() {
         extra: "max_bytes = 20000\ncompression = \"gzip\"\nmode = \"0604\"",
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     let label = Metrics::sink("files");
     let errors = || fwd.metrics.sink_errors.get_or_create(&label).get();
     let written = || fwd.metrics.sink_records.get_or_create(&label).get();

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use auditfwd::app::App;
 use auditfwd_sim::SimConfig;
 use auditfwd_testkit::free_port;
 use serde_json::Value;
@@ -62,11 +61,7 @@ async fn readiness_follows_a_sinks_receiver_down_and_back() {
         extra: &extra,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
 
     let down = until(listen, "/readyz", Duration::from_secs(10), |(_, body)| {
         body["components"]["sink:logs"]["status"] == "degraded"
@@ -141,11 +136,7 @@ async fn idle_connections_can_not_exhaust_file_descriptors() {
         extra: &extra,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     assert_eq!(
         until(listen, "/livez", Duration::from_secs(10), |(s, _)| *s
             == 200)
@@ -208,11 +199,7 @@ async fn metrics_parse_with_a_real_openmetrics_parser() {
         extra: &extra,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     let truth = sim.truth();
     assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(20)).await);
     let body = reqwest::get(format!("http://127.0.0.1:{listen}/metrics"))

@@ -22,11 +22,7 @@ async fn run_until_delivered(
         extra_source,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(sim, dir.path(), &setup);
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");

@@ -38,11 +38,7 @@ start_at = "beginning"
         extra: &telemetry,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     let truth = sim.truth();
     let out = dir.path().join("out");
     assert!(all_delivered(&truth, &out, Duration::from_secs(10)).await);

@@ -156,13 +156,14 @@ impl Forwarder {
         }
     }
 
+    /// A forwarder with `setup`, reading `sim` into `dir`.
+    pub fn with_setup(sim: &Simulator, dir: &Path, setup: &Setup<'_>) -> Self {
+        Self::start(App::new(parse_config(&config_text(sim, dir, setup))))
+    }
+
     /// A forwarder with the default test setup, reading `sim` into `dir`.
     pub fn for_tenant(sim: &Simulator, dir: &Path) -> Self {
-        Self::start(App::new(parse_config(&config_text(
-            sim,
-            dir,
-            &Setup::new(dir),
-        ))))
+        Self::with_setup(sim, dir, &Setup::new(dir))
     }
 
     /// Whether `run` is still going (it has not stopped on an error).
@@ -195,11 +196,7 @@ pub async fn forwarder_with_telemetry(listen: u16) -> (Simulator, tempfile::Temp
         extra: &extra,
         ..Setup::new(dir.path())
     };
-    let fwd = Forwarder::start(App::new(parse_config(&config_text(
-        &sim,
-        dir.path(),
-        &setup,
-    ))));
+    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     (sim, dir, fwd)
 }
 
