@@ -25,7 +25,7 @@
 //!
 //! The simulated tenant used by tests and the demo is its own crate,
 //! `auditfwd-sim` (`sim/`), behind `auditfwd simulate` and `auditfwd demo`.
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub)]
 
 pub mod app;
 pub mod config;

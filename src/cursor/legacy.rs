@@ -24,7 +24,7 @@ use super::state::{CursorState, Entry, UNKNOWN_CONTENT};
 use crate::model::EventKey;
 
 /// The layout this module reads.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 #[derive(Deserialize)]
 struct StateV1 {
@@ -58,7 +58,7 @@ fn key_of(id: &str) -> EventKey {
 }
 
 /// The current-layout state of a layout-1 snapshot plus its journal.
-pub fn upgrade(snapshot: &[u8], journal: &str, source: &str) -> Result<CursorState, String> {
+pub(crate) fn upgrade(snapshot: &[u8], journal: &str, source: &str) -> Result<CursorState, String> {
     let old: StateV1 = serde_json::from_slice(snapshot).map_err(|e| e.to_string())?;
     if old.source != source {
         return Err(format!(

@@ -16,7 +16,7 @@ fn is_clean(s: &str) -> bool {
 }
 
 /// Writes `s` as a JSON string.
-pub fn string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn string(out: &mut Vec<u8>, s: &str) {
     if is_clean(s) {
         out.reserve(s.len() + 2);
         out.push(b'"');
@@ -28,7 +28,7 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Writes any JSON value, with the same fast path for its strings.
-pub fn value(out: &mut Vec<u8>, v: &Value) {
+pub(crate) fn value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -62,7 +62,7 @@ pub fn value(out: &mut Vec<u8>, v: &Value) {
 
 /// An object being written; it is closed when dropped (or by
 /// [`Obj::end`], which says so where it matters).
-pub struct Obj<'a> {
+pub(crate) struct Obj<'a> {
     out: &'a mut Vec<u8>,
     empty: bool,
     close: &'static [u8],
@@ -76,7 +76,7 @@ impl Drop for Obj<'_> {
 
 impl<'a> Obj<'a> {
     /// Opens an object.
-    pub fn new(out: &'a mut Vec<u8>) -> Self {
+    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj {
             out,
@@ -99,14 +99,14 @@ impl<'a> Obj<'a> {
     }
 
     /// A string member.
-    pub fn str(&mut self, key: &'static str, v: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, key: &'static str, v: &str) -> &mut Self {
         self.key(key);
         string(self.out, v);
         self
     }
 
     /// A string member, when there is one.
-    pub fn opt_str(&mut self, key: &'static str, v: Option<&str>) -> &mut Self {
+    pub(crate) fn opt_str(&mut self, key: &'static str, v: Option<&str>) -> &mut Self {
         if let Some(v) = v {
             self.str(key, v);
         }
@@ -114,7 +114,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An integer member.
-    pub fn int(&mut self, key: &'static str, v: impl itoa::Integer) -> &mut Self {
+    pub(crate) fn int(&mut self, key: &'static str, v: impl itoa::Integer) -> &mut Self {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
@@ -122,7 +122,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A boolean member.
-    pub fn bool(&mut self, key: &'static str, v: bool) -> &mut Self {
+    pub(crate) fn bool(&mut self, key: &'static str, v: bool) -> &mut Self {
         self.key(key);
         self.out
             .extend_from_slice(if v { b"true" } else { b"false" });
@@ -130,14 +130,14 @@ impl<'a> Obj<'a> {
     }
 
     /// Any JSON value as a member.
-    pub fn value(&mut self, key: &'static str, v: &Value) -> &mut Self {
+    pub(crate) fn value(&mut self, key: &'static str, v: &Value) -> &mut Self {
         self.key(key);
         value(self.out, v);
         self
     }
 
     /// An array of strings as a member.
-    pub fn strs(&mut self, key: &'static str, items: &[&str]) -> &mut Self {
+    pub(crate) fn strs(&mut self, key: &'static str, items: &[&str]) -> &mut Self {
         self.key(key);
         self.out.push(b'[');
         for (i, item) in items.iter().enumerate() {
@@ -151,7 +151,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A string member made of `parts` (no intermediate string).
-    pub fn str_parts(&mut self, key: &'static str, parts: &[&str]) -> &mut Self {
+    pub(crate) fn str_parts(&mut self, key: &'static str, parts: &[&str]) -> &mut Self {
         self.key(key);
         if parts.iter().all(|p| is_clean(p)) {
             self.out.push(b'"');
@@ -166,13 +166,13 @@ impl<'a> Obj<'a> {
     }
 
     /// Opens an object member.
-    pub fn obj(&mut self, key: &'static str) -> Obj<'_> {
+    pub(crate) fn obj(&mut self, key: &'static str) -> Obj<'_> {
         self.key(key);
         Obj::new(self.out)
     }
 
     /// Opens an array member holding one object.
-    pub fn obj_in_array(&mut self, key: &'static str) -> Obj<'_> {
+    pub(crate) fn obj_in_array(&mut self, key: &'static str) -> Obj<'_> {
         self.key(key);
         self.out.extend_from_slice(b"[{");
         Obj {
@@ -183,7 +183,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Closes the object.
-    pub fn end(self) {}
+    pub(crate) fn end(self) {}
 }
 
 #[cfg(test)]
