@@ -1,0 +1,10 @@
+//! Fleet mode: many replicas share the sources through Kafka. Each source
+//! belongs to a partition of the coordination topic ([`store::partition_of`]);
+//! the consumer group gives each partition to one replica; a replica's
+//! cursors live on a compacted state topic ([`store::KafkaStore`]), fenced
+//! by epochs so that a replica that lost a source can not move it back.
+//!
+//! Built so far: the state store. Membership (the group, handover on
+//! rebalance) is not wired into the daemon yet.
+
+pub mod store;
