@@ -159,3 +159,91 @@ fn claims_at_once_agree_on_one_winner_and_snapshots_compact_the_journal() {
         Some((200, winner_delivered + 198))
     );
 }
+
+/// A member whose ownership is tracked by a task: what it holds now.
+fn tracked(
+    broker: &Tansu,
+    topic: &str,
+) -> (
+    auditfwd::fleet::member::Member,
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>,
+) {
+    use auditfwd::fleet::member::{Member, MemberConfig, Ownership};
+    let config = MemberConfig {
+        client: vec![("bootstrap.servers".into(), broker.brokers())],
+        group: "fleet-test".into(),
+        topic: topic.into(),
+        session_timeout: Duration::from_secs(6),
+        drain_timeout: Duration::from_secs(5),
+    };
+    let (member, mut events) = Member::join(&config).unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mine = held.clone();
+    std::thread::spawn(move || {
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                Ownership::Assigned(p) => mine.lock().unwrap().extend(p),
+                Ownership::Revoked {
+                    partitions,
+                    drained,
+                } => {
+                    mine.lock().unwrap().retain(|p| !partitions.contains(p));
+                    let _ = drained.send(());
+                }
+            }
+        }
+    });
+    (member, held)
+}
+
+/// Whether `holders` together hold each of `0..n` exactly once.
+fn exactly_once(
+    holders: &[&std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>],
+    n: i32,
+) -> bool {
+    let mut all: Vec<i32> = holders
+        .iter()
+        .flat_map(|h| h.lock().unwrap().clone())
+        .collect();
+    all.sort();
+    all == (0..n).collect::<Vec<_>>()
+}
+
+#[test]
+fn members_share_the_partitions_and_take_over_those_of_one_that_leaves() {
+    let broker = Tansu::start();
+    broker.create_topic("auditfwd.fleet", 12);
+    let (a, held_a) = tracked(&broker, "auditfwd.fleet");
+    let (b, held_b) = tracked(&broker, "auditfwd.fleet");
+    let (c, held_c) = tracked(&broker, "auditfwd.fleet");
+    let settled = |holders: &[&std::sync::Arc<
+        std::sync::Mutex<std::collections::BTreeSet<i32>>,
+    >],
+                   timeout: Duration| {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if exactly_once(holders, 12) && holders.iter().all(|h| !h.lock().unwrap().is_empty()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(
+        settled(&[&held_a, &held_b, &held_c], Duration::from_secs(60)),
+        "three members hold the 12 partitions once each: {:?} {:?} {:?}",
+        held_a.lock().unwrap(),
+        held_b.lock().unwrap(),
+        held_c.lock().unwrap()
+    );
+    let started = std::time::Instant::now();
+    drop(c);
+    assert!(
+        settled(&[&held_a, &held_b], Duration::from_secs(30)),
+        "the two left hold all 12 within 30 s: {:?} {:?}",
+        held_a.lock().unwrap(),
+        held_b.lock().unwrap()
+    );
+    eprintln!("handover after a member left: {:?}", started.elapsed());
+    drop((a, b));
+}
