@@ -10,6 +10,8 @@ mod delivery;
 mod enrich;
 mod fairness;
 mod features;
+#[cfg(feature = "kafka")]
+mod fleet;
 mod formats;
 mod full_disk;
 mod health;

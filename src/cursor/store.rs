@@ -62,6 +62,20 @@ pub enum StoreError {
         /// ` (pid N)` when the lock file names its holder.
         holder: String,
     },
+    /// The fleet's state topic could not be read or written.
+    #[error(
+        "state of source `{source_name}` on Kafka topic {topic}: cannot {action}: {reason}; check that the brokers are reachable and that this replica may read and write the topic"
+    )]
+    Kafka {
+        /// The source.
+        source_name: String,
+        /// The state topic.
+        topic: String,
+        /// What was attempted.
+        action: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 /// Name of the lock file of a state directory.

@@ -1,0 +1,211 @@
+//! Membership of the fleet: this replica's share of the coordination
+//! topic's partitions, from Kafka's consumer-group protocol (cooperative
+//! rebalancing), and the handover on every change.
+//!
+//! A [`Member`] polls a consumer of the coordination topic on a thread of
+//! its own and reports every change of its assignment as an [`Ownership`]
+//! event. A revocation blocks the rebalance until the receiver says the
+//! partitions' sources are drained and checkpointed (or the drain timeout
+//! passed): the next owner starts from the state the last one saved, and
+//! at most the batches in flight at the handover are sent twice.
+//!
+//! The group protocol is not trusted for exclusivity: a coordinator may
+//! briefly give a partition to two members (tansu does, for about a
+//! second). The state store's epochs ([`super::store`]) keep a cursor from
+//! moving back whatever the coordinator does.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use tokio::sync::mpsc;
+
+/// A change of this replica's partitions.
+#[derive(Debug)]
+pub enum Ownership {
+    /// These partitions are now this replica's: start their sources.
+    Assigned(BTreeSet<i32>),
+    /// These partitions are being taken away: drain their sources, then
+    /// send on `drained` (the rebalance waits for it, up to the drain
+    /// timeout).
+    Revoked {
+        /// The partitions.
+        partitions: BTreeSet<i32>,
+        /// Answer when their sources are drained and checkpointed.
+        drained: std_mpsc::SyncSender<()>,
+    },
+}
+
+/// Why the membership could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// The consumer could not be created or could not subscribe.
+    #[error(
+        "fleet: cannot join group `{group}` on topic `{topic}`: {reason}; check [fleet] brokers and that the topic exists"
+    )]
+    Join {
+        /// The group id.
+        group: String,
+        /// The coordination topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How to join the fleet.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// librdkafka properties: `bootstrap.servers` and what the cluster
+    /// needs (SASL, TLS).
+    pub client: Vec<(String, String)>,
+    /// The consumer group all replicas share.
+    pub group: String,
+    /// The coordination topic.
+    pub topic: String,
+    /// After this long without heartbeats a replica's sources go to the
+    /// others.
+    pub session_timeout: Duration,
+    /// The longest a revocation waits for the sources to drain.
+    pub drain_timeout: Duration,
+}
+
+struct Context {
+    events: mpsc::UnboundedSender<Ownership>,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for Context {}
+
+fn partitions(rebalance: &Rebalance<'_>) -> BTreeSet<i32> {
+    match rebalance {
+        Rebalance::Assign(tpl) | Rebalance::Revoke(tpl) => {
+            tpl.elements().iter().map(|e| e.partition()).collect()
+        }
+        Rebalance::Error(_) => BTreeSet::new(),
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let partitions = partitions(rebalance);
+            if partitions.is_empty() {
+                return;
+            }
+            let (drained, done) = std_mpsc::sync_channel(1);
+            tracing::info!(
+                ?partitions,
+                "fleet: partitions revoked; draining their sources"
+            );
+            if self
+                .events
+                .send(Ownership::Revoked {
+                    partitions,
+                    drained,
+                })
+                .is_ok()
+                && done.recv_timeout(self.drain_timeout).is_err()
+            {
+                tracing::warn!(timeout = ?self.drain_timeout, "fleet: sources did not drain in time; handing over anyway (their batches in flight may be sent twice)");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(_) => {
+                let partitions = partitions(rebalance);
+                if !partitions.is_empty() {
+                    tracing::info!(?partitions, "fleet: partitions assigned");
+                    let _ = self.events.send(Ownership::Assigned(partitions));
+                }
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "fleet: rebalance failed; the group retries");
+            }
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// This replica in the group. Leaves the group (revoking everything it
+/// holds, through the same drain) when dropped.
+pub struct Member {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Member {
+    /// Joins the group; ownership changes arrive on the returned channel.
+    pub fn join(
+        config: &MemberConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Ownership>), MemberError> {
+        let err = |reason: String| MemberError::Join {
+            group: config.group.clone(),
+            topic: config.topic.clone(),
+            reason,
+        };
+        let (events, receiver) = mpsc::unbounded_channel();
+        let mut client = ClientConfig::new();
+        for (k, v) in &config.client {
+            client.set(k, v);
+        }
+        let session_ms = config.session_timeout.as_millis().max(1000);
+        let consumer: BaseConsumer<Context> = client
+            .set("group.id", &config.group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", session_ms.to_string())
+            .set("heartbeat.interval.ms", (session_ms / 3).to_string())
+            // The topic carries no data; offsets do not matter.
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create_with_context(Context {
+                events,
+                drain_timeout: config.drain_timeout,
+            })
+            .map_err(|e| err(e.to_string()))?;
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(|e| err(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("fleet-member".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+                        tracing::debug!(%error, "fleet: coordination consumer");
+                    }
+                }
+                // Leaving: the group rebalances at once instead of after
+                // the session timeout.
+                consumer.unsubscribe();
+                for _ in 0..10 {
+                    let _ = consumer.poll(Duration::from_millis(50));
+                }
+            })
+            .map_err(|e| err(e.to_string()))?;
+        Ok((
+            Self {
+                stop,
+                thread: Some(thread),
+            },
+            receiver,
+        ))
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Issue 13, fleet mode: the cursor state on a compacted Kafka topic (a
+//! real tansu broker), fenced by epochs. A replica that takes a source over
+//! continues the cursor where the last owner made it durable; a replica
+//! that lost the source (a zombie) can still write, but no later load sees
+//! what it wrote, so it can not move the cursor back or fork it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use auditfwd::cursor::state::Acked;
+use auditfwd::cursor::store::StateStore;
+use auditfwd::cursor::{Checkpoint, CursorState};
+use auditfwd::fleet::store::{KafkaStore, KafkaStoreConfig};
+use auditfwd::model::EventKey;
+
+use crate::support::services::Tansu;
+
+const TOPIC: &str = "auditfwd.state";
+
+/// The store of `source` as replica `replica` sees it (the store is
+/// synchronous: the poller calls it from `spawn_blocking`).
+fn store(broker: &Tansu, replica: &str, source: &str) -> KafkaStore {
+    let config = KafkaStoreConfig {
+        client: HashMap::from([("bootstrap.servers".to_string(), broker.brokers())]),
+        topic: TOPIC.into(),
+        replica: replica.into(),
+        timeout: Duration::from_secs(15),
+    };
+    KafkaStore::open(source, config).expect("the state topic is reachable")
+}
+
+/// A checkpoint that delivered `delivered` events.
+fn checkpoint(seq: u64, delivered: u64) -> Checkpoint {
+    Checkpoint {
+        seq,
+        delivered,
+        ..Checkpoint::default()
+    }
+}
+
+/// `(seq, delivered_total)` of a loaded state.
+fn summary(state: &Option<CursorState>) -> Option<(u64, u64)> {
+    state.as_ref().map(|s| (s.seq, s.delivered_total))
+}
+
+#[test]
+fn a_takeover_continues_the_cursor_and_a_zombie_can_not_move_it_back() {
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 4);
+
+    let mut a = store(&broker, "replica-a", "acme");
+    assert!(a.load().unwrap().is_none(), "a new source has no state");
+    assert_eq!(a.owner().unwrap().epoch, 1);
+    a.snapshot(&CursorState::new("acme", chrono::Utc::now()))
+        .unwrap();
+    for seq in 1..=3 {
+        a.commit(&checkpoint(seq, 10)).unwrap();
+    }
+
+    // Replica b takes over: it continues from a's three checkpoints.
+    let mut b = store(&broker, "replica-b", "acme");
+    assert_eq!(summary(&b.load().unwrap()), Some((3, 30)));
+    assert_eq!(b.owner().unwrap().epoch, 2);
+
+    // a was not told yet and writes on: a zombie, even a whole snapshot of
+    // its own. b writes too.
+    a.commit(&checkpoint(4, 10)).unwrap();
+    a.commit(&checkpoint(5, 10)).unwrap();
+    let mut zombie = CursorState::new("acme", chrono::Utc::now());
+    for seq in 1..=5 {
+        zombie.apply(&checkpoint(seq, 10));
+    }
+    a.snapshot(&zombie).unwrap();
+    b.commit(&checkpoint(4, 10)).unwrap();
+
+    let mut c = store(&broker, "replica-c", "acme");
+    assert_eq!(
+        summary(&c.load().unwrap()),
+        Some((4, 40)),
+        "the chain of the last claim (b's), not the zombie's five checkpoints"
+    );
+    assert_eq!(c.owner().unwrap().epoch, 3);
+
+    // b is a zombie now: its writes do not count either.
+    b.commit(&checkpoint(5, 10)).unwrap();
+    c.commit(&checkpoint(5, 1)).unwrap();
+    let mut d = store(&broker, "replica-d", "acme");
+    assert_eq!(summary(&d.load().unwrap()), Some((5, 41)));
+
+    // Another source on the same topic is untouched by all of this.
+    let mut other = store(&broker, "replica-c", "globex");
+    assert!(other.load().unwrap().is_none());
+}
+
+#[test]
+fn claims_at_once_agree_on_one_winner_and_snapshots_compact_the_journal() {
+    let broker = Tansu::start();
+    broker.create_topic(TOPIC, 2);
+    let mut first = store(&broker, "r0", "acme");
+    assert!(first.load().unwrap().is_none());
+    first
+        .snapshot(&CursorState::new("acme", chrono::Utc::now()))
+        .unwrap();
+    first.commit(&checkpoint(1, 1)).unwrap();
+
+    // x and y load at the same time (a coordinator that gave the source to
+    // both for a moment): whatever the interleaving, exactly one chain wins
+    // for every later load, the higher (epoch, replica).
+    let (x, y) = (store(&broker, "x", "acme"), store(&broker, "y", "acme"));
+    let claim = |mut s: KafkaStore| {
+        std::thread::spawn(move || {
+            let loaded = s.load().unwrap();
+            (s, loaded)
+        })
+    };
+    let (tx, ty) = (claim(x), claim(y));
+    let ((mut x, from_x), (mut y, from_y)) = (tx.join().unwrap(), ty.join().unwrap());
+    assert_eq!(summary(&from_x), Some((1, 1)));
+    assert_eq!(summary(&from_y), Some((1, 1)));
+    x.commit(&checkpoint(2, 100)).unwrap();
+    y.commit(&checkpoint(2, 1000)).unwrap();
+    let winner_delivered = if y.owner() > x.owner() { 1001 } else { 101 };
+    let mut z = store(&broker, "z", "acme");
+    assert_eq!(summary(&z.load().unwrap()), Some((2, winner_delivered)));
+
+    // z owns it now; enough checkpoints that its journal is compacted into
+    // snapshots, and a later load still rebuilds the same state.
+    let mut state = CursorState::new("acme", chrono::Utc::now());
+    state.apply(&checkpoint(1, 1));
+    state.apply(&checkpoint(2, winner_delivered - 1));
+    let mut snapshots = 0;
+    let started = std::time::Instant::now();
+    for seq in 3..=200 {
+        // Checkpoints as large as a page's: 100 acknowledged keys.
+        let mut cp = checkpoint(seq, 1);
+        cp.acked = (0..100)
+            .map(|i| Acked {
+                key: EventKey::string_id(&format!("evt-{seq}-{i}")),
+                ms: 1_700_000_000_000 + seq as i64,
+                content: i,
+                stray: false,
+            })
+            .collect();
+        let wants_snapshot = z.commit(&cp).unwrap();
+        state.apply(&cp);
+        if wants_snapshot {
+            z.snapshot(&state).unwrap();
+            snapshots += 1;
+        }
+    }
+    eprintln!("198 commits took {:?}", started.elapsed());
+    assert!(
+        snapshots > 0,
+        "200 checkpoints of 100 keys outweigh a snapshot"
+    );
+    let mut after = store(&broker, "after", "acme");
+    assert_eq!(
+        summary(&after.load().unwrap()),
+        Some((200, winner_delivered + 198))
+    );
+}
+
+/// A member whose ownership is tracked by a task: what it holds now.
+fn tracked(
+    broker: &Tansu,
+    topic: &str,
+) -> (
+    auditfwd::fleet::member::Member,
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>,
+) {
+    use auditfwd::fleet::member::{Member, MemberConfig, Ownership};
+    let config = MemberConfig {
+        client: vec![("bootstrap.servers".into(), broker.brokers())],
+        group: "fleet-test".into(),
+        topic: topic.into(),
+        session_timeout: Duration::from_secs(6),
+        drain_timeout: Duration::from_secs(5),
+    };
+    let (member, mut events) = Member::join(&config).unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mine = held.clone();
+    std::thread::spawn(move || {
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                Ownership::Assigned(p) => mine.lock().unwrap().extend(p),
+                Ownership::Revoked {
+                    partitions,
+                    drained,
+                } => {
+                    mine.lock().unwrap().retain(|p| !partitions.contains(p));
+                    let _ = drained.send(());
+                }
+            }
+        }
+    });
+    (member, held)
+}
+
+/// Whether `holders` together hold each of `0..n` exactly once.
+fn exactly_once(
+    holders: &[&std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>],
+    n: i32,
+) -> bool {
+    let mut all: Vec<i32> = holders
+        .iter()
+        .flat_map(|h| h.lock().unwrap().clone())
+        .collect();
+    all.sort();
+    all == (0..n).collect::<Vec<_>>()
+}
+
+#[test]
+fn members_share_the_partitions_and_take_over_those_of_one_that_leaves() {
+    let broker = Tansu::start();
+    broker.create_topic("auditfwd.fleet", 12);
+    let (a, held_a) = tracked(&broker, "auditfwd.fleet");
+    let (b, held_b) = tracked(&broker, "auditfwd.fleet");
+    let (c, held_c) = tracked(&broker, "auditfwd.fleet");
+    let settled = |holders: &[&std::sync::Arc<
+        std::sync::Mutex<std::collections::BTreeSet<i32>>,
+    >],
+                   timeout: Duration| {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if exactly_once(holders, 12) && holders.iter().all(|h| !h.lock().unwrap().is_empty()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(
+        settled(&[&held_a, &held_b, &held_c], Duration::from_secs(60)),
+        "three members hold the 12 partitions once each: {:?} {:?} {:?}",
+        held_a.lock().unwrap(),
+        held_b.lock().unwrap(),
+        held_c.lock().unwrap()
+    );
+    let started = std::time::Instant::now();
+    drop(c);
+    assert!(
+        settled(&[&held_a, &held_b], Duration::from_secs(30)),
+        "the two left hold all 12 within 30 s: {:?} {:?}",
+        held_a.lock().unwrap(),
+        held_b.lock().unwrap()
+    );
+    eprintln!("handover after a member left: {:?}", started.elapsed());
+    drop((a, b));
+}
