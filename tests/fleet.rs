@@ -12,8 +12,7 @@ use auditfwd::cursor::store::StateStore;
 use auditfwd::cursor::{Checkpoint, CursorState};
 use auditfwd::fleet::store::{KafkaStore, KafkaStoreConfig};
 use auditfwd::model::EventKey;
-
-use crate::support::services::Tansu;
+use auditfwd_testkit::Tansu;
 
 const TOPIC: &str = "auditfwd.state";
 
