@@ -3,12 +3,16 @@
 
 pub mod cef;
 pub mod ecs;
+#[cfg(test)]
+mod golden;
 mod json;
 mod jsonw;
 pub mod leef;
 pub mod mapping;
 pub mod ocsf;
 mod raw;
+#[cfg(test)]
+mod reference;
 
 use auditfwd_sink::{Event, Severity};
 use bytes::Bytes;
