@@ -166,7 +166,7 @@ fn formats() -> Vec<Format> {
         Format::Ecs,
         Format::Cef,
     ];
-    for delimiter in ['^', '\t', ' ', '¦'] {
+    for delimiter in ['^', '\t', ' ', '¦', '-', ','] {
         formats.push(Format::Leef { delimiter });
     }
     formats

@@ -20,7 +20,9 @@ pub(crate) fn formats() -> Vec<Format> {
         Format::Ecs,
         Format::Cef,
     ];
-    for delimiter in ['^', '\t', ' ', '~', '\u{1}', '¦', '✓'] {
+    for delimiter in [
+        '^', '\t', ' ', '~', '\u{1}', '¦', '✓', '-', ':', '"', ',', '.', '+', '\\',
+    ] {
         formats.push(Format::Leef { delimiter });
     }
     formats
