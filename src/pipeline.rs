@@ -292,8 +292,12 @@ impl Pipeline {
         for sink in &self.sinks {
             let route = &sink.route;
             let mut records = Vec::with_capacity(events.len());
-            for event in events.iter().filter(|e| route.filter.matches(e)) {
-                match route.format.encode(event) {
+            let wanted: Vec<&Arc<Event>> =
+                events.iter().filter(|e| route.filter.matches(e)).collect();
+            // One buffer for the batch's lines, shared by their payloads.
+            let lines = route.format.encode_batch(wanted.iter().map(|e| &***e));
+            for (event, line) in wanted.into_iter().zip(lines) {
+                match line {
                     Ok(payload) => records.push(Record {
                         event: event.clone(),
                         payload,

@@ -149,6 +149,10 @@ impl Format {
                 self.encode_into(event, &mut buf).map(|()| start..buf.len())
             })
             .collect();
+        // The lines keep the buffer alive: give back what they do not use.
+        if buf.capacity() - buf.len() > buf.len() / 4 {
+            buf.shrink_to_fit();
+        }
         let buf = Bytes::from(buf);
         spans
             .into_iter()
@@ -358,6 +362,33 @@ mod tests {
                 format.name()
             );
         }
+    }
+
+    #[test]
+    fn a_batch_encodes_as_its_events_one_by_one() {
+        let mut events = golden::events();
+        events[3].raw = "not JSON".into();
+        for name in FORMATS {
+            let format = Format::parse(name).unwrap();
+            let batch = format.encode_batch(&events);
+            assert_eq!(batch.len(), events.len());
+            for (e, line) in events.iter().zip(batch) {
+                match (format.encode(e), line) {
+                    (Ok(one), Ok(line)) => assert_eq!(one, line, "{name}"),
+                    (Err(one), Err(line)) => assert_eq!(one.to_string(), line.to_string()),
+                    (one, line) => panic!("{name}: {one:?} alone, {line:?} in a batch"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_encoding_leaves_the_buffer_as_it_was() {
+        let mut event = sample_events("acme", 1).remove(0);
+        event.raw = "{\"id\":".into();
+        let mut out = b"kept".to_vec();
+        assert!(Format::Raw.encode_into(&event, &mut out).is_err());
+        assert_eq!(out, b"kept");
     }
 
     #[test]
