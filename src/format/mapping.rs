@@ -211,7 +211,7 @@ pub const TABLE: &[Mapping] = &[
 
 /// Fallbacks by suffix for actions not in the table, e.g. `JOB_CREATED`.
 #[rustfmt::skip]
-pub(crate) const SUFFIXES: &[(&str, Mapping)] = &[
+const SUFFIXES: &[(&str, Mapping)] = &[
     ("_CREATED", row("*_CREATED", "Resource created", WEB_RESOURCES, (1, "Create"), Success, Low, &["api"], &["creation"], false)),
     ("_UPDATED", row("*_UPDATED", "Resource updated", WEB_RESOURCES, (3, "Update"), Success, Low, &["api"], &["change"], false)),
     ("_VIEWED", row("*_VIEWED", "Resource viewed", WEB_RESOURCES, (2, "Read"), Success, Informational, &["api"], &["access"], false)),

@@ -11,8 +11,6 @@ pub mod leef;
 pub mod mapping;
 pub mod ocsf;
 mod raw;
-#[cfg(test)]
-mod reference;
 
 use std::cell::RefCell;
 
