@@ -4,6 +4,10 @@
 //! cargo bench --bench encode
 //! ```
 //!
+//! `encode/<format>` encodes one event at a time (what `scripts/bench.sh`
+//! reports); `encode_batch/<format>` encodes as the pipeline does, a batch
+//! into one buffer.
+//!
 //! The events are realistic: enriched, with `details`, and every 20th one
 //! with hostile strings (escaping paths).
 
@@ -50,18 +54,21 @@ fn events() -> Vec<Event> {
         .collect()
 }
 
+const FORMATS: [Format; 6] = [
+    Format::Json,
+    Format::Raw,
+    Format::Ocsf,
+    Format::Ecs,
+    Format::Cef,
+    Format::Leef { delimiter: '^' },
+];
+
+/// One event at a time, each line in its own buffer (`Format::encode`).
 fn encode(c: &mut Criterion) {
     let events = events();
     let mut group = c.benchmark_group("encode");
     group.throughput(Throughput::Elements(events.len() as u64));
-    for format in [
-        Format::Json,
-        Format::Raw,
-        Format::Ocsf,
-        Format::Ecs,
-        Format::Cef,
-        Format::Leef { delimiter: '^' },
-    ] {
+    for format in FORMATS {
         group.bench_function(format.name(), |b| {
             b.iter(|| {
                 for e in &events {
@@ -73,5 +80,25 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode);
+/// As the pipeline encodes: a batch of 100 events into one shared buffer
+/// (`Format::encode_batch`).
+fn encode_batch(c: &mut Criterion) {
+    let events = events();
+    let mut group = c.benchmark_group("encode_batch");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    for format in FORMATS {
+        group.bench_function(format.name(), |b| {
+            b.iter(|| {
+                for batch in events.chunks(100) {
+                    for line in format.encode_batch(black_box(batch)) {
+                        black_box(line.unwrap());
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, encode_batch);
 criterion_main!(benches);

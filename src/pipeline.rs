@@ -30,12 +30,17 @@ use crate::telemetry::{Health, Metrics, Status};
 
 /// `event` encoded in `format`, as a sink receives it.
 pub fn record(format: &Format, event: &Arc<Event>) -> Result<Record, format::EncodeError> {
-    Ok(Record {
-        payload: format.encode(event)?,
+    Ok(encoded(format, event, format.encode(event)?))
+}
+
+/// The record of `event` whose encoding in `format` is `payload`.
+fn encoded(format: &Format, event: &Arc<Event>, payload: bytes::Bytes) -> Record {
+    Record {
+        payload,
         severity: format::severity(event),
         format: format.name(),
         event: event.clone(),
-    })
+    }
 }
 
 /// What a sink receives: everything but the sink itself.
@@ -302,9 +307,13 @@ impl Pipeline {
         for sink in &self.sinks {
             let route = &sink.route;
             let mut records = Vec::with_capacity(events.len());
-            for event in events.iter().filter(|e| route.filter.matches(e)) {
-                match record(&route.format, event) {
-                    Ok(record) => records.push(record),
+            let wanted: Vec<&Arc<Event>> =
+                events.iter().filter(|e| route.filter.matches(e)).collect();
+            // One buffer for the batch's lines, shared by their payloads.
+            let lines = route.format.encode_batch(wanted.iter().map(|e| &***e));
+            for (event, line) in wanted.into_iter().zip(lines) {
+                match line {
+                    Ok(payload) => records.push(encoded(&route.format, event, payload)),
                     Err(error) => dead.push(DeadLetter {
                         id: Some(event.id.clone()),
                         sink: Some(route.name.clone()),

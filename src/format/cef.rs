@@ -7,64 +7,90 @@
 //! `externalId` (event id), `act`, `suid`, `suser`, `outcome`, `src`,
 //! `requestClientApplication`, and `cs1`–`cs6` with their labels.
 
-use auditfwd_sink::Event;
+use std::sync::OnceLock;
 
-use super::mapping;
+use auditfwd_sink::Event;
+use serde_json::Value;
+
 use super::ocsf::{detail_ip, detail_user_agent};
-use super::{EncodeError, escape_into};
+use super::{escape_into, escape_tail, jsonw, mapping};
 
 /// Escapes a header field: `\` → `\\`, `|` → `\|`; control characters
 /// become spaces (the header has no escape for them).
-pub fn header(out: &mut String, value: &str) {
-    escape_into(
-        out,
-        value,
-        |b| b == b'\\' || b == b'|',
-        |out, c| match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            _ => out.push(' '),
-        },
-    );
+pub fn header(out: &mut Vec<u8>, value: &str) {
+    escape_into(out, value, is_header_special, escape_header);
+}
+
+fn is_header_special(b: u8) -> bool {
+    b == b'\\' || b == b'|'
+}
+
+fn escape_header(out: &mut Vec<u8>, c: char) {
+    match c {
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '|' => out.extend_from_slice(b"\\|"),
+        _ => out.push(b' '),
+    }
 }
 
 /// Escapes an extension value: `\` → `\\`, `=` → `\=`, CR → `\r`,
 /// LF → `\n`; other control characters become spaces.
-pub fn extension(out: &mut String, value: &str) {
-    escape_into(
-        out,
-        value,
-        |b| b == b'\\' || b == b'=',
-        |out, c| match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            _ => out.push(' '),
-        },
-    );
+#[inline]
+pub fn extension(out: &mut Vec<u8>, value: &str) {
+    escape_into(out, value, is_extension_special, escape_extension);
 }
 
-/// The extension, pair by pair, separated by single spaces.
+fn is_extension_special(b: u8) -> bool {
+    b == b'\\' || b == b'='
+}
+
+fn escape_extension(out: &mut Vec<u8>, c: char) {
+    match c {
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '=' => out.extend_from_slice(b"\\="),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        _ => out.push(b' '),
+    }
+}
+
+/// The extension, pair by pair, separated by single spaces. Keys are
+/// literals of this module.
 struct Extension<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
     first: bool,
 }
 
 impl Extension<'_> {
-    fn key(&mut self, key: &str) {
+    #[inline(always)]
+    fn key(&mut self, key: &'static str) {
         if !self.first {
-            self.out.push(' ');
+            self.out.push(b' ');
         }
         self.first = false;
-        self.out.push_str(key);
-        self.out.push('=');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'=');
     }
 
-    fn pair(&mut self, key: &str, value: &str) {
+    #[inline(always)]
+    fn pair(&mut self, key: &'static str, value: &str) {
         self.key(key);
         extension(self.out, value);
     }
+
+    /// A pair whose value is `value` as line-safe JSON, escaped in place.
+    fn json(&mut self, key: &'static str, value: &Value) {
+        self.key(key);
+        let start = self.out.len();
+        jsonw::value(self.out, value);
+        escape_tail(self.out, start, is_extension_special, escape_extension);
+    }
+}
+
+/// The value of a custom string.
+enum Custom<'a> {
+    Text(&'a str),
+    Json(&'a Value),
 }
 
 /// The custom string keys and their label keys, in order.
@@ -77,23 +103,44 @@ const CUSTOM: [(&str, &str); 6] = [
     ("cs6", "cs6Label"),
 ];
 
-/// Encodes one event as a CEF line.
-pub fn line(event: &Event) -> String {
-    let mut out = String::with_capacity(512);
-    write(event, &mut out);
-    out
+/// The header of one mapping, from `CEF:0|` to the `|` before the
+/// extension, with the event class id left out: it is the event's action.
+struct Header {
+    /// `CEF:0|Vendor|Product|Version|`.
+    device: Vec<u8>,
+    /// `|Name|Severity|`.
+    rest: Vec<u8>,
+}
+
+impl Header {
+    fn of(index: usize) -> &'static Header {
+        static ALL: OnceLock<Vec<Header>> = OnceLock::new();
+        &ALL.get_or_init(|| {
+            mapping::ALL
+                .iter()
+                .map(|m| {
+                    let mut device = b"CEF:0|".to_vec();
+                    mapping::device_header(&mut device, "", header);
+                    let mut rest = vec![b'|'];
+                    header(&mut rest, m.name);
+                    rest.push(b'|');
+                    rest.extend_from_slice(itoa::Buffer::new().format(m.severity.cef()).as_bytes());
+                    rest.push(b'|');
+                    Header { device, rest }
+                })
+                .collect()
+        })[index]
+    }
 }
 
 /// Appends the CEF line of `event` to `out`.
-pub fn write(event: &Event, out: &mut String) {
-    let m = mapping::lookup(&event.action);
-    out.push_str("CEF:0|");
-    mapping::device_header(out, &event.action, header);
-    out.push('|');
-    header(out, m.name);
-    out.push('|');
-    out.push_str(itoa::Buffer::new().format(m.severity.cef()));
-    out.push('|');
+pub fn write<'a>(event: &'a Event, out: &mut Vec<u8>) {
+    let index = mapping::index(&event.action);
+    let m = &mapping::ALL[index];
+    let head = Header::of(index);
+    out.extend_from_slice(&head.device);
+    header(out, &event.action);
+    out.extend_from_slice(&head.rest);
     let mut ext = Extension { out, first: true };
     ext.pair(
         "rt",
@@ -115,27 +162,30 @@ pub fn write(event: &Event, out: &mut String) {
     if let Some(ua) = detail_user_agent(event) {
         ext.pair("requestClientApplication", ua);
     }
-    let details = (!event.details.is_null()).then(|| super::json_text(&event.details));
+    let text = |v: Option<&'a str>| v.map(Custom::Text);
     let custom = [
-        ("source", Some(event.source.as_str())),
-        ("entityType", event.entity_type.as_deref()),
-        ("entityId", event.entity_id.as_deref()),
-        ("details", details.as_deref()),
-        ("userRole", user.and_then(|u| u.role.as_deref())),
+        ("source", Some(Custom::Text(&event.source))),
+        ("entityType", text(event.entity_type.as_deref())),
+        ("entityId", text(event.entity_id.as_deref())),
+        (
+            "details",
+            (!event.details.is_null()).then_some(Custom::Json(&event.details)),
+        ),
+        ("userRole", text(user.and_then(|u| u.role.as_deref()))),
         (
             "userEnabled",
-            user.and_then(|u| u.enabled)
-                .map(|b| if b { "true" } else { "false" }),
+            text(
+                user.and_then(|u| u.enabled)
+                    .map(|b| if b { "true" } else { "false" }),
+            ),
         ),
     ];
     for ((label, value), (key, label_key)) in custom.into_iter().zip(CUSTOM) {
-        if let Some(v) = value {
-            ext.pair(key, v);
-            ext.pair(label_key, label);
+        match value {
+            Some(Custom::Text(v)) => ext.pair(key, v),
+            Some(Custom::Json(v)) => ext.json(key, v),
+            None => continue,
         }
+        ext.pair(label_key, label);
     }
-}
-
-pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
-    Ok(line(event).into_bytes())
 }

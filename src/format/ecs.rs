@@ -7,11 +7,12 @@
 //! API's `details`, the source name) live under the custom `auditfwd.*`
 //! namespace, as ECS recommends for custom data.
 
-use auditfwd_sink::{Event, format_millis};
+use std::sync::OnceLock;
+
+use auditfwd_sink::Event;
 use serde_json::Value;
 
-use super::EncodeError;
-use super::jsonw::Obj;
+use super::jsonw::{self, Obj};
 use super::mapping;
 use super::ocsf::{detail_ip, detail_user_agent};
 
@@ -23,25 +24,49 @@ fn text(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
 }
 
+/// What follows `@timestamp` for one mapping, up to and including
+/// `"action":` in `event`: written once, copied into every document.
+fn head(index: usize) -> &'static [u8] {
+    static ALL: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    &ALL.get_or_init(|| {
+        mapping::ALL
+            .iter()
+            .map(|m| {
+                let mut head = Vec::new();
+                let mut d = Obj::resume(&mut head);
+                d.obj("ecs").str("version", ECS_VERSION);
+                let mut e = d.obj("event");
+                e.str("kind", "event")
+                    .strs("category", m.ecs_category)
+                    .strs("type", m.ecs_type)
+                    .key("action");
+                e.leave_open();
+                d.leave_open();
+                head
+            })
+            .collect()
+    })[index]
+}
+
 /// Writes the ECS document of `event` into `out` (one JSON object).
 pub fn write(event: &Event, out: &mut Vec<u8>) {
-    let m = mapping::lookup(&event.action);
+    let index = mapping::index(&event.action);
+    let m = &mapping::ALL[index];
     let info = event.user.as_ref();
     let target = m.targets_user.then(|| text(&event.entity_id)).flatten();
     let mut d = Obj::new(out);
-    d.str("@timestamp", &format_millis(&event.created_at));
-    d.obj("ecs").str("version", ECS_VERSION);
-    d.obj("event")
-        .str("kind", "event")
-        .strs("category", m.ecs_category)
-        .strs("type", m.ecs_type)
-        .str("action", &event.action)
+    d.millis("@timestamp", &event.created_at);
+    d.leave_open();
+    out.extend_from_slice(head(index));
+    jsonw::string(out, &event.action);
+    Obj::resume(out)
         .str("outcome", m.outcome.ecs())
         .str("id", &event.id)
-        .str("dataset", "peoplelens.audit")
+        .raw("dataset", r#""peoplelens.audit""#)
         .str("provider", &event.source)
         .int("severity", m.severity.ocsf_id())
-        .str("created", &format_millis(&event.received_at));
+        .millis("created", &event.received_at);
+    let mut d = Obj::resume(out);
     let user_id = text(&event.user_id);
     let email = info.and_then(|u| text(&u.email));
     let full_name = info.and_then(|u| text(&u.name));
@@ -85,7 +110,7 @@ pub fn write(event: &Event, out: &mut Vec<u8>) {
         .str("vendor", mapping::VENDOR)
         .str("product", mapping::PRODUCT);
     d.obj("agent")
-        .str("type", "auditfwd")
+        .raw("type", r#""auditfwd""#)
         .str("version", env!("CARGO_PKG_VERSION"));
     let mut custom = d.obj("auditfwd");
     custom
@@ -107,10 +132,4 @@ pub fn document(event: &Event) -> Value {
     let mut out = Vec::new();
     write(event, &mut out);
     serde_json::from_slice(&out).expect("an ECS document is JSON")
-}
-
-pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(1024);
-    write(event, &mut out);
-    Ok(out)
 }

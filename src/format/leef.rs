@@ -7,13 +7,13 @@
 //! lose `|`. A delimiter that is not printable is written in the header as
 //! hex (`x09` for a tab), as LEEF 2.0 allows.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
 
 use auditfwd_sink::Event;
 
-use super::mapping;
 use super::ocsf::{detail_ip, detail_user_agent};
-use super::{EncodeError, escape_into};
+use super::{escape_into, escape_tail, jsonw, mapping, push_char};
 
 /// The default attribute delimiter.
 pub const DEFAULT_DELIMITER: char = '^';
@@ -49,105 +49,153 @@ pub fn parse_delimiter(s: &str) -> Result<char, String> {
 
 /// Writes the delimiter as the header spells it: itself when printable,
 /// else hex.
-fn delimiter_spec(out: &mut String, d: char) {
+fn delimiter_spec(out: &mut Vec<u8>, d: char) {
     if d.is_ascii_graphic() {
-        out.push(d);
+        out.push(d as u8);
     } else {
         let _ = write!(out, "x{:02X}", d as u32);
     }
 }
 
+/// What replaces the delimiter and control characters in values.
+fn replacement(delimiter: char) -> u8 {
+    if delimiter == ' ' { b'_' } else { b' ' }
+}
+
 /// Writes a value with the delimiter, line breaks and control characters
 /// replaced.
-pub fn value(out: &mut String, v: &str, delimiter: char) {
-    let replacement = if delimiter == ' ' { '_' } else { ' ' };
+#[inline]
+pub fn value(out: &mut Vec<u8>, v: &str, delimiter: char) {
+    let replacement = replacement(delimiter);
     if delimiter.is_ascii() {
         let d = delimiter as u8;
         escape_into(out, v, |b| b == d, |out, _| out.push(replacement));
+    } else if !v.contains(delimiter) {
+        // Only control characters to replace.
+        escape_into(out, v, |_| false, |out, _| out.push(replacement));
     } else {
         for c in v.chars() {
-            out.push(if c == delimiter || c.is_control() {
-                replacement
+            if c == delimiter || c.is_control() {
+                out.push(replacement);
             } else {
-                c
-            });
+                push_char(out, c);
+            }
         }
     }
 }
 
-fn header(out: &mut String, v: &str) {
-    escape_into(out, v, |b| b == b'|', |out, _| out.push('_'));
+/// [`value`] for what `out` holds from `start` on.
+fn value_tail(out: &mut Vec<u8>, start: usize, delimiter: char) {
+    let replacement = replacement(delimiter);
+    if delimiter.is_ascii() {
+        let d = delimiter as u8;
+        escape_tail(out, start, |b| b == d, |out, _| out.push(replacement));
+    } else if std::str::from_utf8(&out[start..])
+        .expect("UTF-8 was written")
+        .contains(delimiter)
+    {
+        let tail = String::from_utf8(out.split_off(start)).expect("UTF-8 was written");
+        value(out, &tail, delimiter);
+    } else {
+        escape_tail(out, start, |_| false, |out, _| out.push(replacement));
+    }
 }
 
-/// Encodes one event as a LEEF 2.0 line.
-pub fn line(event: &Event, delimiter: char) -> String {
-    let mut out = String::with_capacity(512);
-    write(event, delimiter, &mut out);
-    out
+fn header(out: &mut Vec<u8>, v: &str) {
+    escape_into(out, v, |b| b == b'|', |out, _| out.push(b'_'));
+}
+
+/// `LEEF:2.0|Vendor|Product|Version|`, written once.
+fn device() -> &'static [u8] {
+    static DEVICE: OnceLock<Vec<u8>> = OnceLock::new();
+    DEVICE.get_or_init(|| {
+        let mut out = b"LEEF:2.0|".to_vec();
+        mapping::device_header(&mut out, "", header);
+        out
+    })
+}
+
+/// The attributes, `key=value` separated by the delimiter. Keys are
+/// literals of this module.
+struct Attributes<'a> {
+    out: &'a mut Vec<u8>,
+    delimiter: char,
+    first: bool,
+}
+
+impl Attributes<'_> {
+    #[inline(always)]
+    fn key(&mut self, key: &'static str) {
+        if !self.first {
+            push_char(self.out, self.delimiter);
+        }
+        self.first = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'=');
+    }
+
+    #[inline(always)]
+    fn attr(&mut self, key: &'static str, v: &str) {
+        self.key(key);
+        value(self.out, v, self.delimiter);
+    }
 }
 
 /// Appends the LEEF 2.0 line of `event` to `out`.
-pub fn write(event: &Event, delimiter: char, out: &mut String) {
+pub fn write(event: &Event, delimiter: char, out: &mut Vec<u8>) {
     let m = mapping::lookup(&event.action);
-    out.push_str("LEEF:2.0|");
-    mapping::device_header(out, &event.action, header);
-    out.push('|');
+    out.extend_from_slice(device());
+    header(out, &event.action);
+    out.push(b'|');
     delimiter_spec(out, delimiter);
-    out.push('|');
-    let mut first = true;
-    let mut attr = |out: &mut String, key: &str, v: &str| {
-        if !first {
-            out.push(delimiter);
-        }
-        first = false;
-        out.push_str(key);
-        out.push('=');
-        value(out, v, delimiter);
+    out.push(b'|');
+    let mut a = Attributes {
+        out,
+        delimiter,
+        first: true,
     };
     // ISO 8601 and a Java date pattern without spaces, so that a space
     // delimiter can not cut them.
-    attr(
-        out,
-        "devTime",
-        &auditfwd_sink::format_millis(&event.created_at),
-    );
-    attr(out, "devTimeFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSX");
-    attr(out, "cat", m.class.name);
-    attr(out, "sev", itoa::Buffer::new().format(m.severity.cef()));
-    attr(out, "externalId", &event.id);
-    attr(out, "action", &event.action);
-    attr(out, "outcome", m.outcome.ecs());
-    attr(out, "source", &event.source);
+    a.key("devTime");
+    let start = a.out.len();
+    jsonw::millis(a.out, &event.created_at);
+    value_tail(a.out, start, delimiter);
+    a.attr("devTimeFormat", "yyyy-MM-dd'T'HH:mm:ss.SSSX");
+    a.attr("cat", m.class.name);
+    a.attr("sev", itoa::Buffer::new().format(m.severity.cef()));
+    a.attr("externalId", &event.id);
+    a.attr("action", &event.action);
+    a.attr("outcome", m.outcome.ecs());
+    a.attr("source", &event.source);
     if let Some(u) = &event.user_id {
-        attr(out, "userId", u);
+        a.attr("userId", u);
     }
     let user = event.user.as_ref();
     let name = user.and_then(|u| u.email.as_ref().or(u.name.as_ref()));
     if let Some(n) = name.or(event.user_id.as_ref()) {
-        attr(out, "usrName", n);
+        a.attr("usrName", n);
     }
     if let Some(role) = user.and_then(|u| u.role.as_ref()) {
-        attr(out, "role", role);
+        a.attr("role", role);
     }
     if let Some(ip) = detail_ip(event) {
-        attr(out, "src", ip);
+        a.attr("src", ip);
     }
     if let Some(ua) = detail_user_agent(event) {
-        attr(out, "userAgent", ua);
+        a.attr("userAgent", ua);
     }
     if let Some(t) = &event.entity_type {
-        attr(out, "entityType", t);
+        a.attr("entityType", t);
     }
     if let Some(id) = &event.entity_id {
-        attr(out, "entityId", id);
+        a.attr("entityId", id);
     }
     if !event.details.is_null() {
-        attr(out, "details", &super::json_text(&event.details));
+        a.key("details");
+        let start = a.out.len();
+        jsonw::value(a.out, &event.details);
+        value_tail(a.out, start, delimiter);
     }
-}
-
-pub(super) fn encode(event: &Event, delimiter: char) -> Result<Vec<u8>, EncodeError> {
-    Ok(line(event, delimiter).into_bytes())
 }
 
 #[cfg(test)]
@@ -166,9 +214,9 @@ mod tests {
         assert!(parse_delimiter("ab").is_err());
         assert!(parse_delimiter("=").is_err());
         for (d, spec) in [('\t', "x09"), ('^', "^")] {
-            let mut out = String::new();
+            let mut out = Vec::new();
             delimiter_spec(&mut out, d);
-            assert_eq!(out, spec);
+            assert_eq!(out, spec.as_bytes());
         }
     }
 }

@@ -19,13 +19,13 @@ pub const PRODUCT_VERSION: &str = "v1";
 
 /// Writes the `Vendor|Product|Version|EventID` header fields that CEF and
 /// LEEF share, each through the format's own `escape`.
-pub fn device_header(out: &mut String, action: &str, escape: fn(&mut String, &str)) {
+pub fn device_header(out: &mut Vec<u8>, action: &str, escape: fn(&mut Vec<u8>, &str)) {
     for (i, field) in [VENDOR, PRODUCT, PRODUCT_VERSION, action]
         .into_iter()
         .enumerate()
     {
         if i > 0 {
-            out.push('|');
+            out.push(b'|');
         }
         escape(out, field);
     }
@@ -234,16 +234,41 @@ pub const UNKNOWN: Mapping = row(
     false,
 );
 
+/// How many mappings there are: the table's rows, the suffix fallbacks and
+/// [`UNKNOWN`].
+pub const COUNT: usize = TABLE.len() + SUFFIXES.len() + 1;
+
+/// Every mapping [`lookup`] can return, in that order; encoders keep what
+/// they derive from a mapping at the same index.
+pub static ALL: [Mapping; COUNT] = {
+    let mut all = [UNKNOWN; COUNT];
+    let mut i = 0;
+    while i < TABLE.len() {
+        all[i] = TABLE[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < SUFFIXES.len() {
+        all[i + j] = SUFFIXES[j].1;
+        j += 1;
+    }
+    all
+};
+
 /// What `action` means.
 pub fn lookup(action: &str) -> &'static Mapping {
-    if let Some(m) = TABLE.iter().find(|m| m.action == action) {
-        return m;
+    &ALL[index(action)]
+}
+
+/// The index in [`ALL`] of what `action` means.
+pub fn index(action: &str) -> usize {
+    if let Some(i) = TABLE.iter().position(|m| m.action == action) {
+        return i;
     }
     SUFFIXES
         .iter()
-        .find(|(suffix, _)| action.len() > suffix.len() && action.ends_with(suffix))
-        .map(|(_, m)| m)
-        .unwrap_or(&UNKNOWN)
+        .position(|(suffix, _)| action.len() > suffix.len() && action.ends_with(suffix))
+        .map_or(COUNT - 1, |j| TABLE.len() + j)
 }
 
 /// Whether `action` is in the table (not mapped by a fallback).

@@ -3,12 +3,16 @@
 
 pub mod cef;
 pub mod ecs;
+#[cfg(test)]
+mod golden;
 mod json;
 mod jsonw;
 pub mod leef;
 pub mod mapping;
 pub mod ocsf;
 mod raw;
+
+use std::cell::RefCell;
 
 use auditfwd_sink::{Event, Severity};
 use bytes::Bytes;
@@ -80,19 +84,87 @@ impl Format {
         }
     }
 
-    /// Encodes one event as one line.
-    pub fn encode(&self, event: &Event) -> Result<Bytes, EncodeError> {
-        match self {
-            Format::Json => json::encode(event),
-            Format::Raw => raw::encode(event),
-            Format::Ocsf => ocsf::encode(event),
-            Format::Ecs => ecs::encode(event),
-            Format::Cef => cef::encode(event),
-            Format::Leef { delimiter } => leef::encode(event, *delimiter),
+    /// Appends the line of `event` to `out`. On error `out` is left as it
+    /// was.
+    pub fn encode_into(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let encoded = match self {
+            Format::Json => json::encode(event, out),
+            Format::Raw => raw::encode(event, out),
+            Format::Ocsf => {
+                ocsf::write(event, out);
+                Ok(())
+            }
+            Format::Ecs => {
+                ecs::write(event, out);
+                Ok(())
+            }
+            Format::Cef => {
+                cef::write(event, out);
+                Ok(())
+            }
+            Format::Leef { delimiter } => {
+                leef::write(event, *delimiter, out);
+                Ok(())
+            }
+        };
+        if encoded.is_err() {
+            out.truncate(start);
         }
-        .map(Bytes::from)
+        encoded
+    }
+
+    /// Encodes one event as one line (through a buffer kept per thread, so
+    /// the line costs one allocation of its own size).
+    pub fn encode(&self, event: &Event) -> Result<Bytes, EncodeError> {
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let line = self
+                .encode_into(event, scratch)
+                .map(|()| Bytes::copy_from_slice(scratch));
+            if scratch.capacity() > SCRATCH_KEEP {
+                *scratch = Vec::new();
+            }
+            line
+        })
+    }
+
+    /// Encodes `events` into one buffer that their lines share: one
+    /// allocation for the batch (amortized), none per event. One result per
+    /// event, in order.
+    pub fn encode_batch<'e>(
+        &self,
+        events: impl IntoIterator<Item = &'e Event>,
+    ) -> Vec<Result<Bytes, EncodeError>> {
+        let events = events.into_iter();
+        let mut buf = Vec::with_capacity(events.size_hint().0 * LINE_GUESS);
+        let spans: Vec<_> = events
+            .map(|event| {
+                let start = buf.len();
+                self.encode_into(event, &mut buf).map(|()| start..buf.len())
+            })
+            .collect();
+        // The lines keep the buffer alive: give back what they do not use.
+        if buf.capacity() - buf.len() > buf.len() / 4 {
+            buf.shrink_to_fit();
+        }
+        let buf = Bytes::from(buf);
+        spans
+            .into_iter()
+            .map(|span| span.map(|span| buf.slice(span)))
+            .collect()
     }
 }
+
+/// Capacity of the per-thread encoding buffer kept between events: an event
+/// with a huge `details` does not pin its size.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// A typical line's size, to size batch buffers.
+const LINE_GUESS: usize = 768;
 
 /// Compact JSON that is safe on one line anywhere: besides what JSON
 /// requires, DEL, C1 controls (U+0085 NEL among them) and the line and
@@ -127,7 +199,7 @@ pub(crate) fn splits_lines(c: char) -> bool {
 /// Whether a UTF-8 byte may start a character [`splits_lines`] holds for
 /// (C0 is escaped by serde_json itself): DEL, the lead byte of C1
 /// (U+0080..U+009F) and of U+2028/U+2029.
-pub(crate) fn may_split_lines(b: u8) -> bool {
+pub(crate) const fn may_split_lines(b: u8) -> bool {
     b == 0x7f || b == 0xc2 || b == 0xe2
 }
 
@@ -159,22 +231,51 @@ impl serde_json::ser::Formatter for LineSafe {
 /// `escape`: the ASCII bytes `special` flags, and every control character
 /// (C0, DEL and C1). Runs of plain text are copied whole, which is what
 /// makes the line formats fast.
+#[inline]
 pub(crate) fn escape_into(
-    out: &mut String,
+    out: &mut Vec<u8>,
     value: &str,
     special: impl Fn(u8) -> bool,
-    mut escape: impl FnMut(&mut String, char),
+    escape: impl FnMut(&mut Vec<u8>, char),
+) {
+    if needs_care(value.as_bytes(), &special) {
+        escape_slow(out, value, special, escape);
+    } else {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// [`escape_into`] for what `out` holds from `start` on (text written there
+/// unescaped, such as JSON): left in place when nothing in it needs care.
+pub(crate) fn escape_tail(
+    out: &mut Vec<u8>,
+    start: usize,
+    special: impl Fn(u8) -> bool,
+    escape: impl FnMut(&mut Vec<u8>, char),
+) {
+    if needs_care(&out[start..], &special) {
+        let tail = String::from_utf8(out.split_off(start)).expect("UTF-8 was written");
+        escape_slow(out, &tail, special, escape);
+    }
+}
+
+/// Whether any byte of `bytes` may need care (see [`escape_into`]).
+#[inline]
+fn needs_care(bytes: &[u8], special: impl Fn(u8) -> bool) -> bool {
+    // Nearly every value is plain: find out with one pass the compiler can
+    // vectorize (a fold, not a short-circuiting search).
+    bytes.iter().fold(false, |care, &b| {
+        care | (b < 0x20) | (b == 0x7f) | (b == 0xc2) | special(b)
+    })
+}
+
+fn escape_slow(
+    out: &mut Vec<u8>,
+    value: &str,
+    special: impl Fn(u8) -> bool,
+    mut escape: impl FnMut(&mut Vec<u8>, char),
 ) {
     let bytes = value.as_bytes();
-    // Nearly every value is plain: find out with one pass the compiler can
-    // vectorize (a fold, not a short-circuiting search) and copy it whole.
-    let care = bytes.iter().fold(false, |care, &b| {
-        care | (b < 0x20) | (b == 0x7f) | (b == 0xc2) | special(b)
-    });
-    if !care {
-        out.push_str(value);
-        return;
-    }
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
         let b = bytes[i];
@@ -185,7 +286,7 @@ pub(crate) fn escape_into(
             b == 0xc2 && bytes.get(i + 1).is_some_and(|n| *n < 0xa0)
         };
         if care {
-            out.push_str(&value[start..i]);
+            out.extend_from_slice(&bytes[start..i]);
             let c = value[i..].chars().next().expect("at a char boundary");
             escape(out, c);
             i += c.len_utf8();
@@ -194,7 +295,17 @@ pub(crate) fn escape_into(
             i += 1;
         }
     }
-    out.push_str(&value[start..]);
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends `c` as UTF-8.
+#[inline]
+pub(crate) fn push_char(out: &mut Vec<u8>, c: char) {
+    if c.is_ascii() {
+        out.push(c as u8);
+    } else {
+        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
 }
 
 /// The severity of an event, from the action mapping table.
@@ -249,6 +360,33 @@ mod tests {
                 format.name()
             );
         }
+    }
+
+    #[test]
+    fn a_batch_encodes_as_its_events_one_by_one() {
+        let mut events = golden::events();
+        events[3].raw = "not JSON".into();
+        for name in FORMATS {
+            let format = Format::parse(name).unwrap();
+            let batch = format.encode_batch(&events);
+            assert_eq!(batch.len(), events.len());
+            for (e, line) in events.iter().zip(batch) {
+                match (format.encode(e), line) {
+                    (Ok(one), Ok(line)) => assert_eq!(one, line, "{name}"),
+                    (Err(one), Err(line)) => assert_eq!(one.to_string(), line.to_string()),
+                    (one, line) => panic!("{name}: {one:?} alone, {line:?} in a batch"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_encoding_leaves_the_buffer_as_it_was() {
+        let mut event = sample_events("acme", 1).remove(0);
+        event.raw = "{\"id\":".into();
+        let mut out = b"kept".to_vec();
+        assert!(Format::Raw.encode_into(&event, &mut out).is_err());
+        assert_eq!(out, b"kept");
     }
 
     #[test]

@@ -9,9 +9,10 @@
 use auditfwd_sink::Event;
 use serde_json::Value;
 
-use super::EncodeError;
-use super::jsonw::Obj;
-use super::mapping::{self, OcsfClass};
+use std::sync::OnceLock;
+
+use super::jsonw::{self, Obj};
+use super::mapping::{self, Mapping, OcsfClass};
 
 /// The OCSF schema version written to `metadata.version`.
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -19,22 +20,25 @@ pub const OCSF_VERSION: &str = "1.8.0";
 /// OCSF's `email_t` pattern:
 /// `^[a-zA-Z0-9!#$%&'*+-/=?^_\`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$`.
 pub fn is_ocsf_email(s: &str) -> bool {
+    // Every character allowed is ASCII, so bytes will do.
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
     let local_ok = !local.is_empty()
         && local
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+,-./=?^_`{|}~".contains(c));
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+,-./=?^_`{|}~".contains(&c));
     let Some((first, rest)) = domain.split_once('.') else {
         return false;
     };
-    let label_ok =
-        !first.is_empty() && first.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let label_ok = !first.is_empty()
+        && first
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-');
     let rest_ok = !rest.is_empty()
         && rest
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
     local_ok && label_ok && rest_ok
 }
 
@@ -125,9 +129,62 @@ fn target_user(event: &Event, mut o: Obj) {
     };
 }
 
+/// What a record starts with, for one mapping: written once, copied into
+/// every record.
+struct Fragments {
+    /// `{"class_uid":…` up to and including `"time":`.
+    head: Vec<u8>,
+    /// From `,"message":` into `metadata`, up to and including `"uid":`.
+    metadata: Vec<u8>,
+}
+
+impl Fragments {
+    fn new(m: &Mapping) -> Self {
+        let mut head = Vec::new();
+        let mut r = Obj::new(&mut head);
+        r.int("class_uid", m.class.uid)
+            .str("class_name", m.class.name)
+            .int("category_uid", m.class.category_uid)
+            .str("category_name", m.class.category_name)
+            .int("activity_id", m.activity_id)
+            .str("activity_name", m.activity_name)
+            .int(
+                "type_uid",
+                u64::from(m.class.uid) * 100 + u64::from(m.activity_id),
+            )
+            .str_parts("type_name", &[m.class.name, ": ", m.activity_name])
+            .int("severity_id", m.severity.ocsf_id())
+            .str("severity", m.severity.name())
+            .int("status_id", m.outcome.ocsf_status_id())
+            .str("status", m.outcome.ocsf_status())
+            .key("time");
+        r.leave_open();
+        let mut metadata = Vec::new();
+        let mut r = Obj::resume(&mut metadata);
+        r.str("message", m.name);
+        let mut meta = r.obj("metadata");
+        meta.str("version", OCSF_VERSION);
+        meta.obj("product")
+            .str("name", mapping::PRODUCT)
+            .str("vendor_name", mapping::VENDOR)
+            .str("version", mapping::PRODUCT_VERSION);
+        meta.key("uid");
+        meta.leave_open();
+        r.leave_open();
+        Fragments { head, metadata }
+    }
+
+    /// The fragments of [`mapping::ALL`]`[index]`.
+    fn of(index: usize) -> &'static Fragments {
+        static ALL: OnceLock<Vec<Fragments>> = OnceLock::new();
+        &ALL.get_or_init(|| mapping::ALL.iter().map(Fragments::new).collect())[index]
+    }
+}
+
 /// Writes the OCSF record of `event` into `out` (one JSON object).
 pub fn write(event: &Event, out: &mut Vec<u8>) {
-    let m = mapping::lookup(&event.action);
+    let index = mapping::index(&event.action);
+    let m = &mapping::ALL[index];
     let time = event.created_at.timestamp_millis();
     let info = event.user.as_ref();
     let email = info.and_then(|u| text(&u.email));
@@ -138,42 +195,20 @@ pub fn write(event: &Event, out: &mut Vec<u8>) {
         name: info.and_then(|u| text(&u.name)),
         group: info.and_then(|u| text(&u.role)),
     };
-    let mut r = Obj::new(out);
-    r.int("class_uid", m.class.uid)
-        .str("class_name", m.class.name)
-        .int("category_uid", m.class.category_uid)
-        .str("category_name", m.class.category_name)
-        .int("activity_id", m.activity_id)
-        .str("activity_name", m.activity_name)
-        .int(
-            "type_uid",
-            u64::from(m.class.uid) * 100 + u64::from(m.activity_id),
-        )
-        .str_parts("type_name", &[m.class.name, ": ", m.activity_name])
-        .int("severity_id", m.severity.ocsf_id())
-        .str("severity", m.severity.name())
-        .int("status_id", m.outcome.ocsf_status_id())
-        .str("status", m.outcome.ocsf_status())
-        .int("time", time)
-        .str("message", m.name);
-    let mut meta = r.obj("metadata");
-    meta.str("version", OCSF_VERSION);
-    meta.obj("product")
-        .str("name", mapping::PRODUCT)
-        .str("vendor_name", mapping::VENDOR)
-        .str("version", mapping::PRODUCT_VERSION);
-    meta.str("uid", &event.id)
+    let fragments = Fragments::of(index);
+    out.extend_from_slice(&fragments.head);
+    jsonw::int(out, time);
+    out.extend_from_slice(&fragments.metadata);
+    jsonw::string(out, &event.id);
+    Obj::resume(out)
         .str("event_code", &event.action)
-        .str("log_name", "audit-logs")
-        .str("log_provider", "auditfwd")
+        .raw("log_name", r#""audit-logs""#)
+        .raw("log_provider", r#""auditfwd""#)
         .str("tenant_uid", &event.source)
-        .str(
-            "original_time",
-            &auditfwd_sink::format_millis(&event.created_at),
-        )
+        .millis("original_time", &event.created_at)
         .int("logged_time", time)
         .int("processed_time", event.received_at.timestamp_millis());
-    meta.end();
+    let mut r = Obj::resume(out);
     let identified = user.is_identified();
     if identified && has_actor(m.class) {
         user.write(r.obj("actor").obj("user"));
@@ -265,12 +300,6 @@ pub fn record(event: &Event) -> Value {
     let mut out = Vec::new();
     write(event, &mut out);
     serde_json::from_slice(&out).expect("an OCSF record is JSON")
-}
-
-pub(super) fn encode(event: &Event) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(1024);
-    write(event, &mut out);
-    Ok(out)
 }
 
 #[cfg(test)]
