@@ -202,12 +202,24 @@ async fn metrics_parse_with_a_real_openmetrics_parser() {
     let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
     let truth = sim.truth();
     assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(20)).await);
-    let body = reqwest::get(format!("http://127.0.0.1:{listen}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The lines are in the files before the batch's checkpoint is durable,
+    // and the delivered counter moves with the checkpoint: scrape once it
+    // counted every event (the parser's check below stays exact).
+    let delivered = deliverable(&truth).len();
+    let counted = format!("auditfwd_events_delivered_total{{source=\"tenant\"}} {delivered}\n");
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = reqwest::get(format!("http://127.0.0.1:{listen}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains(&counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     fwd.stop().await.unwrap();
     let parser = r#"
 import sys
@@ -238,7 +250,6 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         "the exposition does not parse: {}\n{body}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let delivered = deliverable(&truth).len();
     assert!(
         parsed.contains(&format!(
             "counter auditfwd_events_delivered_total{{source=tenant}} {delivered}\n"
