@@ -8,7 +8,7 @@
 //! dead-letter file, for events that can not be forwarded, was fsynced).
 //! The types fix the order: [`Cursor::admit`] hands out a [`Batch`];
 //! [`Cursor::commit`] takes that batch together with the [`Ack`] that only
-//! [`crate::pipeline::Pipeline::deliver`] creates, once every sink
+//! [`crate::pipeline::Delivery::acknowledged`] creates, once every sink
 //! acknowledged it, and returns the [`Checkpoint`] to make durable. A crash
 //! at any instant therefore re-sends at most the batches in flight.
 //!
