@@ -123,12 +123,20 @@ impl From<Result<Ack, PipelineError>> for Answer {
     }
 }
 
-/// Waits until the oldest batch in flight is answered (never, while none
-/// is waiting).
-async fn oldest_answered(sent: &mut VecDeque<Sent>) {
-    match sent.front_mut() {
-        Some(oldest) if matches!(oldest.answer, Answer::Waiting(_)) => oldest.answer().await,
-        _ => std::future::pending().await,
+/// How long the poller waits for a page (or for a sink to take a batch)
+/// before it commits what the sinks acknowledged meanwhile. While pages
+/// keep coming, commits wait for a full window and are written together.
+const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Resolves once the poller has waited [`COMMIT_IDLE`] and the oldest
+/// batch in flight is answered (never, while none is in flight).
+async fn idle_then_answered(sent: &mut VecDeque<Sent>) {
+    if sent.is_empty() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(COMMIT_IDLE).await;
+    if let Some(oldest) = sent.front_mut() {
+        oldest.answer().await;
     }
 }
 
@@ -310,7 +318,6 @@ impl Poller {
     ) -> Result<Outcome, PassError> {
         let most = self.config.max_batches_in_flight.max(1) as usize;
         loop {
-            self.settle(shutdown).await?;
             if shutdown.is_cancelled() {
                 return Err(PassError::Shutdown);
             }
@@ -318,19 +325,24 @@ impl Poller {
                 Next::Fetch(offset) if self.sent.len() < most => offset,
                 Next::Done(outcome) if self.sent.is_empty() => return Ok(outcome),
                 // Enough in flight, or the pass is read: wait for the
-                // oldest batch's acknowledgement.
+                // oldest batch's acknowledgement, then commit it with every
+                // batch acknowledged meanwhile (one write for all: while
+                // pages keep coming, checkpoints are written in groups).
                 _ => {
                     if let Some(oldest) = self.sent.front_mut() {
                         oldest.answer().await;
                     }
+                    self.settle(shutdown).await?;
                     continue;
                 }
             };
-            // Commit what the sinks acknowledge while the page comes.
+            // A page that is slow to come leaves time to commit what the
+            // sinks acknowledged meanwhile.
             let page = loop {
                 tokio::select! {
+                    biased;
                     page = self.prefetch.page(offset) => break page,
-                    () = oldest_answered(&mut self.sent) => self.settle(shutdown).await?,
+                    () = idle_then_answered(&mut self.sent) => self.settle(shutdown).await?,
                 }
             };
             let page = page.map_err(|e| self.unfetched(e))?;
@@ -467,11 +479,12 @@ impl Poller {
         let submit = async move { pipeline.submit(ticket, &events, dead).await };
         tokio::pin!(submit);
         // A sink busy with earlier batches makes this wait: commit what the
-        // sinks acknowledge meanwhile.
+        // sinks acknowledged meanwhile.
         let submitted = loop {
             tokio::select! {
+                biased;
                 submitted = &mut submit => break submitted,
-                () = oldest_answered(&mut self.sent) => self.settle(shutdown).await?,
+                () = idle_then_answered(&mut self.sent) => self.settle(shutdown).await?,
             }
         };
         let delivery = match submitted {
