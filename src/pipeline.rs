@@ -1,12 +1,19 @@
 //! Fan-out with acknowledgements.
 //!
-//! Each sink runs in its own task behind a bounded channel (one batch at a
-//! time), so a slow sink slows only the sources feeding it, and memory stays
-//! bounded: a source waits for every sink's answer before it fetches on.
-//! A source's [`Pipeline`] filters and encodes a batch for each sink, hands
-//! it to all sinks at once, waits until **all** acknowledged, writes dead
-//! letters (events no sink could take), and only then returns, which is
-//! the poller's permission to commit the cursor.
+//! Each sink runs in its own task behind a bounded channel, so a slow sink
+//! slows only the sources feeding it, and memory stays bounded. A source's
+//! [`Pipeline`] filters and encodes a batch for each sink and hands it to
+//! all sinks at once ([`Pipeline::submit`]); the [`Delivery`] it returns
+//! waits until **all** acknowledged, writes dead letters (events no sink
+//! could take), and only then yields the [`Ack`], which is the poller's
+//! permission to commit the cursor. A source keeps a few batches in flight
+//! (`max_batches_in_flight`) and commits them in order.
+//!
+//! A sink task starts the batches it receives in order ([`Sink::submit`]:
+//! one at a time for most sinks; Kafka keeps producing while earlier
+//! delivery reports are pending), at most [`SUBMITTED`] at once, and
+//! answers them in the order it received them: a batch that fails is
+//! retried before any later one is answered.
 //!
 //! A failing sink is retried here, forever, with backoff (the slowest
 //! backoff for permanent errors, with the sink's health set to failed): an
@@ -14,10 +21,11 @@
 //! the retrying, and then the batch is not acknowledged, so it is sent again
 //! after the restart.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditfwd_sink::{Delivered, Event, Record, Sink, SinkError};
+use auditfwd_sink::{Delivered, Event, Pending, Record, Sink, SinkError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -73,8 +81,28 @@ pub enum Control {
 pub struct Stopped;
 
 struct Job {
-    records: Vec<Record>,
+    records: Arc<[Record]>,
     reply: oneshot::Sender<Result<Delivered, Stopped>>,
+}
+
+/// A job its sink has started ([`Sink::submit`]), not yet answered.
+struct Started {
+    records: Arc<[Record]>,
+    pending: Pending,
+    reply: oneshot::Sender<Result<Delivered, Stopped>>,
+}
+
+/// Most batches one sink task has started and not yet answered (from all
+/// the sources it serves); a source sending more waits.
+pub const SUBMITTED: usize = 8;
+
+/// The outcome of the oldest started job (never, while there is none).
+async fn oldest(started: &mut VecDeque<Started>) -> Result<Delivered, SinkError> {
+    match started.front_mut() {
+        // Polled by reference: dropping this future keeps the job.
+        Some(job) => (&mut job.pending).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A running sink: its route and the way into its task.
@@ -145,8 +173,30 @@ impl SinkTask {
         let mut probe = tokio::time::interval(PROBE_EVERY);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         probe.tick().await;
+        let mut started: VecDeque<Started> = VecDeque::new();
         loop {
             tokio::select! {
+                // An answer first: a batch that failed is retried before
+                // any more are started (its retry hint is fresh).
+                biased;
+                result = oldest(&mut started) => {
+                    let job = started.pop_front().expect("the oldest job just answered");
+                    let result = match result {
+                        Ok(delivered) => {
+                            self.succeeded(&job.records, &delivered, 0);
+                            Ok(delivered)
+                        }
+                        Err(error) => self.retry(&job.records, error).await,
+                    };
+                    let _ = job.reply.send(result);
+                }
+                signal = control.recv() => {
+                    if let Ok(Control::Reopen) = signal
+                        && let Err(error) = self.sink.reopen().await
+                    {
+                        tracing::error!(sink = %self.route.name, error = %error, "cannot reopen");
+                    }
+                }
                 _ = probe.tick() => {
                     if matches!(self.health.get(&self.component()), Some(Status::Degraded(_))) {
                         let status = match self.sink.healthcheck().await {
@@ -156,53 +206,62 @@ impl SinkTask {
                         self.health.set(&self.component(), status);
                     }
                 }
-                job = jobs.recv() => match job {
+                job = jobs.recv(), if started.len() < SUBMITTED => match job {
                     Some(job) => {
-                        let result = self.deliver(&job.records).await;
-                        let _ = job.reply.send(result);
+                        let pending = self.sink.submit(job.records.clone()).await;
+                        started.push_back(Started {
+                            records: job.records,
+                            pending,
+                            reply: job.reply,
+                        });
                     }
+                    // Nobody waits for the jobs still started: `close`
+                    // finishes the sink's background work.
                     None => break,
                 },
-                signal = control.recv() => {
-                    if let Ok(Control::Reopen) = signal
-                        && let Err(error) = self.sink.reopen().await
-                    {
-                        tracing::error!(sink = %self.route.name, error = %error, "cannot reopen");
-                    }
-                }
             }
         }
+        drop(started);
         if let Err(error) = self.sink.close().await {
             tracing::error!(sink = %self.route.name, error = %error, "cannot close the sink");
         }
     }
 
-    /// Delivers until acknowledged; gives up only on shutdown.
-    async fn deliver(&mut self, records: &[Record]) -> Result<Delivered, Stopped> {
+    /// Counts an acknowledged batch and settles the sink's health.
+    fn succeeded(&self, records: &[Record], delivered: &Delivered, retries: u32) {
+        let accepted = records.len() - delivered.rejected.len();
+        self.metrics
+            .sink_records
+            .get_or_create(&Metrics::sink(&self.route.name))
+            .inc_by(accepted as u64);
+        if retries > 0 {
+            tracing::info!(sink = %self.route.name, attempts = retries + 1, "sink recovered");
+        }
+        self.health.set(&self.component(), Status::Ok);
+    }
+
+    /// Delivers a batch that failed with `error` again, until acknowledged;
+    /// gives up only on shutdown.
+    async fn retry(
+        &mut self,
+        records: &[Record],
+        mut error: SinkError,
+    ) -> Result<Delivered, Stopped> {
         let mut backoff = Backoff::new(self.retry);
         let label = Metrics::sink(&self.route.name);
         loop {
+            self.metrics.sink_errors.get_or_create(&label).inc();
+            let delay = self.failure(&error, &mut backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => return Err(Stopped),
+            }
             match self.sink.deliver(records).await {
                 Ok(delivered) => {
-                    let accepted = records.len() - delivered.rejected.len();
-                    self.metrics
-                        .sink_records
-                        .get_or_create(&label)
-                        .inc_by(accepted as u64);
-                    if backoff.attempts() > 0 {
-                        tracing::info!(sink = %self.route.name, attempts = backoff.attempts() + 1, "sink recovered");
-                    }
-                    self.health.set(&self.component(), Status::Ok);
+                    self.succeeded(records, &delivered, backoff.attempts());
                     return Ok(delivered);
                 }
-                Err(error) => {
-                    self.metrics.sink_errors.get_or_create(&label).inc();
-                    let delay = self.failure(&error, &mut backoff);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.shutdown.cancelled() => return Err(Stopped),
-                    }
-                }
+                Err(next) => error = next,
             }
         }
     }
@@ -227,9 +286,9 @@ impl SinkTask {
     }
 }
 
-/// Proof that every sink took a batch: only [`Pipeline::deliver`] makes
-/// one, and [`crate::cursor::Cursor::commit`] requires it, so the cursor can
-/// not move past events no sink acknowledged.
+/// Proof that every sink took a batch: only [`Delivery::acknowledged`]
+/// makes one, and [`crate::cursor::Cursor::commit`] requires it, so the
+/// cursor can not move past events no sink acknowledged.
 #[derive(Debug)]
 #[must_use = "commit the batch with its acknowledgement"]
 pub struct Ack {
@@ -257,14 +316,19 @@ pub enum PipelineError {
     Stopped(#[from] Stopped),
 }
 
-/// The fan-out of one source.
-pub struct Pipeline {
+/// What the acknowledgement of a batch needs besides its sinks' answers.
+struct Settling {
     source: String,
-    sinks: Vec<SinkHandle>,
     dead_letter: DeadLetterFile,
     metrics: Metrics,
     retry: RetryPolicy,
     shutdown: CancellationToken,
+}
+
+/// The fan-out of one source.
+pub struct Pipeline {
+    sinks: Vec<SinkHandle>,
+    settling: Arc<Settling>,
 }
 
 impl Pipeline {
@@ -278,7 +342,6 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            source: source.to_string(),
             sinks: sinks
                 .iter()
                 .filter(|s| {
@@ -286,23 +349,26 @@ impl Pipeline {
                 })
                 .cloned()
                 .collect(),
-            dead_letter,
-            metrics,
-            retry,
-            shutdown,
+            settling: Arc::new(Settling {
+                source: source.to_string(),
+                dead_letter,
+                metrics,
+                retry,
+                shutdown,
+            }),
         }
     }
 
-    /// Delivers `events` to every sink that wants them and writes `dead`
-    /// (plus anything a sink could not take) to the dead-letter file.
-    /// Returns, once all of it is acknowledged, the [`Ack`] of the cursor
-    /// batch `ticket`.
-    pub async fn deliver(
+    /// Hands `events` to every sink that wants them (waiting while a sink
+    /// has [`SUBMITTED`] batches started), and returns the [`Delivery`]
+    /// that waits for their acknowledgements. `dead` (plus anything a sink
+    /// can not take) goes to the dead-letter file then.
+    pub async fn submit(
         &self,
         ticket: u64,
         events: &[Arc<Event>],
         mut dead: Vec<DeadLetter>,
-    ) -> Result<Ack, PipelineError> {
+    ) -> Result<Delivery, PipelineError> {
         let mut pending = Vec::with_capacity(self.sinks.len());
         for sink in &self.sinks {
             let route = &sink.route;
@@ -328,18 +394,75 @@ impl Pipeline {
             let sent: Vec<Arc<Event>> = records.iter().map(|r| r.event.clone()).collect();
             let (reply, answer) = oneshot::channel();
             sink.tx
-                .send(Job { records, reply })
+                .send(Job {
+                    records: records.into(),
+                    reply,
+                })
                 .await
                 .map_err(|_| Stopped)?;
             pending.push((route.name.clone(), sent, answer));
         }
+        Ok(Delivery {
+            ticket,
+            pending,
+            dead,
+            settling: Arc::clone(&self.settling),
+        })
+    }
+
+    /// [`Pipeline::submit`], then [`Delivery::acknowledged`]: one batch
+    /// delivered and acknowledged by every sink.
+    pub async fn deliver(
+        &self,
+        ticket: u64,
+        events: &[Arc<Event>],
+        dead: Vec<DeadLetter>,
+    ) -> Result<Ack, PipelineError> {
+        self.submit(ticket, events, dead)
+            .await?
+            .acknowledged()
+            .await
+    }
+}
+
+/// A batch handed to every sink of a source, not yet acknowledged by all.
+/// It owns what it needs (no borrow of the pipeline), so a source can hold
+/// several and await them in order.
+#[must_use = "await its acknowledgement"]
+pub struct Delivery {
+    ticket: u64,
+    pending: Vec<Answer>,
+    dead: Vec<DeadLetter>,
+    settling: Arc<Settling>,
+}
+
+/// One sink's answer to a batch on its way: the sink, the events it was
+/// sent (by record index), the reply.
+type Answer = (
+    String,
+    Vec<Arc<Event>>,
+    oneshot::Receiver<Result<Delivered, Stopped>>,
+);
+
+impl Delivery {
+    /// Waits until every sink acknowledged the batch, writes its dead
+    /// letters (what a sink refused or truncated among them), and returns
+    /// the [`Ack`] of the cursor batch it was submitted for.
+    pub async fn acknowledged(self) -> Result<Ack, PipelineError> {
+        let Delivery {
+            ticket,
+            pending,
+            mut dead,
+            settling,
+        } = self;
         for (sink, sent, answer) in pending {
             let delivered = answer.await.map_err(|_| Stopped)??;
             for truncated in delivered.truncated {
                 let Some(event) = sent.get(truncated.index) else {
                     continue;
                 };
-                self.metrics
+                settling
+                    .metrics
                     .sink_truncated
                     .get_or_create(&Metrics::sink(&sink))
                     .inc();
@@ -354,7 +477,7 @@ impl Pipeline {
                 let Some(event) = sent.get(rejected.index) else {
                     continue;
                 };
-                tracing::warn!(source = %self.source, sink = %sink, id = %event.id, reason = %rejected.reason, "sink refused an event; it goes to the dead-letter file");
+                tracing::warn!(source = %settling.source, sink = %sink, id = %event.id, reason = %rejected.reason, "sink refused an event; it goes to the dead-letter file");
                 dead.push(DeadLetter {
                     id: Some(event.id.clone()),
                     sink: Some(sink.clone()),
@@ -363,10 +486,12 @@ impl Pipeline {
                 });
             }
         }
-        self.write_dead_letters(dead).await?;
+        settling.write_dead_letters(dead).await?;
         Ok(Ack { ticket })
     }
+}
 
+impl Settling {
     async fn write_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), PipelineError> {
         if dead.is_empty() {
             return Ok(());

@@ -1,7 +1,7 @@
 //! Backpressure (README, "The delivery guarantee"): a slow or dead sink stops
 //! the poller for that source (no unbounded buffering), the cursor never passes
 //! undelivered events, and nothing is dropped once the sink recovers; a stalled
-//! sink holds up only the sources feeding it; shutdown drains the batch in
+//! sink holds up only the sources feeding it; shutdown drains the batches in
 //! flight.
 
 use std::time::Duration;
@@ -12,10 +12,14 @@ use auditfwd::filter::Filter;
 use auditfwd::format::Format;
 use auditfwd::pipeline::Route;
 use auditfwd_sim::{SimConfig, Verdict};
-use auditfwd_sink::testing::{FlakySink, GateSink, MemorySink};
+use auditfwd_sink::testing::{FlakySink, GateSink, HeldSink, HeldSinkHandles, MemorySink};
 use auditfwd_testkit::wait_for;
 
 use crate::support::*;
+
+/// The default `max_batches_in_flight`: batches a source hands its sinks
+/// before the oldest is acknowledged.
+const IN_FLIGHT: usize = 4;
 
 fn route(name: &str) -> Route {
     Route {
@@ -176,10 +180,11 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
 }
 
 /// SIGTERM (README, Operations, "Signals"; here: the same shutdown token
-/// the signal handler cancels) finishes the batch in flight and checkpoints
-/// it, so a restart neither loses nor repeats it.
+/// the signal handler cancels) finishes the batches in flight (at most
+/// `max_batches_in_flight`) and checkpoints them, so a restart neither
+/// loses nor repeats them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
+async fn shutdown_finishes_the_batches_in_flight_and_checkpoints_them() {
     let sim = tenant(SimConfig {
         backlog: 1000,
         insert_rate: 0.0,
@@ -196,20 +201,38 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
             == new_in_pages(2))
         .await
     );
-    // The third batch is now held in the sink. Shut down while it is.
+    // The third batch is now held in the sink, the next ones wait behind
+    // it. Shut down while they do.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = tokio::spawn(fwd.stop());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !stopping.is_finished(),
-        "shutdown must wait for the batch in flight, not abandon it"
+        "shutdown must wait for the batches in flight, not abandon them"
     );
-    gate.add_permits(1);
+    // Let them through one by one until the shutdown is done.
+    let mut released = 0;
+    while !stopping.is_finished() {
+        assert!(
+            released < IN_FLIGHT,
+            "shutdown waited for more than max_batches_in_flight batches"
+        );
+        gate.add_permits(1);
+        released += 1;
+        assert!(
+            wait_for(Duration::from_secs(10), || memory.records().len()
+                == new_in_pages(2 + released))
+            .await,
+            "batch {} in flight was delivered",
+            2 + released
+        );
+        wait_for(Duration::from_secs(2), || stopping.is_finished()).await;
+    }
     stopping.await.unwrap().unwrap();
     assert_eq!(
         memory.records().len(),
-        new_in_pages(3),
-        "the batch in flight was delivered"
+        new_in_pages(2 + released),
+        "the batches in flight were delivered"
     );
     assert_eq!(gate.available_permits(), 0, "no batch after shutdown");
     let state = store::peek(&dir.path().join("state"), "tenant")
@@ -217,11 +240,11 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
         .unwrap();
     assert_eq!(
         state.delivered_total,
-        new_in_pages(3) as u64,
-        "the delivered batch in flight is checkpointed"
+        new_in_pages(2 + released) as u64,
+        "the delivered batches in flight are checkpointed"
     );
 
-    // A restart continues after it: every event exactly once overall.
+    // A restart continues after them: every event exactly once overall.
     let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
     gate.add_permits(1000);
     assert!(wait_for(Duration::from_secs(10), || memory.records().len() >= 1000).await);
@@ -229,6 +252,133 @@ async fn shutdown_finishes_the_batch_in_flight_and_checkpoints_it() {
     fwd.stop().await.unwrap();
     let lines = received(&memory);
     Verdict::of(&sim.truth(), &id_counts(&lines)).assert_exact();
+}
+
+/// A forwarder whose sink under test takes batches ahead and holds them
+/// ([`HeldSink`]), with `max_batches_in_flight = in_flight` (the default
+/// when `None`); submissions listed in `fail_once` fail once.
+fn held_forwarder(
+    sim: &auditfwd_sim::Simulator,
+    dir: &std::path::Path,
+    memory: &MemorySink,
+    in_flight: Option<usize>,
+    fail_once: Vec<usize>,
+) -> (Forwarder, HeldSinkHandles) {
+    let (held, handles) = HeldSink::new(memory.clone(), fail_once);
+    let extra_source = match in_flight {
+        Some(n) => format!("prefetch = 0\nmax_batches_in_flight = {n}"),
+        None => "prefetch = 0".to_string(),
+    };
+    let setup = Setup {
+        extra_source: &extra_source,
+        ..setup(dir)
+    };
+    let config = parse_config(&config_text(sim, dir, &setup));
+    let fwd = Forwarder::start(App::new(config).with_sink(route("held"), Box::new(held)));
+    (fwd, handles)
+}
+
+fn delivered_total(dir: &std::path::Path) -> u64 {
+    store::peek(&dir.join("state"), "tenant")
+        .unwrap()
+        .map_or(0, |s| s.delivered_total)
+}
+
+/// Issue 11: a source hands its sinks the next batches while the first is
+/// not acknowledged yet, up to `max_batches_in_flight` (default 4; 1 is
+/// one batch at a time), and commits none before its acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_keeps_batches_in_flight_up_to_its_bound() {
+    let sim = tenant(SimConfig {
+        backlog: 1000,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    for (in_flight, expected) in [(None, IN_FLIGHT), (Some(1), 1), (Some(2), 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = MemorySink::new("held");
+        let (fwd, handles) = held_forwarder(&sim, dir.path(), &memory, in_flight, vec![]);
+        assert!(
+            wait_for(Duration::from_secs(10), || handles.submitted().len()
+                >= expected)
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            handles.submitted(),
+            [100, 99, 99, 99][..expected],
+            "{in_flight:?}: batches in flight before the first is acknowledged"
+        );
+        assert!(memory.records().is_empty());
+        assert_eq!(
+            delivered_total(dir.path()),
+            0,
+            "nothing acknowledged, nothing committed"
+        );
+
+        handles.gate.add_permits(1000);
+        assert!(wait_for(Duration::from_secs(20), || memory.records().len() >= 1000).await);
+        assert!(
+            wait_for(Duration::from_secs(10), || delivered_total(dir.path())
+                == 1000)
+            .await,
+            "{in_flight:?}: every batch committed"
+        );
+        fwd.stop().await.unwrap();
+        Verdict::of(&sim.truth(), &id_counts(&received(&memory))).assert_exact();
+    }
+}
+
+/// A batch that fails at the sink holds back the batches after it: the
+/// second batch is acknowledged by the sink, but neither answered to the
+/// source nor committed before the first was delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_holds_back_the_commits_of_the_batches_after_it() {
+    let sim = tenant(SimConfig {
+        backlog: 1000,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemorySink::new("held");
+    let (fwd, handles) = held_forwarder(&sim, dir.path(), &memory, None, vec![0]);
+    assert!(
+        wait_for(Duration::from_secs(10), || handles.submitted().len()
+            == IN_FLIGHT)
+        .await
+    );
+    handles.gate.add_permits(2);
+    // The second batch arrives; the first failed and waits for its retry.
+    assert!(wait_for(Duration::from_secs(10), || memory.records().len() == 99).await);
+    let metrics = fwd.metrics.clone();
+    let errors = || {
+        metrics
+            .sink_errors
+            .get_or_create(&auditfwd::telemetry::Metrics::sink("held"))
+            .get()
+    };
+    assert!(wait_for(Duration::from_secs(10), || errors() == 1).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        delivered_total(dir.path()),
+        0,
+        "a batch after a failed one is not committed before it"
+    );
+    handles.retry_gate.add_permits(1);
+    assert!(
+        wait_for(Duration::from_secs(10), || delivered_total(dir.path())
+            == new_in_pages(2) as u64)
+        .await,
+        "both committed once the first is delivered"
+    );
+    handles.gate.add_permits(1000);
+    handles.retry_gate.add_permits(1000);
+    assert!(wait_for(Duration::from_secs(20), || memory.records().len() >= 1000).await);
+    fwd.stop().await.unwrap();
+    assert_eq!(errors(), 1);
+    Verdict::of(&sim.truth(), &id_counts(&received(&memory))).assert_exact();
 }
 
 /// README, "Memory is bounded in every order": halfway through a backfill, in
@@ -342,9 +492,10 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
         "the source that does not feed the stalled sink was held up"
     );
     Verdict::of(&truth, &id_counts(&read_lines(&other_out))).assert_exact();
-    // `tenant` got no further than the batch the gated sink holds.
+    // `tenant` got no further than the batches in flight: the one the
+    // gated sink holds and those waiting behind it.
     assert!(memory.records().is_empty());
-    assert!(read_lines(&dir.path().join("out/tenant")).len() <= 100);
+    assert!(read_lines(&dir.path().join("out/tenant")).len() <= IN_FLIGHT * 100);
 
     gate.add_permits(1000);
     let tenant_out = dir.path().join("out/tenant");

@@ -41,6 +41,8 @@ pub(crate) struct RawSource {
     allow_http: bool,
     #[serde(default = "default_prefetch")]
     prefetch: u32,
+    #[serde(default = "default_max_batches_in_flight")]
+    max_batches_in_flight: u32,
     #[serde(default = "default_max_body", deserialize_with = "size")]
     max_body: u64,
     #[serde(default)]
@@ -112,6 +114,9 @@ fn default_request_timeout() -> Duration {
 fn default_prefetch() -> u32 {
     8
 }
+fn default_max_batches_in_flight() -> u32 {
+    4
+}
 fn default_max_body() -> u64 {
     32 << 20
 }
@@ -159,6 +164,11 @@ pub struct SourceConfig {
     /// follows the rate limit × the API's latency (see
     /// [`crate::source::depth`]). Default 8; 0 turns prefetching off.
     pub prefetch: u32,
+    /// Most batches (pages) handed to the sinks and not yet acknowledged
+    /// by all of them; they are acknowledged and checkpointed in order, and
+    /// a crash sends at most these again. Default 4; 1 delivers one page at
+    /// a time.
+    pub max_batches_in_flight: u32,
     /// Largest response body read (bytes); a larger page is asked again
     /// with a smaller `limit`. Default 32 MiB.
     pub max_body: u64,
@@ -402,6 +412,15 @@ impl RawSource {
                 format!("{} is too many; use 0 to 16", self.prefetch),
             );
         }
+        if !(1..=16).contains(&self.max_batches_in_flight) {
+            problem(
+                "max_batches_in_flight",
+                format!(
+                    "{} is out of range; use 1 to 16 (1: one batch at a time)",
+                    self.max_batches_in_flight
+                ),
+            );
+        }
         if self.max_body < 4096 {
             problem(
                 "max_body",
@@ -475,6 +494,7 @@ impl RawSource {
             request_timeout: self.request_timeout,
             allow_http: self.allow_http,
             prefetch: self.prefetch,
+            max_batches_in_flight: self.max_batches_in_flight,
             max_body: self.max_body,
             requests_per_second: rps?,
             burst: burst?,

@@ -405,7 +405,8 @@ proptest::proptest! {
     fn no_value_panics_the_parser(
         key in proptest::sample::select(vec![
             "start_at", "lookback", "poll_interval", "late_sweep", "request_timeout",
-            "page_size", "max_body", "prefetch", "base_url", "name", "api_key", "actions",
+            "page_size", "max_body", "prefetch", "max_batches_in_flight", "base_url", "name",
+            "api_key", "actions",
             "rate_limit", "retry", "proxy",
         ]),
         value in proptest::prop_oneof![

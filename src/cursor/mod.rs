@@ -8,9 +8,26 @@
 //! dead-letter file, for events that can not be forwarded, was fsynced).
 //! The types fix the order: [`Cursor::admit`] hands out a [`Batch`];
 //! [`Cursor::commit`] takes that batch together with the [`Ack`] that only
-//! [`crate::pipeline::Pipeline::deliver`] creates, once every sink
+//! [`crate::pipeline::Delivery::acknowledged`] creates, once every sink
 //! acknowledged it, and returns the [`Checkpoint`] to make durable. A crash
-//! at any instant therefore re-sends at most the batch in flight.
+//! at any instant therefore re-sends at most the batches in flight.
+//!
+//! # Several batches in flight
+//!
+//! Admitting a page moves the pass past it at once (the next offset, the
+//! boundary's witnesses, a tie group's sampling), so the poller can admit
+//! and deliver page *N + 1* while the sinks still hold batch *N*. What a
+//! checkpoint persists travels with its batch instead: its keys and the
+//! pass's progress *as of its page*. Commits follow admission order (the
+//! cursor asserts it, and a batch that fails holds back every later one),
+//! so the durable state only ever moves to the state as of some batch *N*
+//! with every batch up to *N* acknowledged. Keys of batches admitted but not
+//! committed count as delivered for the dedup of later pages: those can
+//! only be committed after them, and a crash drops both. An interrupted
+//! pass saves the progress of its last committed batch, never a later one,
+//! so a restart reads the unacknowledged pages again; a pass completes
+//! (and moves the watermark) only once every batch it admitted is
+//! committed.
 //!
 //! # What the API may do
 //!
@@ -146,7 +163,7 @@ pub use self::state::{
     Acked, Checkpoint, CursorState, Entry, PRECISION_MARGIN_MS, PassEnd, PassKind, PassProgress,
     RECENT_IDS, STATE_VERSION, STRAY_CAP, UNKNOWN_CONTENT,
 };
-use crate::model::{EventKey, Item, KeySet, Malformed, RawEvent};
+use crate::model::{EventKey, Item, KeyMap, KeySet, Malformed, RawEvent};
 use crate::pipeline::Ack;
 
 /// How far ahead of the local clock (or the server's `Date`) a `created_at`
@@ -276,6 +293,11 @@ pub struct AdmitStats {
 }
 
 /// New elements of one page, to deliver; commit it once acknowledged.
+///
+/// Admitting the page already moved the pass on (the next page can be
+/// admitted before this one is acknowledged); the batch keeps what its
+/// checkpoint must persist: its keys and the pass's progress *as of this
+/// page*, so that committing it never records a later page's position.
 #[derive(Debug)]
 pub struct Batch {
     /// Events to deliver, in page order.
@@ -286,7 +308,18 @@ pub struct Batch {
     pub stats: AdmitStats,
     ticket: u64,
     acked: Vec<Acked>,
-    update: Box<Update>,
+    /// What the page moved the pass to.
+    after: Box<After>,
+}
+
+/// Where a page moved the pass: what its checkpoint persists, and what
+/// comes next.
+#[derive(Debug)]
+struct After {
+    /// The pass's progress once the batch is committed.
+    progress: PassProgress,
+    next: Next,
+    ahead: Ahead,
 }
 
 impl Batch {
@@ -296,34 +329,28 @@ impl Batch {
     }
 
     /// Names this batch to the pipeline, whose [`Ack`] must carry it back.
+    /// Tickets count up in admission order; commits follow it.
     pub fn ticket(&self) -> u64 {
         self.ticket
     }
 
-    /// What the pass reads once this batch is committed: the poller may
-    /// request it now, since this page has arrived.
+    /// What the pass reads after this page: the poller may request it now,
+    /// since this page has arrived.
     pub fn next(&self) -> Next {
-        self.update.next
+        self.after.next
     }
 }
 
-/// What committing a batch changes in the pass.
-#[derive(Debug)]
-struct Update {
-    next: Next,
-    mode: Mode,
-    front: KeySet,
-    page_keys: Vec<EventKey>,
-    identical: u32,
-    newest_ms: Option<i64>,
-    last_ms: Option<i64>,
-    resume_offset: u64,
-    offset: u64,
-    overlap: u64,
-    total_agreed: Option<bool>,
+/// What [`Cursor::lookahead`] needs of the page a batch came from.
+#[derive(Debug, Clone, Copy)]
+struct Ahead {
+    /// The pass pages forward normally after it (no tie group).
+    normal: bool,
     /// The page was shorter than the server's page size.
     short: bool,
-    /// The page's `pagination.total`, if any.
+    /// The overlap its boundary asked for.
+    overlap: u64,
+    /// Its `pagination.total`, if any.
     total: Option<u64>,
 }
 
@@ -363,7 +390,15 @@ impl Learned {
 
 #[derive(Debug)]
 struct Run {
+    /// The progress as of the last page admitted.
     progress: PassProgress,
+    /// The progress as of the last batch settled (committed or skipped):
+    /// what an interrupted pass saves, since later batches may not have
+    /// reached every sink.
+    committed: PassProgress,
+    /// Ticket of the last batch settled; the next one settled must be the
+    /// one admitted after it.
+    settled: u64,
     next: Next,
     mode: Mode,
     /// The last page's front, as event identities (key and content: a
@@ -393,7 +428,12 @@ pub struct Cursor {
     plausible_since_ms: i64,
     run: Option<Run>,
     learned: Learned,
+    /// Tickets handed out so far (the last batch admitted has this one).
     tickets: u64,
+    /// Keys (and content) of batches admitted but not committed yet: they
+    /// count as delivered for the dedup of later pages, which can only be
+    /// committed after them.
+    inflight: KeyMap<u64>,
 }
 
 impl Cursor {
@@ -411,6 +451,7 @@ impl Cursor {
             run: None,
             learned: Learned::default(),
             tickets: 0,
+            inflight: KeyMap::default(),
         }
     }
 
@@ -474,8 +515,11 @@ impl Cursor {
                 false,
             ),
         };
+        self.inflight.clear();
         self.run = Some(Run {
             progress,
+            committed: progress,
+            settled: self.tickets,
             next: Next::Fetch(progress.offset),
             mode: Mode::Normal,
             front: KeySet::default(),
@@ -496,9 +540,16 @@ impl Cursor {
         }
     }
 
-    /// What to read next in the pass.
+    /// What to read next in the pass (after the last page admitted).
     pub fn next(&self) -> Next {
         self.run.as_ref().expect("inside a pass").next
+    }
+
+    /// Batches of this pass admitted but not yet committed (or skipped).
+    pub fn uncommitted(&self) -> u64 {
+        self.run
+            .as_ref()
+            .map_or(0, |run| self.tickets - run.settled)
     }
 
     /// Offsets worth fetching ahead, once `batch` is committed, after a
@@ -509,11 +560,8 @@ impl Cursor {
         let cap = self.learned.cap;
         // Only a full page suggests more pages follow: a short one is
         // usually the end (one confirming request, no more).
-        if !matches!(batch.update.mode, Mode::Normal)
-            || !matches!(batch.update.next, Next::Fetch(_))
-            || batch.update.short
-            || cap < 2
-        {
+        let ahead = batch.after.ahead;
+        if !ahead.normal || !matches!(batch.after.next, Next::Fetch(_)) || ahead.short || cap < 2 {
             return Vec::new();
         }
         // A page fetched ahead must start at or before the offset the page
@@ -523,13 +571,13 @@ impl Cursor {
         // there were ties (re-reading a few events costs less than a
         // dropped page; without ties it stays 2).
         let ties = self.learned.ties;
-        let margin = batch.update.overlap.max(ties + u64::from(ties > 2));
+        let margin = ahead.overlap.max(ties + u64::from(ties > 2));
         let step = cap.saturating_sub(margin.min(cap / 2)).max(1);
         // A trusted `total` says where the listing ends: a page past it
         // would come back empty (in steady state, one wasted request per
         // poll). Fetching less ahead never loses an event (see the module
         // documentation); a total that lies low only slows the pass.
-        let end = match batch.update.total {
+        let end = match ahead.total {
             Some(total) if self.learned.total_trusted() => total,
             _ => u64::MAX,
         };
@@ -544,8 +592,11 @@ impl Cursor {
         self.learned.cap
     }
 
-    /// Picks the new elements of a page. Nothing changes until the batch is
-    /// [committed](Cursor::commit) (or [skipped](Cursor::skip) when empty).
+    /// Picks the new elements of a page and moves the pass past it, so that
+    /// the next page can be admitted at once. Nothing durable changes until
+    /// the batch is [committed](Cursor::commit) (or [skipped](Cursor::skip)
+    /// when empty), in admission order; until then its keys count as
+    /// delivered for later pages (which are committed after it).
     pub fn admit(&mut self, page: PageIn) -> Result<Admission, CursorError> {
         let plausible_since = self.plausible_since_ms;
         let run = self.run.as_mut().expect("admit inside a pass");
@@ -574,8 +625,11 @@ impl Cursor {
                 if date_ms < run.progress.t0_ms - MAX_DATE_SKEW_MS {
                     stats.date_skew_ms = Some(run.progress.t0_ms - date_ms);
                 } else {
-                    // `Date` has one-second resolution: use its start.
+                    // `Date` has one-second resolution: use its start. The
+                    // pass start only ever moves earlier, so batches
+                    // admitted before this one may save it too.
                     run.progress.t0_ms = run.progress.t0_ms.min(date_ms / 1000 * 1000);
+                    run.committed.t0_ms = run.progress.t0_ms;
                 }
             }
         }
@@ -586,7 +640,7 @@ impl Cursor {
         // every window.
         let n = page.items.len();
         let mut sane_ms: Vec<Option<i64>> = Vec::with_capacity(n);
-        let mut pending: crate::model::KeyMap<u64> = Default::default();
+        let mut pending: KeyMap<u64> = Default::default();
         let mut newest = run.progress.newest_ms;
         let mut last_ms = run.last_ms;
         let time_before_page = run.last_ms;
@@ -650,7 +704,7 @@ impl Cursor {
                 // are read in order, before or after it.
                 continue;
             }
-            let verdict = judge(&self.state, &pending, key, content);
+            let verdict = judge(&self.state, &self.inflight, &pending, key, content);
             if let Verdict::New(k) | Verdict::Reused(k) = verdict {
                 pending.insert(k, content);
             }
@@ -780,82 +834,25 @@ impl Cursor {
             KeySet::default()
         };
 
-        self.tickets += 1;
-        Ok(Admission::Batch(Batch {
-            events,
-            dead,
-            stats,
-            ticket: self.tickets,
-            acked,
-            update: Box::new(Update {
-                next,
-                mode,
-                front,
-                page_keys: sorted_keys,
-                identical,
-                newest_ms: newest,
-                last_ms,
-                resume_offset,
-                offset: page.offset,
-                overlap,
-                total_agreed,
-                short,
-                total: page.total,
-            }),
-        }))
-    }
-
-    /// Records a batch every sink acknowledged (`ack` comes from the
-    /// pipeline for this batch). Returns the checkpoint to make durable
-    /// before anything else happens.
-    pub fn commit(&mut self, batch: Batch, ack: Ack) -> Checkpoint {
-        assert_eq!(
-            ack.ticket(),
-            batch.ticket,
-            "an acknowledgement is for the batch it was given"
-        );
-        let dead_lettered = batch.dead.len() as u64;
-        let delivered = batch.acked.len() as u64 - dead_lettered;
-        self.apply_update(batch.acked, *batch.update, delivered, dead_lettered, true)
-            .expect("a commit always checkpoints")
-    }
-
-    /// Moves past a page that brought nothing to deliver. Returns a
-    /// checkpoint of the progress every few such pages (none is needed for
-    /// correctness: a restart would only read them again).
-    pub fn skip(&mut self, batch: Batch) -> Option<Checkpoint> {
-        assert!(
-            batch.acked.is_empty(),
-            "only a batch without new elements can be skipped"
-        );
-        self.apply_update(Vec::new(), *batch.update, 0, 0, false)
-    }
-
-    fn apply_update(
-        &mut self,
-        acked: Vec<Acked>,
-        update: Update,
-        delivered: u64,
-        dead_lettered: u64,
-        force: bool,
-    ) -> Option<Checkpoint> {
-        let run = self.run.as_mut().expect("commit inside a pass");
-        run.unsaved += 1;
-        run.next = update.next;
-        run.mode = update.mode;
-        run.front = update.front;
-        run.page_keys = update.page_keys;
-        run.identical = update.identical;
-        run.last_offset = Some(update.offset);
-        run.last_ms = update.last_ms;
-        run.progress.newest_ms = update.newest_ms;
-        run.progress.offset = update.resume_offset;
+        // Move the pass past this page now; what the page's checkpoint
+        // persists travels with the batch.
+        let normal = matches!(mode, Mode::Normal);
+        run.next = next;
+        run.mode = mode;
+        run.front = front;
+        run.page_keys = sorted_keys;
+        run.identical = identical;
+        run.last_offset = Some(page.offset);
+        run.last_ms = last_ms;
+        run.progress.newest_ms = newest;
+        run.progress.offset = resume_offset;
         if let Mode::Group(group) = &run.mode {
             run.progress.hold_ms = Some(group.time());
         }
+        let progress = run.progress;
         let learned = &mut self.learned;
-        if update.overlap >= learned.ties {
-            learned.ties = update.overlap.min(learned.cap / 2);
+        if overlap >= learned.ties {
+            learned.ties = overlap.min(learned.cap / 2);
             learned.ties_age = 0;
         } else {
             learned.ties_age += 1;
@@ -864,37 +861,119 @@ impl Cursor {
                 learned.ties_age = 0;
             }
         }
-        if let Some(agreed) = update.total_agreed {
-            self.learned.total_agreements = if agreed {
-                self.learned.total_agreements.saturating_add(1)
+        if let Some(agreed) = total_agreed {
+            learned.total_agreements = if agreed {
+                learned.total_agreements.saturating_add(1)
             } else {
                 0
             };
         }
+        for a in &acked {
+            self.inflight.insert(a.key, a.content);
+        }
+
+        self.tickets += 1;
+        Ok(Admission::Batch(Batch {
+            events,
+            dead,
+            stats,
+            ticket: self.tickets,
+            acked,
+            after: Box::new(After {
+                progress,
+                next,
+                ahead: Ahead {
+                    normal,
+                    short,
+                    overlap,
+                    total: page.total,
+                },
+            }),
+        }))
+    }
+
+    /// Records a batch every sink acknowledged (`ack` comes from the
+    /// pipeline for this batch). Batches are committed in the order they
+    /// were admitted (it panics otherwise). Returns the checkpoint to make
+    /// durable before anything else happens: the batch's keys and the
+    /// pass's progress as of its page, whatever was admitted since.
+    pub fn commit(&mut self, batch: Batch, ack: Ack) -> Checkpoint {
+        assert_eq!(
+            ack.ticket(),
+            batch.ticket,
+            "an acknowledgement is for the batch it was given"
+        );
+        let dead_lettered = batch.dead.len() as u64;
+        let delivered = batch.acked.len() as u64 - dead_lettered;
+        self.settle(batch, delivered, dead_lettered, true)
+            .expect("a commit always checkpoints")
+    }
+
+    /// Moves past a page that brought nothing to deliver, in admission
+    /// order like [`Cursor::commit`]. Returns a checkpoint of the progress
+    /// every few such pages (none is needed for correctness: a restart
+    /// would only read them again).
+    pub fn skip(&mut self, batch: Batch) -> Option<Checkpoint> {
+        assert!(
+            batch.acked.is_empty(),
+            "only a batch without new elements can be skipped"
+        );
+        self.settle(batch, 0, 0, false)
+    }
+
+    fn settle(
+        &mut self,
+        batch: Batch,
+        delivered: u64,
+        dead_lettered: u64,
+        force: bool,
+    ) -> Option<Checkpoint> {
+        let run = self.run.as_mut().expect("commit inside a pass");
+        assert_eq!(
+            batch.ticket,
+            run.settled + 1,
+            "batches are committed in the order they were admitted"
+        );
+        run.settled = batch.ticket;
+        run.committed = batch.after.progress;
+        run.unsaved += 1;
         if !force && run.unsaved < EMPTY_PAGE_CHECKPOINT {
             return None;
         }
         run.unsaved = 0;
         let checkpoint = Checkpoint {
             seq: self.state.seq + 1,
-            acked,
+            acked: batch.acked,
             delivered,
             dead_lettered,
-            pass: Some(run.progress),
+            pass: Some(batch.after.progress),
             end: None,
         };
         self.state.apply(&checkpoint);
+        for a in &checkpoint.acked {
+            self.inflight.remove(&a.key);
+        }
         Some(checkpoint)
     }
 
-    /// Ends the pass (after [`Next::Done`], or early on shutdown with
-    /// `complete = false`, which keeps the position for the restart).
-    /// Returns the checkpoint to make durable.
+    /// Ends the pass: complete after [`Next::Done`] once every batch is
+    /// committed; else (shutdown, or batches admitted but never
+    /// acknowledged) interrupted, keeping the position of the last batch
+    /// committed for the restart, which reads the rest again. Returns the
+    /// checkpoint to make durable.
     pub fn finish_pass(&mut self) -> Checkpoint {
         let run = self.run.take().expect("finish inside a pass");
-        let progress = run.progress;
+        let uncommitted = self.tickets - run.settled;
+        self.inflight.clear();
+        let progress = run.committed;
         let sweep = progress.kind == PassKind::Sweep;
-        let end = match run.next {
+        let next = if uncommitted == 0 {
+            debug_assert_eq!(run.progress, run.committed);
+            run.next
+        } else {
+            Next::Fetch(progress.offset)
+        };
+        let end = match next {
             Next::Done(Outcome::Complete) => Some(PassEnd {
                 watermark_ms: progress.end_watermark().filter(|_| sweep),
                 lookback_ms: progress.lookback_ms,
@@ -915,11 +994,7 @@ impl Cursor {
             acked: Vec::new(),
             delivered: 0,
             dead_lettered: 0,
-            pass: if end.is_some() {
-                None
-            } else {
-                Some(run.progress)
-            },
+            pass: if end.is_some() { None } else { Some(progress) },
             end,
         };
         self.state.apply(&checkpoint);
@@ -1004,16 +1079,19 @@ enum Verdict {
 }
 
 /// Decides what an element with `key` and `content` is, given what the
-/// state and this page (`pending`: keys taken in this page) hold.
+/// state, the batches in flight and this page (`pending`: keys taken in
+/// this page) hold.
 fn judge(
     state: &CursorState,
-    pending: &crate::model::KeyMap<u64>,
+    inflight: &KeyMap<u64>,
+    pending: &KeyMap<u64>,
     key: EventKey,
     content: u64,
 ) -> Verdict {
     let known_as = |k: &EventKey| {
         pending
             .get(k)
+            .or_else(|| inflight.get(k))
             .copied()
             .or_else(|| state.seen.get(k).map(|e| e.content))
             .or_else(|| state.strays.get(k))

@@ -558,6 +558,125 @@ fn a_graceful_stop_saves_the_position() {
     assert_eq!(c.next(), Next::Fetch(1));
 }
 
+/// Three pages admitted before any is acknowledged: each checkpoint
+/// persists its own batch's keys and position, not the latest page's.
+#[test]
+fn batches_in_flight_commit_their_own_progress_in_order() {
+    let mut c = fresh();
+    let mut durable = c.state().clone();
+    c.begin_pass(at(100_000), PassKind::Sweep);
+    let b1 = batch(
+        c.admit(page(0, 2, vec![ev("a", 9000), ev("b", 8000)], 100_000))
+            .unwrap(),
+    );
+    assert_eq!(c.next(), Next::Fetch(1), "admission moved the pass on");
+    let b2 = batch(
+        c.admit(page(1, 2, vec![ev("b", 8000), ev("c", 7000)], 100_000))
+            .unwrap(),
+    );
+    let b3 = batch(
+        c.admit(page(2, 2, vec![ev("c", 7000), ev("d", 6000)], 100_000))
+            .unwrap(),
+    );
+    assert_eq!((ids(&b2), ids(&b3)), (vec!["c"], vec!["d"]));
+    assert_eq!(c.uncommitted(), 3);
+    let cp = settle(&mut c, b1).unwrap();
+    assert_eq!(
+        cp.pass.unwrap().offset,
+        1,
+        "batch 1's position, not batch 3's"
+    );
+    assert_eq!(cp.pass.unwrap().newest_ms, Some(9000));
+    assert_eq!(cp.acked.len(), 2);
+    durable.apply(&cp);
+    let cp = settle(&mut c, b2).unwrap();
+    assert_eq!(cp.pass.unwrap().offset, 2);
+    durable.apply(&cp);
+    let cp = settle(&mut c, b3).unwrap();
+    assert_eq!(cp.pass.unwrap().offset, 3);
+    durable.apply(&cp);
+    assert_eq!(c.uncommitted(), 0);
+    assert_eq!(&durable, c.state());
+}
+
+#[test]
+#[should_panic(expected = "in the order they were admitted")]
+fn a_batch_can_not_be_committed_before_the_one_admitted_before_it() {
+    let mut c = fresh();
+    c.begin_pass(at(100_000), PassKind::Sweep);
+    let _b1 = batch(
+        c.admit(page(0, 2, vec![ev("a", 9000), ev("b", 8000)], 100_000))
+            .unwrap(),
+    );
+    let b2 = batch(
+        c.admit(page(1, 2, vec![ev("b", 8000), ev("c", 7000)], 100_000))
+            .unwrap(),
+    );
+    settle(&mut c, b2);
+}
+
+/// A boundary tie group shown again on the next page while the batch that
+/// delivered it is still in flight is not delivered twice.
+#[test]
+fn keys_in_flight_count_as_delivered_for_the_next_page() {
+    let mut c = fresh();
+    c.begin_pass(at(100_000), PassKind::Sweep);
+    let items = vec![ev("a", 9000), ev("b", 8000), ev("c", 5000), ev("d", 5000)];
+    let b1 = batch(c.admit(page(0, 4, items, 100_000)).unwrap());
+    assert_eq!(b1.next(), Next::Fetch(2));
+    let items = vec![
+        ev("d", 5000),
+        ev("c", 5000),
+        ev_content("b", 8000, 2),
+        ev("e", 4000),
+    ];
+    let b2 = batch(c.admit(page(2, 4, items, 100_000)).unwrap());
+    assert_eq!(ids(&b2), ["b", "e"], "c and d are in flight already");
+    assert!(
+        b2.events[0].id_reused,
+        "b with other content is another event"
+    );
+    let (cp1, cp2) = (settle(&mut c, b1).unwrap(), settle(&mut c, b2).unwrap());
+    assert_eq!(cp1.acked.len() + cp2.acked.len(), 6);
+}
+
+/// A pass interrupted with batches in flight saves the last committed
+/// position: the restart reads the unacknowledged pages again. And a pass
+/// whose last page is not committed does not complete.
+#[test]
+fn an_interrupted_pass_keeps_the_last_committed_position() {
+    let mut c = fresh();
+    let mut durable = c.state().clone();
+    c.begin_pass(at(100_000), PassKind::Sweep);
+    let list = |from: usize| {
+        [("a", 9000), ("b", 8000), ("c", 7000)][from..]
+            .iter()
+            .take(2)
+            .map(|(id, ms)| ev(id, *ms))
+            .collect::<Vec<_>>()
+    };
+    let b1 = batch(c.admit(page(0, 2, list(0), 100_000)).unwrap());
+    let b2 = batch(c.admit(page(1, 2, list(1), 100_000)).unwrap());
+    let b3 = batch(c.admit(page(2, 2, list(2), 100_000)).unwrap());
+    assert_eq!(b3.next(), Next::Done(Outcome::Complete));
+    assert_eq!(ids(&b2), ["c"]);
+    durable.apply(&settle(&mut c, b1).unwrap());
+    // Batches 2 and 3 never come back from the sinks.
+    drop((b2, b3));
+    let cp = c.finish_pass();
+    assert!(
+        cp.end.is_none(),
+        "not complete: batch 2 was never committed"
+    );
+    assert_eq!(cp.pass.unwrap().offset, 1);
+    durable.apply(&cp);
+    let mut c = Cursor::new(durable.clone(), LOOKBACK).with_plausible_since(i64::MIN);
+    assert!(c.begin_pass(at(200_000), PassKind::Sweep).resumed);
+    assert_eq!(c.next(), Next::Fetch(1));
+    let b = batch(c.admit(page(1, 2, list(1), 200_000)).unwrap());
+    assert_eq!(ids(&b), ["c"], "the unacknowledged event again");
+}
+
 /// Pages through `listing` (one snapshot) from the cursor's next offset
 /// until the pass ends; returns the delivered ids.
 fn read_pass(
@@ -752,6 +871,8 @@ struct Scenario {
     odd_ratio: f64,
     crash_ratio: f64,
     prefetch: usize,
+    /// Batches admitted before the oldest must be acknowledged.
+    ahead: usize,
     backlog: usize,
     late_sweep_ms: u64,
 }
@@ -934,7 +1055,11 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
     let floor = now - 60_000;
     let mut durable = CursorState::new("s", at(floor));
     let mut cursor = Cursor::new(durable.clone(), lookback).with_plausible_since(PLAUSIBLE);
+    // Sent to the sinks (duplicates are judged on these) and acknowledged
+    // by them, i.e. committed (loss is judged on these: a batch handed to
+    // the sinks but never acknowledged may not have arrived).
     let mut delivered: HashMap<(EventKey, u64), u32> = HashMap::new();
+    let mut acknowledged: std::collections::HashSet<(EventKey, u64)> = Default::default();
     let mut first_seen: HashMap<(EventKey, u64), String> = HashMap::new();
     let mut allowance: HashMap<(EventKey, u64), u32> = HashMap::new();
     let mut frozen = false;
@@ -950,10 +1075,37 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         let plan = cursor.begin_pass(at(now), kind);
         let since = plan.since.timestamp_millis();
         let mut inflight: VecDeque<Request> = VecDeque::new();
+        // Batches admitted and handed to the sinks, not yet acknowledged
+        // (at most `s.ahead`), oldest first, with what each carries.
+        let mut window: VecDeque<(Batch, Vec<(EventKey, u64)>)> = VecDeque::new();
         let mut arrived = 0u64;
         let mut new_in_pass = 0;
         let mut pass_pages = 0u64;
         let mut interrupted = false;
+        // Acknowledges and commits the oldest batch in flight.
+        let commit_oldest = |cursor: &mut Cursor,
+                             window: &mut VecDeque<(Batch, Vec<(EventKey, u64)>)>,
+                             durable: &mut CursorState,
+                             acknowledged: &mut std::collections::HashSet<(EventKey, u64)>|
+         -> Result<(), TestCaseError> {
+            let (b, got) = window.pop_front().expect("a batch in flight");
+            if let Some(cp) = settle(cursor, b) {
+                prop_assert!(durable.apply(&cp));
+            }
+            acknowledged.extend(got);
+            Ok(())
+        };
+        // Batches never acknowledged (a crash, or a stop while a sink
+        // fails) may have reached the sinks: they may come again.
+        let drop_window =
+            |window: &mut VecDeque<(Batch, Vec<(EventKey, u64)>)>,
+             allowance: &mut HashMap<(EventKey, u64), u32>| {
+                for (_, got) in window.drain(..) {
+                    for k in got {
+                        *allowance.entry(k).or_default() += 1;
+                    }
+                }
+            };
         loop {
             // Time passes and events arrive while we page.
             now += rng.random_range(0..30);
@@ -963,10 +1115,16 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                 }
             }
             let offset = match cursor.next() {
-                Next::Fetch(offset) => offset,
-                Next::Done(outcome) => {
+                Next::Fetch(offset) if window.len() < s.ahead => offset,
+                Next::Done(outcome) if window.is_empty() => {
                     prop_assert_eq!(outcome, Outcome::Complete);
                     break;
+                }
+                // The window is full, or the pass is read: wait for the
+                // oldest acknowledgement.
+                _ => {
+                    commit_oldest(&mut cursor, &mut window, &mut durable, &mut acknowledged)?;
+                    continue;
                 }
             };
             pass_pages += 1;
@@ -1018,27 +1176,6 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                     continue;
                 }
             };
-            if std::env::var_os("AUDITFWD_CURSOR_PAGES").is_some() {
-                eprintln!(
-                    "r{round} p{pass_pages} @{asked} seq={sequential} [{seen_items}] new={:?} next={:?} mode={}",
-                    b.events
-                        .iter()
-                        .map(|e| (format!("{:?}", e.key)[..6].to_string(), e.created_ms()))
-                        .collect::<Vec<_>>(),
-                    b.next(),
-                    format!("{:?}", b.update.mode)
-                        .chars()
-                        .take(120)
-                        .collect::<String>()
-                );
-            }
-            new_in_pass += b.events.len() + b.dead.len();
-            let got: Vec<(EventKey, u64)> = b
-                .events
-                .iter()
-                .map(|e| (e.key, e.content))
-                .chain(b.dead.iter().map(|m| (m.key, m.content)))
-                .collect();
             let mode = cursor
                 .run
                 .as_ref()
@@ -1049,11 +1186,31 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
                         .collect::<String>()
                 })
                 .unwrap_or_default();
+            if std::env::var_os("AUDITFWD_CURSOR_PAGES").is_some() {
+                eprintln!(
+                    "r{round} p{pass_pages} @{asked} seq={sequential} [{seen_items}] new={:?} next={:?} in flight={} mode={}",
+                    b.events
+                        .iter()
+                        .map(|e| (format!("{:?}", e.key)[..6].to_string(), e.created_ms()))
+                        .collect::<Vec<_>>(),
+                    b.next(),
+                    window.len(),
+                    &mode[..mode.len().min(120)]
+                );
+            }
+            new_in_pass += b.events.len() + b.dead.len();
+            let got: Vec<(EventKey, u64)> = b
+                .events
+                .iter()
+                .map(|e| (e.key, e.content))
+                .chain(b.dead.iter().map(|m| (m.key, m.content)))
+                .collect();
             for k in &got {
                 let n = delivered.entry(*k).or_default();
                 *n += 1;
                 let here = format!(
-                    "round {round} page {pass_pages} offset {asked} seq {sequential} W {} mode {mode}",
+                    "round {round} page {pass_pages} offset {asked} seq {sequential} in flight {} W {} mode {mode}",
+                    window.len(),
                     cursor.state().watermark_ms
                 );
                 if *n > 1 + allowance.get(k).copied().unwrap_or(0) {
@@ -1097,21 +1254,29 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
             } else {
                 inflight.clear();
             }
+            window.push_back((b, got));
+            prop_assert_eq!(cursor.uncommitted(), window.len() as u64);
             if !frozen && rng.random_bool(s.crash_ratio) {
-                // Crash after the sinks got the batch, before the checkpoint:
-                // these may legitimately arrive again.
-                for k in got {
-                    *allowance.entry(k).or_default() += 1;
+                // A crash after the sinks got the batches in flight, before
+                // their checkpoints (some may have been acknowledged
+                // first: commit a random number of the oldest).
+                for _ in 0..rng.random_range(0..window.len()) {
+                    commit_oldest(&mut cursor, &mut window, &mut durable, &mut acknowledged)?;
                 }
+                drop_window(&mut window, &mut allowance);
                 cursor = Cursor::new(durable.clone(), lookback).with_plausible_since(PLAUSIBLE);
                 interrupted = true;
                 break;
             }
-            if let Some(cp) = settle(&mut cursor, b) {
-                prop_assert!(durable.apply(&cp));
+            // Acknowledgements arrive at any time, in order.
+            while !window.is_empty() && rng.random_bool(0.5) {
+                commit_oldest(&mut cursor, &mut window, &mut durable, &mut acknowledged)?;
             }
             if !frozen && rng.random_bool(s.crash_ratio / 2.0) {
-                // A graceful stop in the middle of a pass: position saved.
+                // A stop in the middle of a pass: the batches still in
+                // flight are abandoned (a sink failing at shutdown), the
+                // position of the last one acknowledged is saved.
+                drop_window(&mut window, &mut allowance);
                 prop_assert!(durable.apply(&cursor.finish_pass()));
                 cursor = Cursor::new(durable.clone(), lookback).with_plausible_since(PLAUSIBLE);
                 interrupted = true;
@@ -1149,7 +1314,7 @@ fn run_scenario(s: &Scenario) -> Result<(), TestCaseError> {
         .collect();
     let missing: Vec<_> = expected
         .iter()
-        .filter(|k| !delivered.contains_key(*k))
+        .filter(|k| !acknowledged.contains(*k))
         .map(|k| {
             let (stored, e) = tenant
                 .all
@@ -1216,6 +1381,7 @@ fn scenarios_that_once_lost_events() {
         odd_ratio: 0.04053259866300825,
         crash_ratio: 0.0,
         prefetch: 1,
+        ahead: 1,
         backlog: 101,
         late_sweep_ms: 0,
     };
@@ -1300,13 +1466,15 @@ proptest! {
         odd_ratio in prop_oneof![Just(0.0f64), 0.0f64..0.1],
         crash_ratio in prop_oneof![Just(0.0f64), 0.0f64..0.2],
         prefetch in 0usize..4,
+        ahead in prop_oneof![Just(1usize), 1usize..=5],
         backlog in 0usize..150,
         late_sweep_ms in prop_oneof![Just(0u64), 0u64..3000],
     ) {
         let page_cap = cap_frac.map(|f| ((page_size as f64 * f) as usize).max(2));
         run_scenario(&Scenario {
             seed, order, inclusive, shuffled, page_size, page_cap, total, coarse, tie_ratio,
-            burst_ratio, late_ratio, odd_ratio, crash_ratio, prefetch, backlog, late_sweep_ms,
+            burst_ratio, late_ratio, odd_ratio, crash_ratio, prefetch, ahead, backlog,
+            late_sweep_ms,
         })?;
     }
 }

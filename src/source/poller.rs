@@ -1,20 +1,28 @@
 //! The poll loop of one source: passes over the cursor's window, page by
-//! page, each page delivered through the pipeline and checkpointed before
-//! the next one counts.
+//! page, each page delivered through the pipeline and checkpointed in
+//! order.
 //!
 //! The cursor decides which offset to read and when a pass is over; the
-//! poller does the I/O. While a page is delivered the next ones are already
-//! being fetched (`prefetch`); the cursor accepts a page fetched
-//! ahead only when it provably chains (see [`crate::cursor`]).
+//! poller does the I/O. While pages are delivered the next ones are already
+//! being fetched (`prefetch`); the cursor accepts a page fetched ahead only
+//! when it provably chains (see [`crate::cursor`]). Up to
+//! `max_batches_in_flight` admitted pages are with the sinks at once; each
+//! is committed once every sink acknowledged it and every page before it
+//! is committed, and the checkpoints of pages acknowledged together are
+//! made durable with one write.
 //!
 //! The loop returns how long to wait after each pass (the poll interval once
 //! caught up) and `select!`s that wait against shutdown. On shutdown it
-//! finishes the batch in flight, saves the pass's position, and returns.
+//! finishes the batches in flight, saves the pass's position, and returns.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use auditfwd_sink::Event;
 use chrono::Utc;
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{FetchError, PageQuery};
@@ -29,7 +37,7 @@ use crate::deadletter::DeadLetter;
 use crate::http::ApiClient;
 use crate::logging::Console;
 use crate::normalize::normalize;
-use crate::pipeline::{Pipeline, PipelineError};
+use crate::pipeline::{Ack, Pipeline, PipelineError};
 use crate::retry::Backoff;
 use crate::telemetry::{Health, Metrics, SourceMetrics, Status};
 
@@ -61,6 +69,77 @@ enum PassError {
     Fatal(SourceError),
 }
 
+/// A batch's acknowledgement by every sink, on its way.
+type Acknowledging = Pin<Box<dyn Future<Output = Result<Ack, PipelineError>> + Send>>;
+
+/// Where a batch handed to the pipeline stands.
+enum Answer {
+    /// Nothing to deliver: settled as soon as the batches before it are.
+    Nothing,
+    /// Waiting for the sinks.
+    Waiting(Acknowledging),
+    /// Every sink acknowledged it.
+    Acked(Ack),
+    /// Shutdown came while a sink was failing: it will never be.
+    Stopped,
+}
+
+/// A batch admitted and handed to the pipeline, not yet committed.
+struct Sent {
+    batch: Batch,
+    /// Events handed to the sinks (counted as delivered on commit).
+    events: u64,
+    answer: Answer,
+}
+
+impl Sent {
+    /// Whether the pipeline has answered, looking without waiting.
+    fn answered(&mut self) -> bool {
+        if let Answer::Waiting(acknowledging) = &mut self.answer {
+            match acknowledging.as_mut().now_or_never() {
+                Some(result) => self.answer = Answer::from(result),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Waits for the pipeline's answer. Cancel-safe: the wait goes on at
+    /// the next call.
+    async fn answer(&mut self) {
+        if let Answer::Waiting(acknowledging) = &mut self.answer {
+            let result = acknowledging.await;
+            self.answer = Answer::from(result);
+        }
+    }
+}
+
+impl From<Result<Ack, PipelineError>> for Answer {
+    fn from(result: Result<Ack, PipelineError>) -> Self {
+        match result {
+            Ok(ack) => Answer::Acked(ack),
+            Err(PipelineError::Stopped(_)) => Answer::Stopped,
+        }
+    }
+}
+
+/// How long the poller waits for a page (or for a sink to take a batch)
+/// before it commits what the sinks acknowledged meanwhile. While pages
+/// keep coming, commits wait for a full window and are written together.
+const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Resolves once the poller has waited [`COMMIT_IDLE`] and the oldest
+/// batch in flight is answered (never, while none is in flight).
+async fn idle_then_answered(sent: &mut VecDeque<Sent>) {
+    if sent.is_empty() {
+        return std::future::pending().await;
+    }
+    tokio::time::sleep(COMMIT_IDLE).await;
+    if let Some(oldest) = sent.front_mut() {
+        oldest.answer().await;
+    }
+}
+
 /// Everything one source's poll loop owns.
 pub struct Poller {
     config: SourceConfig,
@@ -68,11 +147,13 @@ pub struct Poller {
     enricher: Option<crate::enrich::Enricher>,
     cursor: Cursor,
     store: Arc<Mutex<Box<dyn StateStore>>>,
-    pipeline: Pipeline,
+    pipeline: Arc<Pipeline>,
     counters: SourceMetrics,
     health: Health,
     console: Console,
     date_warned: bool,
+    /// Batches handed to the pipeline and not yet committed, oldest first.
+    sent: VecDeque<Sent>,
 }
 
 /// What a poller is built from, besides its cursor and store.
@@ -120,11 +201,12 @@ impl Poller {
             enricher,
             cursor,
             store: Arc::new(Mutex::new(store)),
-            pipeline,
+            pipeline: Arc::new(pipeline),
             counters,
             health,
             console,
             date_warned: false,
+            sent: VecDeque::new(),
         }
     }
 
@@ -203,28 +285,67 @@ impl Poller {
         report.finish();
         let checkpoint = self.cursor.finish_pass();
         tracing::debug!(source = %self.config.name, ?outcome, watermark_ms = ?self.cursor.state().watermark_ms, "pass ends");
-        self.commit(checkpoint, shutdown).await?;
+        self.commit(vec![checkpoint], shutdown).await?;
         Ok(outcome)
     }
 
     /// Reads, delivers and checkpoints the pass page by page, until the
-    /// cursor says it is done (or shutdown: then the pass's position is
-    /// saved, for the restart to resume it).
+    /// cursor says it is done and every batch is committed. On shutdown the
+    /// batches in flight are finished (committed as the sinks acknowledge
+    /// them) and the pass's position is saved, for the restart to resume
+    /// it; on a fatal error they are finished too.
     async fn pages(
         &mut self,
         report: &mut PassReport,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, PassError> {
+        let read = self.read(report, shutdown).await;
+        if read.is_err() {
+            self.prefetch.clear();
+            self.drain(shutdown).await;
+        }
+        if let Err(PassError::Shutdown) = read {
+            let checkpoint = self.cursor.finish_pass();
+            self.commit(vec![checkpoint], shutdown).await?;
+        }
+        read
+    }
+
+    async fn read(
+        &mut self,
+        report: &mut PassReport,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, PassError> {
+        let most = self.config.max_batches_in_flight.max(1) as usize;
         loop {
+            if shutdown.is_cancelled() {
+                return Err(PassError::Shutdown);
+            }
             let offset = match self.cursor.next() {
-                Next::Fetch(offset) => offset,
-                Next::Done(outcome) => return Ok(outcome),
+                Next::Fetch(offset) if self.sent.len() < most => offset,
+                Next::Done(outcome) if self.sent.is_empty() => return Ok(outcome),
+                // Enough in flight, or the pass is read: wait for the
+                // oldest batch's acknowledgement, then commit it with every
+                // batch acknowledged meanwhile (one write for all: while
+                // pages keep coming, checkpoints are written in groups).
+                _ => {
+                    if let Some(oldest) = self.sent.front_mut() {
+                        oldest.answer().await;
+                    }
+                    self.settle(shutdown).await?;
+                    continue;
+                }
             };
-            let page = self
-                .prefetch
-                .page(offset)
-                .await
-                .map_err(|e| self.unfetched(e))?;
+            // A page that is slow to come leaves time to commit what the
+            // sinks acknowledged meanwhile.
+            let page = loop {
+                tokio::select! {
+                    biased;
+                    page = self.prefetch.page(offset) => break page,
+                    () = idle_then_answered(&mut self.sent) => self.settle(shutdown).await?,
+                }
+            };
+            let page = page.map_err(|e| self.unfetched(e))?;
             let asked = page.offset;
             let returned = page.fetched.page.items.len() as u64;
             let total = page.fetched.page.total;
@@ -253,7 +374,7 @@ impl Poller {
                     continue;
                 }
             };
-            tracing::debug!(source = %self.config.name, offset = asked, returned, total = ?total, sequential = page.sequential, next = ?batch.next(), "page");
+            tracing::debug!(source = %self.config.name, offset = asked, returned, total = ?total, sequential = page.sequential, next = ?batch.next(), in_flight = self.sent.len(), "page");
             self.counters.pages.inc();
             self.counters.received.inc_by(returned);
             if let Some(total) = total {
@@ -263,16 +384,20 @@ impl Poller {
             }
             report.page(returned, total, u64::from(self.config.page_size));
             self.prefetch.ahead(&self.cursor, &batch);
-            self.deliver(batch, shutdown).await?;
-            if shutdown.is_cancelled() {
-                // The batch in flight is delivered and saved; save where the
-                // pass is, so the restart resumes it.
-                self.prefetch.clear();
-                let checkpoint = self.cursor.finish_pass();
-                self.commit(checkpoint, shutdown).await?;
-                return Err(PassError::Shutdown);
+            self.send(batch, shutdown).await?;
+        }
+    }
+
+    /// Commits the batches in flight as the sinks acknowledge them, until
+    /// none is left or one never will be (shutdown while a sink fails).
+    async fn drain(&mut self, shutdown: &CancellationToken) {
+        while let Some(oldest) = self.sent.front_mut() {
+            oldest.answer().await;
+            if self.settle(shutdown).await.is_err() {
+                break;
             }
         }
+        self.sent.clear();
     }
 
     /// The pass error of a fetch that ended without its page.
@@ -286,8 +411,9 @@ impl Poller {
         }
     }
 
-    /// Delivers and checkpoints the new elements of one admitted page.
-    async fn deliver(
+    /// Hands the new elements of one admitted page to the pipeline (a page
+    /// without any waits in line to be skipped).
+    async fn send(
         &mut self,
         mut batch: Batch,
         shutdown: &CancellationToken,
@@ -315,9 +441,11 @@ impl Poller {
             }
         }
         if batch.is_empty() {
-            if let Some(checkpoint) = self.cursor.skip(batch) {
-                self.commit(checkpoint, shutdown).await?;
-            }
+            self.sent.push_back(Sent {
+                batch,
+                events: 0,
+                answer: Answer::Nothing,
+            });
             return Ok(());
         }
         let received_at = Utc::now();
@@ -346,18 +474,66 @@ impl Poller {
                 }
             })
             .collect();
-        let ack = match self.pipeline.deliver(batch.ticket(), &events, dead).await {
-            Ok(ack) => ack,
-            Err(PipelineError::Stopped(_)) => {
-                debug_assert!(shutdown.is_cancelled());
-                return Err(PassError::Shutdown);
+        let count = events.len() as u64;
+        let (pipeline, ticket) = (Arc::clone(&self.pipeline), batch.ticket());
+        let submit = async move { pipeline.submit(ticket, &events, dead).await };
+        tokio::pin!(submit);
+        // A sink busy with earlier batches makes this wait: commit what the
+        // sinks acknowledged meanwhile.
+        let submitted = loop {
+            tokio::select! {
+                biased;
+                submitted = &mut submit => break submitted,
+                () = idle_then_answered(&mut self.sent) => self.settle(shutdown).await?,
             }
         };
-        let delivered = events.len() as u64;
-        let checkpoint = self.cursor.commit(batch, ack);
-        self.commit(checkpoint, shutdown).await?;
-        self.counters.delivered.inc_by(delivered);
-        self.report_lag();
+        let delivery = match submitted {
+            Ok(delivery) => delivery,
+            Err(PipelineError::Stopped(_)) => return Err(PassError::Shutdown),
+        };
+        self.sent.push_back(Sent {
+            batch,
+            events: count,
+            answer: Answer::Waiting(Box::pin(delivery.acknowledged())),
+        });
+        Ok(())
+    }
+
+    /// Commits, in order, every batch at the head of those in flight that
+    /// the sinks have acknowledged (or that had nothing to deliver), and
+    /// makes their checkpoints durable with one write. A batch that will
+    /// never be acknowledged (shutdown while a sink fails) ends the pass:
+    /// neither it nor any batch after it is committed.
+    async fn settle(&mut self, shutdown: &CancellationToken) -> Result<(), PassError> {
+        let mut checkpoints = Vec::new();
+        let mut delivered = 0;
+        let mut stopped = false;
+        while let Some(oldest) = self.sent.front_mut()
+            && oldest.answered()
+        {
+            let sent = self.sent.pop_front().expect("just looked at it");
+            match sent.answer {
+                Answer::Nothing => checkpoints.extend(self.cursor.skip(sent.batch)),
+                Answer::Acked(ack) => {
+                    delivered += sent.events;
+                    checkpoints.push(self.cursor.commit(sent.batch, ack));
+                }
+                Answer::Stopped => {
+                    self.sent.clear();
+                    stopped = true;
+                }
+                Answer::Waiting(_) => unreachable!("answered"),
+            }
+        }
+        if !checkpoints.is_empty() {
+            self.commit(checkpoints, shutdown).await?;
+            self.counters.delivered.inc_by(delivered);
+            self.report_lag();
+        }
+        if stopped {
+            debug_assert!(shutdown.is_cancelled());
+            return Err(PassError::Shutdown);
+        }
         Ok(())
     }
 
@@ -374,23 +550,27 @@ impl Poller {
         self.counters.set_lag(lag);
     }
 
-    /// Makes a checkpoint durable; compacts the store when it asks. A
+    /// Makes checkpoints durable, in order and with one write; compacts the
+    /// store when it asks. A
     /// store that fails (a full disk, an I/O error) is retried with backoff
     /// while the source shows degraded: the events are delivered already,
     /// so the only risk is sending them again after a crash, never losing
     /// them. A failed compaction is retried at the next commit.
     async fn commit(
         &mut self,
-        checkpoint: Checkpoint,
+        checkpoints: Vec<Checkpoint>,
         shutdown: &CancellationToken,
     ) -> Result<(), PassError> {
         let mut backoff = Backoff::new(self.config.retry);
-        let checkpoint = Arc::new(checkpoint);
+        let checkpoints = Arc::new(checkpoints);
         let wants_snapshot = loop {
             let store = self.store.clone();
-            let cp = checkpoint.clone();
+            let cps = checkpoints.clone();
             let result = tokio::task::spawn_blocking(move || {
-                store.lock().unwrap_or_else(|p| p.into_inner()).commit(&cp)
+                store
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .commit_all(&cps)
             })
             .await
             .expect("state store does not panic");

@@ -1,4 +1,4 @@
-//! The pages of a pass in flight. While a page is delivered, the next one
+//! The pages of a pass in flight. While pages are delivered, the next one
 //! is already being fetched (requested after the page before it arrived,
 //! so it chains by timing), and up to the adaptive depth more
 //! ([`super::depth`]: the rate limit × the observed latency, at most
@@ -87,32 +87,22 @@ impl Prefetcher {
 
     /// The page at `offset`: the first one in flight, whatever its offset
     /// (the cursor judges whether it chains), or else one fetched now.
+    /// Cancel-safe: dropped before it returns, the request stays in flight
+    /// and the next call takes it.
     pub(super) async fn page(&mut self, offset: u64) -> Result<Arrived, Unfetched> {
-        let arrived = match self.inflight.pop_front() {
-            Some(mut ahead) => {
-                let sequential = ahead.offset == offset && ahead.after >= self.arrived;
-                let (fetched, limit) = (&mut ahead.task)
-                    .await
-                    .unwrap_or(Err(Unfetched::Shutdown))?;
-                Arrived {
-                    fetched,
-                    offset: ahead.offset,
-                    limit,
-                    sequential,
-                }
-            }
-            None => {
-                let (fetched, limit) = self
-                    .fetcher
-                    .fetch(self.query_at(offset), &self.shutdown)
-                    .await?;
-                Arrived {
-                    fetched,
-                    offset,
-                    limit,
-                    sequential: true,
-                }
-            }
+        if self.inflight.is_empty() {
+            let now = self.spawn(offset);
+            self.inflight.push_back(now);
+        }
+        let first = self.inflight.front_mut().expect("a page in flight");
+        let result = (&mut first.task).await;
+        let first = self.inflight.pop_front().expect("still in flight");
+        let (fetched, limit) = result.unwrap_or(Err(Unfetched::Shutdown))?;
+        let arrived = Arrived {
+            fetched,
+            offset: first.offset,
+            limit,
+            sequential: first.offset == offset && first.after >= self.arrived,
         };
         self.depth.observe(arrived.fetched.latency);
         self.arrived += 1;

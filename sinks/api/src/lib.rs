@@ -21,6 +21,19 @@
 //! auditfwd is at-least-once and every record carries the event id for
 //! downstream deduplication.
 //!
+//! # Several batches in flight
+//!
+//! A source may hand a sink its next batch before the last one is
+//! acknowledged. By default the sink takes them one at a time
+//! ([`Sink::submit`] runs [`Sink::deliver`]). A sink whose destination
+//! acknowledges asynchronously (Kafka's delivery reports) overrides
+//! [`Sink::submit`]: it starts the batch and returns a [`Pending`] that
+//! resolves when the batch is durable, so the next batch is sent while the
+//! acknowledgements of the last are on their way. The pipeline awaits the
+//! pending batches in the order they were submitted; one that fails is
+//! retried through [`Sink::deliver`], and no later batch is acknowledged to
+//! the source before it.
+//!
 //! # Configuration
 //!
 //! Each sink type is a [`SinkFactory`]: raw serde config → validated, typed
@@ -45,7 +58,16 @@ pub use registry::{
     Descriptors, RawConfig, Registry, SinkContext, SinkFactory, SinkKind, SinkType,
 };
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use async_trait::async_trait;
+
+/// A batch a sink has started to deliver ([`Sink::submit`]): resolves, as
+/// [`Sink::deliver`] returns, once every record is acknowledged. It must
+/// not borrow the sink, so that the next batch can be submitted meanwhile.
+pub type Pending = Pin<Box<dyn Future<Output = Result<Delivered, SinkError>> + Send + 'static>>;
 
 /// An output of auditfwd. See the crate documentation for the contract.
 #[async_trait]
@@ -64,6 +86,21 @@ pub trait Sink: Send {
     /// (see the crate documentation). Records the destination refused for
     /// their content are listed in the returned [`Delivered`].
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError>;
+
+    /// Starts delivering a batch; the returned [`Pending`] resolves once
+    /// every record is acknowledged, exactly as [`Sink::deliver`] would
+    /// return. The pipeline may submit further batches before it resolves,
+    /// awaits them in submission order, and retries a failed one through
+    /// [`Sink::deliver`] (so `deliver` must cope with records of that batch
+    /// that did arrive: at-least-once, as after any error).
+    ///
+    /// The default delivers the batch before returning (one batch at a
+    /// time, in order). Override it only when the destination can hold
+    /// several batches at once and acknowledge them later.
+    async fn submit(&mut self, batch: Arc<[Record]>) -> Pending {
+        let result = self.deliver(&batch).await;
+        Box::pin(std::future::ready(result))
+    }
 
     /// Closes what the sink holds: flushes and closes its files, closes
     /// its connections, waits for its background work (compression, a

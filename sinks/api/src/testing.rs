@@ -11,7 +11,9 @@ use tokio::sync::Semaphore;
 
 use serde::de::DeserializeOwned;
 
-use crate::{ConfigProblem, Delivered, Event, RawConfig, Record, Severity, Sink, SinkError};
+use crate::{
+    ConfigProblem, Delivered, Event, Pending, RawConfig, Record, Severity, Sink, SinkError,
+};
 
 /// Events with hostile strings in every field a sink might put on the wire:
 /// newlines, CR, NUL, quotes, `|`, `=`, `]`, a forged syslog header and
@@ -230,9 +232,124 @@ impl Sink for GateSink {
     }
 }
 
+/// Takes batches ahead ([`Sink::submit`]): records each as submitted at
+/// once, and acknowledges it (storing it into its inner [`MemorySink`], in
+/// the background like a remote destination) only when its gate lets one
+/// batch through, so a test sees how many
+/// batches a source keeps in flight. Submissions listed in `fail_once`
+/// (0-based, in submission order) fail once after passing the gate; their
+/// retry ([`Sink::deliver`]) waits for a permit of the retry gate.
+pub struct HeldSink {
+    inner: MemorySink,
+    gate: Arc<Semaphore>,
+    retry_gate: Arc<Semaphore>,
+    submitted: Arc<Mutex<Vec<usize>>>,
+    fail_once: Vec<usize>,
+    worker: Option<tokio::sync::mpsc::UnboundedSender<Work>>,
+}
+
+/// The handles of a [`HeldSink`]: its gates and what was submitted.
+#[derive(Clone)]
+pub struct HeldSinkHandles {
+    /// Lets batches be acknowledged, one per permit.
+    pub gate: Arc<Semaphore>,
+    /// Lets failed batches be delivered again, one per permit.
+    pub retry_gate: Arc<Semaphore>,
+    submitted: Arc<Mutex<Vec<usize>>>,
+}
+
+impl HeldSinkHandles {
+    /// The sizes of the batches submitted so far, in order.
+    pub fn submitted(&self) -> Vec<usize> {
+        self.submitted.lock().unwrap().clone()
+    }
+}
+
+impl HeldSink {
+    /// Closed gates in front of `inner`.
+    pub fn new(inner: MemorySink, fail_once: Vec<usize>) -> (Self, HeldSinkHandles) {
+        let handles = HeldSinkHandles {
+            gate: Arc::new(Semaphore::new(0)),
+            retry_gate: Arc::new(Semaphore::new(0)),
+            submitted: Arc::default(),
+        };
+        (
+            Self {
+                inner,
+                gate: handles.gate.clone(),
+                retry_gate: handles.retry_gate.clone(),
+                submitted: handles.submitted.clone(),
+                fail_once,
+                worker: None,
+            },
+            handles,
+        )
+    }
+}
+
+#[async_trait]
+impl Sink for HeldSink {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
+        self.retry_gate
+            .acquire()
+            .await
+            .expect("gate never closes")
+            .forget();
+        self.inner.deliver(batch).await
+    }
+
+    async fn submit(&mut self, batch: Arc<[Record]>) -> Pending {
+        let number = {
+            let mut submitted = self.submitted.lock().unwrap();
+            submitted.push(batch.len());
+            submitted.len() - 1
+        };
+        let fails = self.fail_once.contains(&number);
+        // The destination goes on by itself, in submission order, whether
+        // or not anyone waits for its answers yet.
+        let worker = self.worker.get_or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Work>();
+            let (gate, store) = (self.gate.clone(), self.inner.store.clone());
+            tokio::spawn(async move {
+                while let Some((batch, fails, reply)) = rx.recv().await {
+                    gate.acquire().await.expect("gate never closes").forget();
+                    let result = if fails {
+                        Err(SinkError::transient("held sink fails this batch once"))
+                    } else {
+                        store.lock().unwrap().extend_from_slice(&batch);
+                        Ok(Delivered::default())
+                    };
+                    let _ = reply.send(result);
+                }
+            });
+            tx
+        });
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = worker.send((batch, fails, reply));
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(SinkError::transient("held sink stopped")))
+        })
+    }
+}
+
+/// A batch for the [`HeldSink`]'s destination: the records, whether it
+/// fails, where its answer goes.
+type Work = (
+    Arc<[Record]>,
+    bool,
+    tokio::sync::oneshot::Sender<Result<Delivered, SinkError>>,
+);
+
 /// The checks every sink passes, whatever its destination: an empty batch,
 /// hostile content and a larger batch are acknowledged without error or
-/// panic, within `timeout` each; `close` and `reopen` succeed afterwards,
+/// panic, within `timeout` each, and so are two batches submitted before
+/// either is awaited; `close` and `reopen` succeed afterwards,
 /// and the sink delivers again after them.
 /// What arrived at the destination is each sink's own test to verify.
 pub async fn conformance<S: Sink + ?Sized>(sink: &mut S, timeout: Duration) {
@@ -258,6 +375,26 @@ pub async fn conformance<S: Sink + ?Sized>(sink: &mut S, timeout: Duration) {
             sink.name(),
             delivered.rejected
         );
+    }
+    // Two batches submitted before either is awaited (as the pipeline
+    // does): both are acknowledged, in order.
+    let first = sink
+        .submit(Arc::from(records(sample_events("conformance", 50))))
+        .await;
+    let second = sink
+        .submit(Arc::from(records(sample_events("conformance", 5))))
+        .await;
+    for (what, pending) in [("first submitted", first), ("second submitted", second)] {
+        let delivered = tokio::time::timeout(timeout, pending)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}: {what} batch not acknowledged within {timeout:?}",
+                    sink.name()
+                )
+            })
+            .unwrap_or_else(|e| panic!("{}: {what} batch failed: {e}", sink.name()));
+        assert!(delivered.rejected.is_empty(), "{}: {what}", sink.name());
     }
     sink.close().await.expect("close after deliveries");
     sink.reopen().await.expect("reopen after close");

@@ -12,8 +12,15 @@
 //!   upper bound: nothing waits for acknowledgements until the end);
 //! - `bare-batch`: the same loop, awaiting each batch of 100 before the next
 //!   (the acknowledgement granularity auditfwd needs for its cursor);
-//! - `sink`: `KafkaSink::deliver` on batches of 100, as the pipeline calls it.
+//! - `sink`: the sink as the pipeline drives it: batches of 100 through
+//!   `Sink::submit`, up to 4 of them (the default `max_batches_in_flight`;
+//!   `IN_FLIGHT` overrides) awaiting their delivery reports at once,
+//!   acknowledged in order;
+//! - `sink-1`: `KafkaSink::deliver`, one batch at a time (what the sink did
+//!   before it pipelined batches; `max_batches_in_flight = 1`).
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditfwd_sink::testing::{hostile_events, sample_events};
@@ -25,6 +32,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const BATCH: usize = 100;
+
+const MODES: [&str; 4] = ["bare-all", "bare-batch", "sink", "sink-1"];
 
 /// Records `start..start + len`, generated on demand so that the process
 /// holds one batch at a time (peak RSS is the producer's, not the input's).
@@ -116,15 +125,33 @@ async fn bare(brokers: &str, topic: &str, n: usize, batch: usize) {
     }
 }
 
-async fn sink(brokers: &str, topic: &str, n: usize) {
+async fn sink(brokers: &str, topic: &str, n: usize, in_flight: usize) {
     let mut sink = KafkaSink::new("bench", config(brokers, topic), vec![]).unwrap();
+    let mut pending = VecDeque::new();
     for start in (0..n).step_by(BATCH) {
-        let delivered = sink
-            .deliver(&records(start, BATCH.min(n - start)))
-            .await
-            .unwrap();
-        assert!(delivered.rejected.is_empty());
+        let batch = records(start, BATCH.min(n - start));
+        if in_flight <= 1 {
+            let delivered = sink.deliver(&batch).await.unwrap();
+            assert!(delivered.rejected.is_empty());
+            continue;
+        }
+        if pending.len() >= in_flight {
+            let oldest: auditfwd_sink::Pending = pending.pop_front().unwrap();
+            assert!(oldest.await.unwrap().rejected.is_empty());
+        }
+        pending.push_back(sink.submit(Arc::from(batch)).await);
     }
+    for oldest in pending {
+        assert!(oldest.await.unwrap().rejected.is_empty());
+    }
+}
+
+/// Batches in flight of the `sink` mode.
+fn in_flight() -> usize {
+    std::env::var("IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
 }
 
 /// Child process: run one mode, print how long it took (see [`timed`]).
@@ -137,14 +164,16 @@ fn child(mode: &str, brokers: &str, n: usize) {
     rt.block_on(async {
         // Warm-up: connections and metadata.
         match mode {
-            "sink" => sink(brokers, &topic, 1000).await,
+            "sink" => sink(brokers, &topic, 1000, in_flight()).await,
+            "sink-1" => sink(brokers, &topic, 1000, 1).await,
             _ => bare(brokers, &topic, 1000, BATCH).await,
         }
         let started = Instant::now();
         match mode {
             "bare-all" => bare(brokers, &topic, n, usize::MAX).await,
             "bare-batch" => bare(brokers, &topic, n, BATCH).await,
-            "sink" => sink(brokers, &topic, n).await,
+            "sink" => sink(brokers, &topic, n, in_flight()).await,
+            "sink-1" => sink(brokers, &topic, n, 1).await,
             other => panic!("unknown mode {other}"),
         }
         timed(started);
@@ -168,7 +197,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
     let broker = Tansu::start();
-    for mode in ["bare-all", "bare-batch", "sink"] {
+    for mode in MODES {
         broker.create_topic(&format!("bench.{mode}"), 3);
     }
     let payload_bytes: usize = (0..n)
@@ -177,12 +206,13 @@ fn main() {
         .map(|r| r.payload.len())
         .sum();
     println!(
-        "kafka_throughput: {n} records, {:.0} bytes average payload, batches of {BATCH}, linger.ms {}, tansu on loopback",
+        "kafka_throughput: {n} records, {:.0} bytes average payload, batches of {BATCH}, {} in flight (sink), linger.ms {}, tansu on loopback",
         payload_bytes as f64 / n as f64,
+        in_flight(),
         std::env::var("LINGER_MS").unwrap_or_else(|_| "default".into())
     );
     let mut results = Vec::new();
-    for mode in ["bare-all", "bare-batch", "sink"] {
+    for mode in MODES {
         let (secs, rss) = run_mode(
             mode,
             &[
@@ -198,7 +228,8 @@ fn main() {
         );
         results.push((mode, rate));
     }
-    let sink = results[2].1;
+    let (sink, one) = (results[2].1, results[3].1);
     println!("  ratio sink / bare-all   = {:.2}", sink / results[0].1);
     println!("  ratio sink / bare-batch = {:.2}", sink / results[1].1);
+    println!("  ratio sink-1 / bare-all = {:.2}", one / results[0].1);
 }

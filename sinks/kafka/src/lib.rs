@@ -5,8 +5,16 @@
 //! is reported as rejected and goes to the dead-letter file; anything else
 //! (brokers down, leader changes, timeouts) fails the batch, and the
 //! pipeline retries it. Messages of a failed batch that did arrive are
-//! remembered and not produced again when the same batch comes back, so a
+//! remembered (by source, id and payload: that very message is in the
+//! cluster) and not produced again when the same batch comes back, so a
 //! partial failure does not duplicate them.
+//!
+//! Batches are pipelined ([`Sink::submit`]): all records of a batch are
+//! handed to the producer at once, and the batch resolves when their
+//! delivery reports are in, so the next batch is produced while the reports
+//! of the last are pending. A batch that needs more than that (a topic to
+//! wait for, or records over `max_topics`) is delivered in place, before
+//! the next one is taken.
 //!
 //! Each distinct topic is checked against broker metadata before the first
 //! message is produced to it. Records for a topic that does not exist or
@@ -29,14 +37,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use auditfwd_sink::{
-    ConfigProblem, Delivered, Record, Rejected, SCHEMA_VERSION, Sink, SinkContext, SinkError,
-    SinkFactory,
+    ConfigProblem, Delivered, Pending, Record, Rejected, SCHEMA_VERSION, Sink, SinkContext,
+    SinkError, SinkFactory,
 };
+use bytes::Bytes;
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 pub use config::{
     Compression, KafkaSinkConfig, KeyField, RawKafkaSinkConfig, is_secret, toml_value,
@@ -110,9 +119,20 @@ pub struct KafkaSink {
     sources: Vec<String>,
     /// Which topics exist, which are missing since when, and the cap.
     topics: Topics,
-    /// `(source, id)` of messages of the current batch that the cluster
-    /// acknowledged in an attempt that failed as a whole.
-    landed: HashSet<(String, String)>,
+    /// Messages the cluster acknowledged in an attempt whose batch failed
+    /// as a whole (shared with the pending batches, which add theirs).
+    landed: Arc<Mutex<HashSet<Landed>>>,
+}
+
+/// A message that is in the cluster: its source, event id and payload.
+type Landed = (String, String, Bytes);
+
+fn landed_key(record: &Record) -> Landed {
+    (
+        record.event.source.clone(),
+        record.event.id.clone(),
+        record.payload.clone(),
+    )
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -121,6 +141,43 @@ impl std::fmt::Debug for KafkaSink {
             .field("name", &self.name)
             .field("config", &self.config)
             .finish()
+    }
+}
+
+/// What the error of a batch whose messages were not all acknowledged
+/// names.
+struct Failed {
+    name: String,
+    brokers: String,
+    context: Context,
+}
+
+impl Failed {
+    fn error(&self, failures: &[KafkaError], batch_len: usize) -> SinkError {
+        let first = &failures[0];
+        let recent = self
+            .context
+            .recent_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let recent = if recent.is_empty() {
+            String::new()
+        } else {
+            format!("; librdkafka reports: {}", recent.join("; "))
+        };
+        let message = format!(
+            "kafka sink `{}`: {} of {batch_len} messages not acknowledged by brokers {} ({first}{recent})",
+            self.name,
+            failures.len(),
+            self.brokers,
+        );
+        match code_of(first) {
+            Some(code) if needs_operator(code) => SinkError::permanent(format!(
+                "{message}; check the credentials and ACLs in [sink.librdkafka]"
+            )),
+            _ => SinkError::transient(message),
+        }
     }
 }
 
@@ -190,7 +247,7 @@ impl KafkaSink {
             context,
             sources,
             topics,
-            landed: HashSet::new(),
+            landed: Arc::default(),
         })
     }
 
@@ -358,6 +415,118 @@ impl KafkaSink {
         )
     }
 
+    /// Hands one record to the producer, waiting while its queue is full.
+    async fn produce(&self, record: &Record, topic: &str) -> Result<DeliveryFuture, KafkaError> {
+        let key = self.config.key.of(&record.event);
+        let mut message = FutureRecord::to(topic).payload(&record.payload[..]);
+        if let Some(key) = &key {
+            message = message.key(key.as_bytes());
+        }
+        if self.config.headers {
+            message = message.headers(self.headers(record));
+        }
+        loop {
+            match self.producer.send_result(message) {
+                Ok(future) => return Ok(future),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // librdkafka's queue is full: let deliveries drain.
+                    message = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Remembers the messages of a failing batch that arrived.
+    fn remember(&self, batch: &[Record], arrived: &[usize]) {
+        if !arrived.is_empty() {
+            let mut landed = self.landed.lock().unwrap_or_else(|p| p.into_inner());
+            landed.extend(arrived.iter().map(|&i| landed_key(&batch[i])));
+        }
+    }
+
+    /// Produces every record of `batch` now and returns what awaits their
+    /// delivery reports, unless the batch needs [`Sink::deliver`]'s care:
+    /// a topic that is not known to be usable, a record over `max_topics`,
+    /// or messages of a failed attempt to skip.
+    async fn start(&mut self, batch: &Arc<[Record]>) -> Option<Pending> {
+        let topics: Vec<String> = batch
+            .iter()
+            .map(|r| self.config.topic.render(&r.event))
+            .collect();
+        match self.look_up(&topics).await {
+            Ok(over_cap) if over_cap.is_empty() => {}
+            Ok(_) => return None,
+            Err(error) => return Some(Box::pin(std::future::ready(Err(error)))),
+        }
+        let now = Instant::now();
+        if !topics
+            .iter()
+            .all(|t| matches!(self.topics.verdict(t, now), Verdict::Ready))
+        {
+            return None;
+        }
+        {
+            let landed = self.landed.lock().unwrap_or_else(|p| p.into_inner());
+            if !landed.is_empty() && batch.iter().any(|r| landed.contains(&landed_key(r))) {
+                return None;
+            }
+        }
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        let mut failures = Vec::new();
+        for (index, record) in batch.iter().enumerate() {
+            match self.produce(record, &topics[index]).await {
+                Ok(future) => pending.push((index, future)),
+                Err(error) => match code_of(&error) {
+                    Some(code) if refuses_content(code) => rejected.push(Rejected {
+                        index,
+                        reason: format!("kafka refused the message: {error}"),
+                    }),
+                    // A topic refused while producing fails the batch: its
+                    // retry goes through `deliver`, which waits for it.
+                    _ => failures.push(error),
+                },
+            }
+        }
+        let batch = Arc::clone(batch);
+        let landed = Arc::clone(&self.landed);
+        let failed = Failed {
+            name: self.name.clone(),
+            brokers: self.config.brokers.join(", "),
+            context: self.context.clone(),
+        };
+        Some(Box::pin(async move {
+            let mut arrived = Vec::with_capacity(pending.len());
+            for (index, future) in pending {
+                match future.await {
+                    Ok(Ok(_)) => arrived.push(index),
+                    Ok(Err((error, _))) => match code_of(&error) {
+                        Some(code) if refuses_content(code) => rejected.push(Rejected {
+                            index,
+                            reason: format!("kafka refused the message: {error}"),
+                        }),
+                        _ => failures.push(error),
+                    },
+                    Err(_) => failures.push(KafkaError::Canceled),
+                }
+            }
+            if failures.is_empty() {
+                rejected.sort_by_key(|r| r.index);
+                return Ok(Delivered {
+                    rejected,
+                    ..Delivered::default()
+                });
+            }
+            landed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(arrived.iter().map(|&i| landed_key(&batch[i])));
+            Err(failed.error(&failures, batch.len()))
+        }))
+    }
+
     fn headers(&self, record: &Record) -> OwnedHeaders {
         let e = &record.event;
         OwnedHeaders::new_with_capacity(5)
@@ -412,12 +581,20 @@ impl Sink for KafkaSink {
             .map(|r| self.config.topic.render(&r.event))
             .collect();
         let over_cap = self.look_up(&topics).await?;
-        // Forget what landed in an earlier attempt of a different batch.
-        let keys: HashSet<(String, String)> = batch
-            .iter()
-            .map(|r| (r.event.source.clone(), r.event.id.clone()))
-            .collect();
-        self.landed.retain(|k| keys.contains(k));
+        // What arrived in an earlier attempt of this batch is not sent again.
+        let skip: Vec<bool> = {
+            let landed = self.landed.lock().unwrap_or_else(|p| p.into_inner());
+            if landed.is_empty() {
+                Vec::new()
+            } else {
+                batch
+                    .iter()
+                    .map(|r| landed.contains(&landed_key(r)))
+                    .collect()
+            }
+        };
+        let retrying = !skip.is_empty();
+        let mut arrived = Vec::new();
 
         let mut pending = Vec::with_capacity(batch.len());
         let mut delivered = Delivered::default();
@@ -428,11 +605,7 @@ impl Sink for KafkaSink {
         let mut refused: Vec<(usize, RDKafkaErrorCode)> = Vec::new();
         let now = Instant::now();
         for (index, record) in batch.iter().enumerate() {
-            let event = &record.event;
-            if self
-                .landed
-                .contains(&(event.source.clone(), event.id.clone()))
-            {
+            if skip.get(index).copied().unwrap_or(false) {
                 continue;
             }
             let topic = &topics[index];
@@ -462,49 +635,21 @@ impl Sink for KafkaSink {
                     continue;
                 }
             }
-            let key = self.config.key.of(event);
-            let mut message = FutureRecord::to(topic).payload(&record.payload[..]);
-            if let Some(key) = &key {
-                message = message.key(key.as_bytes());
-            }
-            if self.config.headers {
-                message = message.headers(self.headers(record));
-            }
-            loop {
-                match self.producer.send_result(message) {
-                    Ok(future) => {
-                        pending.push((index, future));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // librdkafka's queue is full: let deliveries drain.
-                        message = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((error, _)) => {
-                        match code_of(&error) {
-                            Some(code) if refuses_content(code) => {
-                                delivered.rejected.push(Rejected {
-                                    index,
-                                    reason: format!("kafka refused the message: {error}"),
-                                })
-                            }
-                            Some(code) if topics::is_topic_problem(code) => {
-                                refused.push((index, code))
-                            }
-                            _ => failures.push(error),
-                        }
-                        break;
-                    }
-                }
+            match self.produce(record, topic).await {
+                Ok(future) => pending.push((index, future)),
+                Err(error) => match code_of(&error) {
+                    Some(code) if refuses_content(code) => delivered.rejected.push(Rejected {
+                        index,
+                        reason: format!("kafka refused the message: {error}"),
+                    }),
+                    Some(code) if topics::is_topic_problem(code) => refused.push((index, code)),
+                    _ => failures.push(error),
+                },
             }
         }
         for (index, future) in pending {
             match future.await {
-                Ok(Ok(_)) => {
-                    let e = &batch[index].event;
-                    self.landed.insert((e.source.clone(), e.id.clone()));
-                }
+                Ok(Ok(_)) => arrived.push(index),
                 Ok(Err((error, _))) => match code_of(&error) {
                     Some(code) if refuses_content(code) => delivered.rejected.push(Rejected {
                         index,
@@ -545,28 +690,36 @@ impl Sink for KafkaSink {
             }
         }
         if !failures.is_empty() {
-            let first = &failures[0];
-            let message = format!(
-                "kafka sink `{}`: {} of {} messages not acknowledged by brokers {} ({first}{})",
-                self.name,
-                failures.len(),
-                batch.len(),
-                self.config.brokers.join(", "),
-                self.last_broker_error()
-            );
-            return Err(match code_of(first) {
-                Some(code) if needs_operator(code) => SinkError::permanent(format!(
-                    "{message}; check the credentials and ACLs in [sink.librdkafka]"
-                )),
-                _ => SinkError::transient(message),
-            });
+            self.remember(batch, &arrived);
+            let failed = Failed {
+                name: self.name.clone(),
+                brokers: self.config.brokers.join(", "),
+                context: self.context.clone(),
+            };
+            return Err(failed.error(&failures, batch.len()));
         }
         if !waiting.is_empty() {
+            self.remember(batch, &arrived);
             return Err(self.waiting(&waiting));
         }
-        self.landed.clear();
+        if retrying {
+            let mut landed = self.landed.lock().unwrap_or_else(|p| p.into_inner());
+            for record in batch {
+                landed.remove(&landed_key(record));
+            }
+        }
         delivered.rejected.sort_by_key(|r| r.index);
         Ok(delivered)
+    }
+
+    async fn submit(&mut self, batch: Arc<[Record]>) -> Pending {
+        match self.start(&batch).await {
+            Some(pending) => pending,
+            None => {
+                let result = self.deliver(&batch).await;
+                Box::pin(std::future::ready(result))
+            }
+        }
     }
 
     /// Waits (up to `delivery_timeout`) for the producer's queue to drain.
