@@ -175,7 +175,7 @@ fn tracked(
         session_timeout: Duration::from_secs(6),
         drain_timeout: Duration::from_secs(5),
     };
-    let (member, mut events) = Member::join(&config).unwrap();
+    let (member, mut events, _) = Member::join(&config).unwrap();
     let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let mine = held.clone();
     std::thread::spawn(move || {
