@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 use std::sync::mpsc as std_mpsc;
 
 #[cfg(feature = "kafka")]
+pub mod admin;
+#[cfg(feature = "kafka")]
 pub mod member;
 #[cfg(feature = "kafka")]
 pub mod store;
