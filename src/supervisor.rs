@@ -384,12 +384,15 @@ impl Supervisor {
         }
         let name = done.name;
         if self.draining.remove(&done.id).is_some() {
+            let owned = self.owns(&name);
             match self.slots.get_mut(&name) {
                 Some(slot) if slot.waiting_for == Some(done.id) => {
                     slot.waiting_for = None;
                     tracing::info!(source = %name, "source drained; starting it with its new configuration");
                     self.launch(&name);
                 }
+                // Handed to another replica: off this one's health board.
+                Some(_) if !owned => self.forget(&name),
                 Some(_) => {}
                 None => {
                     tracing::info!(source = %name, "source removed: batch in flight delivered, cursor saved, stopped");
