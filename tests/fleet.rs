@@ -487,7 +487,15 @@ async fn a_replica_frozen_past_its_session_loses_nothing_and_moves_no_cursor_bac
     // A newcomer alone on the state topic (in a group of its own: tansu
     // may keep the old members a while): every cursor is where its last
     // owner left it, so with no new events it delivers nothing.
-    let mut c = Replica(spawn(&config("c", "newcomer"), &log("c")));
+    let listen = auditfwd_testkit::free_port();
+    let c_config = config("c", "newcomer");
+    let with_telemetry = std::fs::read_to_string(&c_config).unwrap().replacen(
+        "[fleet]",
+        &format!("[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n\n[fleet]"),
+        1,
+    );
+    std::fs::write(&c_config, with_telemetry).unwrap();
+    let mut c = Replica(spawn(&c_config, &log("c")));
     assert!(
         wait_for(Duration::from_secs(60), || read("c")
             .matches("polling source=")
@@ -498,6 +506,21 @@ async fn a_replica_frozen_past_its_session_loses_nothing_and_moves_no_cursor_bac
         read("c")
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Its metrics say what it owns and how it came to.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("auditfwd_fleet_partitions {TENANTS}"),
+        format!("auditfwd_fleet_sources {TENANTS}"),
+        "auditfwd_fleet_rebalances_total{outcome=\"assigned\"} 1".to_string(),
+        format!("auditfwd_fleet_claim_seconds_count {TENANTS}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     signal(&c.0, libc::SIGTERM);
     assert!(c.0.wait().unwrap().success(), "{}", read("c"));
     let again: usize = (0..TENANTS).map(|i| lines_of(&["c"], i).len()).sum();
