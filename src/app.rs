@@ -188,7 +188,14 @@ impl App {
         let (stores, fleet, member) = match joined {
             Some(j) => (
                 Stores::Kafka(j.state),
-                Some(crate::supervisor::Fleet::new(j.events, j.partitions)),
+                Some(crate::supervisor::Fleet::new(
+                    j.events,
+                    j.partitions,
+                    config
+                        .fleet
+                        .as_ref()
+                        .map_or(Default::default(), |f| f.session_timeout),
+                )),
                 Some(j.member),
             ),
             None => (Stores::Files, None, None),

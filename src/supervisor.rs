@@ -109,6 +109,8 @@ struct Done {
     id: u64,
     name: String,
     result: Result<(), String>,
+    /// Fleet mode: it stopped because another replica claimed the source.
+    yielded: bool,
 }
 
 /// Everything a source needs to start, and the sources running.
@@ -141,18 +143,31 @@ pub(crate) struct Fleet {
     pub partitions: i32,
     owned: BTreeSet<i32>,
     revocations: Vec<Revocation>,
+    /// How long a source handed to another replica waits before this one,
+    /// if the group still says it owns it, claims it again.
+    retry_after: std::time::Duration,
+    retry_tx: mpsc::UnboundedSender<String>,
+    retry_rx: mpsc::UnboundedReceiver<String>,
 }
 
 impl Fleet {
     /// Ownership from `events`, of a topic of `partitions`; nothing owned
     /// until the group assigns.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) fn new(events: mpsc::UnboundedReceiver<Ownership>, partitions: i32) -> Self {
+    pub(crate) fn new(
+        events: mpsc::UnboundedReceiver<Ownership>,
+        partitions: i32,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         Self {
             events,
             partitions,
             owned: BTreeSet::new(),
             revocations: Vec::new(),
+            retry_after,
+            retry_tx,
+            retry_rx,
         }
     }
 }
@@ -231,9 +246,16 @@ impl Supervisor {
                     Ok(Control::Reopen) => {}
                     Err(broadcast::error::RecvError::Closed) => listening = false,
                 },
-                change = next_ownership(&mut self.fleet) => match change {
-                    Some(change) => self.ownership(change),
-                    None => {
+                event = next_fleet_event(&mut self.fleet) => match event {
+                    FleetEvent::Changed(change) => self.ownership(change),
+                    FleetEvent::Retry(name) => {
+                        let idle = self.slots.get(&name).is_some_and(|s| s.task.is_none() && s.waiting_for.is_none());
+                        if idle && self.owns(&name) {
+                            tracing::info!(source = %name, "fleet: the group still gives this replica a source it handed over; claiming it again");
+                            self.launch(&name);
+                        }
+                    }
+                    FleetEvent::Ended => {
                         tracing::error!("fleet: the group membership ended; draining every source");
                         for name in self.slots.keys().cloned().collect::<Vec<_>>() {
                             self.drain(&name);
@@ -299,6 +321,7 @@ impl Supervisor {
                     let (source, context) = (source.clone(), context.clone());
                     tokio::task::spawn_blocking(move || start::open_cursor(&source, &context)).await
                 };
+                let mut yielded = false;
                 let result = match opened {
                     Err(join) => Err(format!(
                         "source `{name}`: loading its cursor panicked: {join}"
@@ -316,6 +339,10 @@ impl Supervisor {
                             Err(error) => Err(error.to_string()),
                             Ok(poller) => match tokio::spawn(poller.run(task_stop)).await {
                                 Ok(Ok(())) => Ok(()),
+                                Ok(Err(crate::source::poller::SourceError::Yielded { .. })) => {
+                                    yielded = true;
+                                    Ok(())
+                                }
                                 Ok(Err(error)) => Err(error.to_string()),
                                 Err(join) => {
                                     Err(format!("source `{name}`: its task panicked: {join}"))
@@ -330,7 +357,12 @@ impl Supervisor {
                         .health
                         .set(&format!("source:{name}"), Status::Failed(error.clone()));
                 }
-                let _ = done.send(Done { id, name, result });
+                let _ = done.send(Done {
+                    id,
+                    name,
+                    result,
+                    yielded,
+                });
             });
             slot.task = Some(Task { id, stop });
             return;
@@ -348,7 +380,12 @@ impl Supervisor {
                         Ok(Err(error)) => Err(error.to_string()),
                         Err(join) => Err(format!("source `{name}`: its task panicked: {join}")),
                     };
-                    let _ = done.send(Done { id, name, result });
+                    let _ = done.send(Done {
+                        id,
+                        name,
+                        result,
+                        yielded: false,
+                    });
                 });
                 slot.task = Some(Task { id, stop });
             }
@@ -376,6 +413,16 @@ impl Supervisor {
                     let _ = r.drained.send(());
                 }
                 !r.tasks.is_empty()
+            });
+        }
+        if done.yielded
+            && let Some(fleet) = &self.fleet
+        {
+            let (retry, name, after) =
+                (fleet.retry_tx.clone(), done.name.clone(), fleet.retry_after);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = retry.send(name);
             });
         }
         match &done.result {
@@ -647,11 +694,23 @@ impl Supervisor {
     }
 }
 
-/// The next ownership change, or never when not in fleet mode.
-async fn next_ownership(fleet: &mut Option<Fleet>) -> Option<Ownership> {
-    match fleet {
-        Some(fleet) => fleet.events.recv().await,
-        None => std::future::pending().await,
+/// What the group, or a source handed over, asks of the supervisor.
+enum FleetEvent {
+    Changed(Ownership),
+    /// Claim this source again if the group still says it is ours.
+    Retry(String),
+    /// The membership stopped.
+    Ended,
+}
+
+/// The next fleet event, or never when not in fleet mode.
+async fn next_fleet_event(fleet: &mut Option<Fleet>) -> FleetEvent {
+    let Some(fleet) = fleet else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        change = fleet.events.recv() => change.map_or(FleetEvent::Ended, FleetEvent::Changed),
+        Some(name) = fleet.retry_rx.recv() => FleetEvent::Retry(name),
     }
 }
 

@@ -217,6 +217,14 @@ pub trait StateStore: Send {
 
     /// Replaces everything stored with `state`.
     fn snapshot(&mut self, state: &CursorState) -> Result<(), StoreError>;
+
+    /// Whether another writer claimed this source since this store loaded
+    /// it (fleet mode: another replica took it over), and who: the source
+    /// should then stop and leave it to them. Never, for a store only one
+    /// process can open.
+    fn outclaimed(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A snapshot (`{source}.state.json`, written atomically: temp file, fsync,

@@ -663,6 +663,19 @@ impl KafkaStore {
 }
 
 impl StateStore for KafkaStore {
+    /// A later claim by another replica (the group moved the source, or
+    /// two replicas held it at once): the one that claimed last runs it.
+    fn outclaimed(&self) -> Option<String> {
+        let owner = self.owner.as_ref()?;
+        let highest = self.topic.highest(&self.source)?;
+        (highest > *owner).then(|| {
+            format!(
+                "replica {} claimed it (epoch {}; this one holds epoch {})",
+                highest.replica, highest.epoch, owner.epoch
+            )
+        })
+    }
+
     fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
         self.stale.clear();
         let (state, highest) = self.read_chains()?;
@@ -697,27 +710,12 @@ impl StateStore for KafkaStore {
         }
         self.write(&records)?;
         self.journal.extend(checkpoints.iter().map(|c| c.seq));
-        // Another replica claimed the source (two owners at once: the
-        // group's overlap, or this one was cut off): a snapshot claims it
-        // back, so the chain of whoever runs last is the one loaded.
-        let outclaimed = self.topic.highest(&self.source).is_some_and(|h| h > owner);
-        Ok(outclaimed || self.journal_bytes > self.snapshot_bytes.max(MIN_COMPACT_BYTES))
+        Ok(self.journal_bytes > self.snapshot_bytes.max(MIN_COMPACT_BYTES))
     }
 
     fn snapshot(&mut self, state: &CursorState) -> Result<(), StoreError> {
-        let mut owner = self.owner_or_err()?;
-        // The journal's checkpoints were written under this owner.
+        let owner = self.owner_or_err()?;
         let journal_owner = owner.clone();
-        if let Some(highest) = self.topic.highest(&self.source)
-            && highest > owner
-        {
-            tracing::warn!(source = %self.source, ours = ?owner, theirs = ?highest, "fleet: another replica claimed this source while this one runs it; claiming it back (events both delivered meanwhile are duplicates)");
-            owner = Owner {
-                epoch: highest.epoch + 1,
-                replica: self.topic.config.replica.clone(),
-            };
-            self.owner = Some(owner.clone());
-        }
         let value = serde_json::to_vec(state).map_err(|e| self.error("write", e))?;
         let chunks: Vec<&[u8]> = value.chunks(PART_BYTES).collect();
         let parts = chunks.len().max(1) as u32;

@@ -62,6 +62,15 @@ pub enum SourceError {
         #[source]
         error: CursorError,
     },
+    /// Fleet mode: another replica claimed the source; this one stopped
+    /// after its batches in flight and leaves it to them.
+    #[error("source `{source_name}` handed over: {by}")]
+    Yielded {
+        /// Source name.
+        source_name: String,
+        /// Who claimed it.
+        by: String,
+    },
 }
 
 enum PassError {
@@ -226,9 +235,19 @@ impl Poller {
             "polling"
         );
         loop {
-            let wait = match self.pass(&shutdown).await {
+            let claimed = self.outclaimed();
+            let passed = match claimed {
+                Some(error) => Err(PassError::Fatal(error)),
+                None => self.pass(&shutdown).await,
+            };
+            let wait = match passed {
                 Ok(_) => self.config.poll_interval,
                 Err(PassError::Shutdown) => break,
+                Err(PassError::Fatal(error @ SourceError::Yielded { .. })) => {
+                    tracing::warn!(source = %self.config.name, reason = %error, "another replica claimed this source; stopping here and leaving it to them (batches delivered by both meanwhile are duplicates)");
+                    self.counters.up.set(0);
+                    return Err(error);
+                }
                 Err(PassError::Fatal(error)) => {
                     tracing::error!(source = %self.config.name, error = %error, "source stopped; other sources continue");
                     self.counters.up.set(0);
@@ -245,6 +264,19 @@ impl Poller {
         }
         tracing::info!(source = %self.config.name, "stopped; cursor saved");
         Ok(())
+    }
+
+    /// [`SourceError::Yielded`] when another replica claimed the source.
+    fn outclaimed(&self) -> Option<SourceError> {
+        let by = self
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .outclaimed()?;
+        Some(SourceError::Yielded {
+            source_name: self.config.name.clone(),
+            by,
+        })
     }
 
     /// One pass over the cursor's window; the pages in flight are dropped
@@ -593,6 +625,9 @@ impl Poller {
         if backoff.attempts() > 0 {
             tracing::info!(source = %self.config.name, attempts = backoff.attempts() + 1, "cursor saved again");
             self.health.set(&self.component(), Status::Ok);
+        }
+        if let Some(error) = self.outclaimed() {
+            return Err(PassError::Fatal(error));
         }
         if wants_snapshot {
             let store = self.store.clone();
