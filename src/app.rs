@@ -22,7 +22,7 @@ use crate::pipeline::{self, Control, Route, SinkHandle};
 use crate::rate_limit;
 use crate::retry::RetryPolicy;
 use crate::sinks;
-use crate::source::start::SourceContext;
+use crate::source::start::{SourceContext, Stores};
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorParts};
 use crate::telemetry::{self, Health, Metrics, Status};
 
@@ -35,6 +35,10 @@ pub enum AppError {
     /// Every source stopped on an error; nothing is left to do.
     #[error(transparent)]
     Sources(#[from] SupervisorError),
+    /// Fleet mode: the topics, the state topic or the group failed.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The metrics listener could not bind.
     #[error("cannot listen on {addr} for metrics ({error}); change telemetry.listen")]
     Listen {
@@ -173,12 +177,35 @@ impl App {
         // Sources: the supervisor owns the sink handles, so the sinks stop
         // once it returned (every poller ended) and dropped them.
         // Sources share HTTP clients and the cap on requests in flight.
+        // Fleet mode: join the group; the supervisor runs the sources of
+        // the partitions it is given, with cursors on the state topic.
+        #[cfg(feature = "kafka")]
+        let joined = match &config.fleet {
+            Some(fleet) => Some(crate::fleet::join(fleet).await?),
+            None => None,
+        };
+        #[cfg(feature = "kafka")]
+        let (stores, fleet, member) = match joined {
+            Some(j) => (
+                Stores::Kafka(j.state),
+                Some(crate::supervisor::Fleet::new(j.events, j.partitions)),
+                Some(j.member),
+            ),
+            None => (Stores::Files, None, None),
+        };
+        #[cfg(not(feature = "kafka"))]
+        let (stores, fleet) = (Stores::Files, None);
+        let mut http = HttpPool::new(
+            config.limits.max_requests_in_flight,
+            crate::limits::api_hosts(&config),
+        );
+        if let Some(fleet) = &config.fleet {
+            http = http.for_replica(&fleet.replica);
+        }
         let sources = SourceContext {
             state: config.state.clone(),
-            http: HttpPool::new(
-                config.limits.max_requests_in_flight,
-                crate::limits::api_hosts(&config),
-            ),
+            stores,
+            http,
             sinks: handles,
             metrics,
             health,
@@ -189,8 +216,13 @@ impl App {
             sources,
             shutdown,
             reload_from,
+            fleet,
         });
         let result = supervisor.run(control.subscribe()).await;
+        // Every source drained and checkpointed: leave the group now, so
+        // the others take the sources over at once.
+        #[cfg(feature = "kafka")]
+        drop(member);
         for task in sink_tasks {
             let _ = task.await;
         }

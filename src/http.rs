@@ -333,6 +333,8 @@ pub struct HttpPool {
     /// The [`ApiClient`]s built and not yet dropped: what divides the cap
     /// into shares.
     tenants: Arc<AtomicUsize>,
+    /// `User-Agent` of every request.
+    user_agent: Arc<str>,
 }
 
 impl std::fmt::Debug for HttpPool {
@@ -386,7 +388,16 @@ impl HttpPool {
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
             cap: max_in_flight.max(1),
             tenants: Arc::default(),
+            user_agent: Arc::from(USER_AGENT),
         }
+    }
+
+    /// Names `replica` in the `User-Agent` of every request
+    /// (`auditfwd/0.1.0 (replica r1)`), so the tenant's own logs tell a
+    /// fleet's replicas apart.
+    pub fn for_replica(mut self, replica: &str) -> Self {
+        self.user_agent = Arc::from(format!("{USER_AGENT} (replica {replica})"));
+        self
     }
 
     /// The most requests one tenant may have in flight now: its share of
@@ -417,7 +428,7 @@ impl HttpPool {
             match clients.get(&key) {
                 Some(http) => http.clone(),
                 None => {
-                    let http = build_http(endpoint, self.idle)?;
+                    let http = build_http(endpoint, self.idle, &self.user_agent)?;
                     clients.insert(key, http.clone());
                     http
                 }
@@ -471,12 +482,16 @@ impl Drop for OwnSlot<'_> {
     }
 }
 
+/// The `User-Agent` of a forwarder that runs alone.
+const USER_AGENT: &str = concat!("auditfwd/", env!("CARGO_PKG_VERSION"));
+
 fn build_http(
     endpoint: &Endpoint<'_>,
     idle: IdlePolicy,
+    user_agent: &str,
 ) -> Result<reqwest::Client, reqwest::Error> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("auditfwd/", env!("CARGO_PKG_VERSION")))
+        .user_agent(user_agent)
         .pool_max_idle_per_host(idle.per_host)
         .pool_idle_timeout(idle.timeout)
         .timeout(endpoint.timeout)

@@ -34,7 +34,6 @@ pub mod deadletter;
 pub mod demo;
 pub mod enrich;
 pub mod filter;
-#[cfg(feature = "kafka")]
 pub mod fleet;
 pub mod format;
 pub mod http;

@@ -4,7 +4,9 @@
 //! source, furthest behind first, then the details of any source whose
 //! state a start would refuse; `--source` shows one source in detail.
 //! `reset` and `set-since` take the state directory's lock, so they refuse
-//! to run while a daemon holds it.
+//! to run while a daemon holds it. In fleet mode (`[fleet]`) the same
+//! commands work on the state topic ([`crate::fleet::admin`]); `reset` and
+//! `set-since` refuse while any replica is in the group.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -30,6 +32,10 @@ pub enum StateCmdError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Fleet mode: the group has running replicas, or can not be read.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::admin::AdminError),
     /// `show` found state the daemon can not load (the report says which).
     #[error(
         "{report}\n{count} source(s) have state a start would refuse (see above); `auditfwd state reset` or `state set-since` replaces it and keeps the unreadable files as *.corrupt-<time>"
@@ -65,6 +71,25 @@ fn select<'a>(
     }
 }
 
+/// Where the cursors are read from: `[state] dir`, or the fleet's state
+/// topic.
+enum Reader {
+    Files,
+    #[cfg(feature = "kafka")]
+    Topic(std::sync::Arc<crate::fleet::store::StateTopic>),
+}
+
+impl Reader {
+    fn new(config: &Config) -> Result<Self, StateCmdError> {
+        #[cfg(feature = "kafka")]
+        if let Some(fleet) = &config.fleet {
+            return Ok(Reader::Topic(crate::fleet::admin::connect(fleet)?));
+        }
+        let _ = config;
+        Ok(Reader::Files)
+    }
+}
+
 fn time(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .map(|t| auditfwd_sink::format_millis(&t))
@@ -75,12 +100,13 @@ fn time(ms: i64) -> String {
 /// (furthest behind first) and the details of every source a start would
 /// refuse; with it, that source in detail.
 pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdError> {
+    let reader = Reader::new(config)?;
     let mut out = String::new();
     let mut unreadable = 0;
     match source {
         Some(_) => {
             for s in select(config, source)? {
-                let peeked = peek_source(config, s);
+                let peeked = peek_source(config, &reader, s);
                 unreadable += usize::from(detail(config, s, peeked, &mut out));
             }
         }
@@ -88,7 +114,7 @@ pub fn show(config: &Config, source: Option<&str>) -> Result<String, StateCmdErr
             let peeked: Vec<_> = config
                 .sources
                 .iter()
-                .map(|s| (s, peek_source(config, s)))
+                .map(|s| (s, peek_source(config, &reader, s)))
                 .collect();
             summary(config, &peeked, &mut out);
             for (s, peeked) in peeked {
@@ -124,12 +150,23 @@ impl SourcePeek {
     }
 }
 
-fn peek_source(config: &Config, s: &SourceConfig) -> SourcePeek {
+fn peek_source(config: &Config, reader: &Reader, s: &SourceConfig) -> SourcePeek {
     let dead_path = DeadLetterFile::path(&config.state.dead_letter_dir(), &s.name);
     let dead_lines = fs::read_to_string(&dead_path)
         .map(|t| t.lines().count())
         .unwrap_or(0);
-    let (peeked, error) = match store::inspect(&config.state.dir, &s.name) {
+    let inspected = match reader {
+        Reader::Files => store::inspect(&config.state.dir, &s.name),
+        #[cfg(feature = "kafka")]
+        Reader::Topic(topic) => {
+            crate::fleet::admin::peek(topic, &s.name).map(|state| store::Peeked {
+                state,
+                bad_lines: Vec::new(),
+                torn_tail: false,
+            })
+        }
+    };
+    let (peeked, error) = match inspected {
         Ok(peeked) => (peeked, None),
         Err(error) => (
             store::Peeked {
@@ -251,7 +288,10 @@ fn summary(config: &Config, sources: &[(&SourceConfig, SourcePeek)], out: &mut S
         out,
         "{} sources in {}: {} unreadable, {} without state, {} with a pass underway",
         sources.len(),
-        config.state.dir.display(),
+        match &config.fleet {
+            Some(fleet) => format!("fleet state topic {}", fleet.state_topic),
+            None => config.state.dir.display().to_string(),
+        },
         bad,
         new,
         passes
@@ -410,6 +450,28 @@ fn detail(config: &Config, s: &SourceConfig, p: SourcePeek, out: &mut String) ->
 /// Deletes a source's cursor; the next run starts at `start_at`.
 pub fn reset(config: &Config, source: &str) -> Result<String, StateCmdError> {
     let s = select(config, Some(source))?[0];
+    #[cfg(feature = "kafka")]
+    if let Some(fleet) = &config.fleet {
+        // A new epoch's claim, not tombstones: a replica that still runs
+        // the source can not write over it.
+        crate::fleet::admin::ensure_stopped(fleet)?;
+        let topic = crate::fleet::admin::connect(fleet)?;
+        let start = s.start_at.resolve(chrono::Utc::now());
+        let previous =
+            crate::fleet::admin::replace(&topic, &s.name, &CursorState::new(&s.name, start))?;
+        return Ok(format!(
+            "source {}: cursor {} on topic {}; its next owner starts at start_at = {:?} ({})",
+            s.name,
+            if previous.is_some() {
+                "reset"
+            } else {
+                "created"
+            },
+            fleet.state_topic,
+            s.start_at,
+            auditfwd_sink::format_millis(&start)
+        ));
+    }
     let mut store = FileStore::open(&config.state.dir, &s.name)?;
     let had = match store.load() {
         Ok(state) => state.is_some(),
@@ -462,6 +524,14 @@ pub fn set_since(
     since: DateTime<Utc>,
 ) -> Result<String, StateCmdError> {
     let s = select(config, Some(source))?[0];
+    #[cfg(feature = "kafka")]
+    if let Some(fleet) = &config.fleet {
+        crate::fleet::admin::ensure_stopped(fleet)?;
+        let topic = crate::fleet::admin::connect(fleet)?;
+        let previous =
+            crate::fleet::admin::replace(&topic, &s.name, &CursorState::new(&s.name, since))?;
+        return Ok(since_message(s, since, previous));
+    }
     let mut store = FileStore::open(&config.state.dir, &s.name)?;
     let (previous, kept) = match store.load() {
         Ok(previous) => (previous, Vec::new()),
@@ -469,6 +539,20 @@ pub fn set_since(
         Err(error) => return Err(error.into()),
     };
     store.snapshot(&CursorState::new(&s.name, since))?;
+    let mut msg = since_message(s, since, previous);
+    if !kept.is_empty() {
+        write!(
+            msg,
+            "; the unreadable state was moved aside ({})",
+            paths(&kept)
+        )
+        .ok();
+    }
+    Ok(msg)
+}
+
+/// What `set-since` says it did.
+fn since_message(s: &SourceConfig, since: DateTime<Utc>, previous: Option<CursorState>) -> String {
     let mut msg = format!(
         "source {}: the next run reads events created from {}",
         s.name,
@@ -479,15 +563,7 @@ pub fn set_since(
     {
         msg.push_str("; events after that which were already delivered will be delivered again (downstream can dedupe on id)");
     }
-    if !kept.is_empty() {
-        write!(
-            msg,
-            "; the unreadable state was moved aside ({})",
-            paths(&kept)
-        )
-        .ok();
-    }
-    Ok(msg)
+    msg
 }
 
 fn paths(paths: &[std::path::PathBuf]) -> String {

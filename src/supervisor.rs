@@ -26,13 +26,16 @@
 //! that would start a source none of them takes is refused (its events
 //! would be acknowledged by no sink).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
+use crate::fleet::{Ownership, partition_of};
 use crate::pipeline::Control;
 use crate::source::start::{self, SourceContext};
 use crate::telemetry::{Metrics, OutcomeLabel, Status};
@@ -125,6 +128,40 @@ pub(crate) struct Supervisor {
     done_rx: mpsc::UnboundedReceiver<Done>,
     failures: Vec<String>,
     clean_exits: usize,
+    /// Fleet mode: which sources are this replica's.
+    fleet: Option<Fleet>,
+}
+
+/// Fleet mode: the ownership changes from the group, the partitions owned
+/// and the revocations waiting for their sources to drain.
+pub(crate) struct Fleet {
+    /// Changes from [`crate::fleet::member::Member`].
+    pub events: mpsc::UnboundedReceiver<Ownership>,
+    /// The coordination topic's partition count.
+    pub partitions: i32,
+    owned: BTreeSet<i32>,
+    revocations: Vec<Revocation>,
+}
+
+impl Fleet {
+    /// Ownership from `events`, of a topic of `partitions`; nothing owned
+    /// until the group assigns.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn new(events: mpsc::UnboundedReceiver<Ownership>, partitions: i32) -> Self {
+        Self {
+            events,
+            partitions,
+            owned: BTreeSet::new(),
+            revocations: Vec::new(),
+        }
+    }
+}
+
+/// A revocation: the group waits until these pollers ended.
+struct Revocation {
+    tasks: HashSet<u64>,
+    drained: std_mpsc::SyncSender<()>,
+    since: Instant,
 }
 
 /// What [`Supervisor::new`] takes.
@@ -134,6 +171,9 @@ pub(crate) struct SupervisorParts {
     pub sources: SourceContext,
     pub shutdown: CancellationToken,
     pub reload_from: Option<PathBuf>,
+    /// Fleet mode: run only the sources of the partitions the group gives
+    /// this replica.
+    pub fleet: Option<Fleet>,
 }
 
 impl Supervisor {
@@ -151,6 +191,7 @@ impl Supervisor {
             done_rx,
             failures: Vec::new(),
             clean_exits: 0,
+            fleet: parts.fleet,
         }
     }
 
@@ -173,7 +214,8 @@ impl Supervisor {
             self.launch(&name);
         }
         let mut listening = true;
-        while self.live() > 0 {
+        let shutdown = self.shutdown.clone();
+        while self.live() > 0 || (self.fleet.is_some() && !shutdown.is_cancelled()) {
             tokio::select! {
                 done = self.done_rx.recv() => {
                     if let Some(done) = done {
@@ -189,6 +231,17 @@ impl Supervisor {
                     Ok(Control::Reopen) => {}
                     Err(broadcast::error::RecvError::Closed) => listening = false,
                 },
+                change = next_ownership(&mut self.fleet) => match change {
+                    Some(change) => self.ownership(change),
+                    None => {
+                        tracing::error!("fleet: the group membership ended; draining every source");
+                        for name in self.slots.keys().cloned().collect::<Vec<_>>() {
+                            self.drain(&name);
+                        }
+                        self.fleet = None;
+                    }
+                },
+                _ = shutdown.cancelled(), if self.fleet.is_some() && self.live() == 0 => {}
             }
         }
         if self.clean_exits == 0 && !self.failures.is_empty() {
@@ -214,6 +267,9 @@ impl Supervisor {
             .iter()
             .find(|(_, n)| n.as_str() == name)
             .map(|(id, _)| *id);
+        if !self.owns(name) {
+            return;
+        }
         let Some(slot) = self.slots.get_mut(name) else {
             return;
         };
@@ -228,6 +284,57 @@ impl Supervisor {
             .source_starts
             .get_or_create(&Metrics::source(name))
             .inc();
+        if self.sources.stores.blocks() {
+            // The cursor comes from the network (fleet mode): load it off
+            // the runtime's threads, then run the poller in the same task.
+            let id = self.next_id;
+            self.next_id += 1;
+            let context = self.sources.clone();
+            let done = self.done_tx.clone();
+            let name = name.to_string();
+            let task_stop = stop.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let opened = {
+                    let (source, context) = (source.clone(), context.clone());
+                    tokio::task::spawn_blocking(move || start::open_cursor(&source, &context)).await
+                };
+                let result = match opened {
+                    Err(join) => Err(format!(
+                        "source `{name}`: loading its cursor panicked: {join}"
+                    )),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    // Revoked while it loaded: the claim is made, the
+                    // poller not started; the next owner claims after it.
+                    Ok(Ok(_)) if task_stop.is_cancelled() => Ok(()),
+                    Ok(Ok((store, state))) => {
+                        context
+                            .metrics
+                            .fleet_claim_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        match start::poller_with(&source, &context, &task_stop, store, state) {
+                            Err(error) => Err(error.to_string()),
+                            Ok(poller) => match tokio::spawn(poller.run(task_stop)).await {
+                                Ok(Ok(())) => Ok(()),
+                                Ok(Err(error)) => Err(error.to_string()),
+                                Err(join) => {
+                                    Err(format!("source `{name}`: its task panicked: {join}"))
+                                }
+                            },
+                        }
+                    }
+                };
+                if let Err(error) = &result {
+                    tracing::error!(source = %name, error = %error, "source stopped on an error; other sources continue");
+                    context
+                        .health
+                        .set(&format!("source:{name}"), Status::Failed(error.clone()));
+                }
+                let _ = done.send(Done { id, name, result });
+            });
+            slot.task = Some(Task { id, stop });
+            return;
+        }
         match start::poller(&source, &self.sources, &stop) {
             Ok(poller) => {
                 let id = self.next_id;
@@ -256,18 +363,36 @@ impl Supervisor {
     }
 
     fn finished(&mut self, done: Done) {
+        if let Some(fleet) = &mut self.fleet {
+            fleet.revocations.retain_mut(|r| {
+                r.tasks.remove(&done.id);
+                if r.tasks.is_empty() {
+                    let seconds = r.since.elapsed().as_secs_f64();
+                    self.sources.metrics.fleet_drain_seconds.observe(seconds);
+                    tracing::info!(
+                        seconds,
+                        "fleet: revoked sources drained and checkpointed; handing them over"
+                    );
+                    let _ = r.drained.send(());
+                }
+                !r.tasks.is_empty()
+            });
+        }
         match &done.result {
             Ok(()) => self.clean_exits += 1,
             Err(error) => self.failures.push(error.clone()),
         }
         let name = done.name;
         if self.draining.remove(&done.id).is_some() {
+            let owned = self.owns(&name);
             match self.slots.get_mut(&name) {
                 Some(slot) if slot.waiting_for == Some(done.id) => {
                     slot.waiting_for = None;
                     tracing::info!(source = %name, "source drained; starting it with its new configuration");
                     self.launch(&name);
                 }
+                // Handed to another replica: off this one's health board.
+                Some(_) if !owned => self.forget(&name),
                 Some(_) => {}
                 None => {
                     tracing::info!(source = %name, "source removed: batch in flight delivered, cursor saved, stopped");
@@ -279,6 +404,104 @@ impl Supervisor {
         {
             slot.task = None;
         }
+    }
+
+    /// Whether this replica runs `name`: always, unless in fleet mode,
+    /// where only the sources of the partitions it owns.
+    fn owns(&self, name: &str) -> bool {
+        self.fleet
+            .as_ref()
+            .is_none_or(|f| f.owned.contains(&partition_of(name, f.partitions)))
+    }
+
+    /// Applies a change of this replica's partitions: starts the sources
+    /// assigned, drains those revoked and answers the revocation once they
+    /// have checkpointed.
+    fn ownership(&mut self, change: Ownership) {
+        let Some(fleet) = &mut self.fleet else {
+            return;
+        };
+        let partitions = fleet.partitions;
+        let in_set =
+            |set: &BTreeSet<i32>, name: &str| set.contains(&partition_of(name, partitions));
+        let outcome = match change {
+            Ownership::Assigned(assigned) => {
+                fleet.owned.extend(&assigned);
+                let names: Vec<String> = self
+                    .slots
+                    .iter()
+                    .filter(|(name, slot)| {
+                        in_set(&assigned, name) && slot.task.is_none() && slot.waiting_for.is_none()
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                tracing::info!(partitions = ?assigned, sources = names.len(), "fleet: partitions assigned; starting their sources");
+                for name in names {
+                    self.launch(&name);
+                }
+                "assigned"
+            }
+            Ownership::Revoked {
+                partitions: revoked,
+                drained,
+            } => {
+                fleet.owned.retain(|p| !revoked.contains(p));
+                let names: Vec<String> = self
+                    .slots
+                    .keys()
+                    .filter(|name| in_set(&revoked, name))
+                    .cloned()
+                    .collect();
+                let mut tasks: HashSet<u64> = HashSet::new();
+                for name in &names {
+                    if let Some(id) = self.drain(name) {
+                        tasks.insert(id);
+                    }
+                    // One already draining (a reload) is waited for too,
+                    // and not started again after it.
+                    if let Some(slot) = self.slots.get_mut(name) {
+                        slot.waiting_for = None;
+                    }
+                    tasks.extend(
+                        self.draining
+                            .iter()
+                            .filter(|(_, n)| *n == name)
+                            .map(|(id, _)| *id),
+                    );
+                }
+                tracing::info!(partitions = ?revoked, sources = tasks.len(), "fleet: partitions revoked; draining their sources");
+                if tasks.is_empty() {
+                    let _ = drained.send(());
+                } else if let Some(fleet) = &mut self.fleet {
+                    fleet.revocations.push(Revocation {
+                        tasks,
+                        drained,
+                        since: Instant::now(),
+                    });
+                }
+                "revoked"
+            }
+        };
+        self.count_fleet(outcome);
+    }
+
+    /// Counts a rebalance and updates the ownership gauges.
+    fn count_fleet(&self, outcome: &str) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        let metrics = &self.sources.metrics;
+        metrics
+            .fleet_rebalances
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        metrics.fleet_partitions.set(fleet.owned.len() as i64);
+        let owned = self.slots.keys().filter(|name| self.owns(name)).count();
+        metrics.fleet_sources.set(owned as i64);
+        let status = Status::Ok;
+        self.sources.health.set("fleet", status);
     }
 
     /// Takes a removed source off the health board and its `up` gauge.
@@ -420,6 +643,14 @@ impl Supervisor {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+}
+
+/// The next ownership change, or never when not in fleet mode.
+async fn next_ownership(fleet: &mut Option<Fleet>) -> Option<Ownership> {
+    match fleet {
+        Some(fleet) => fleet.events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,6 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -89,6 +90,18 @@ pub struct Metrics {
     pub source_starts: Family<SourceLabel, Counter>,
     /// Configuration reloads by outcome (`applied`, `refused`).
     pub config_reloads: Family<OutcomeLabel, Counter>,
+    /// Fleet mode: coordination partitions this replica owns.
+    pub fleet_partitions: Gauge,
+    /// Fleet mode: configured sources this replica owns (polls).
+    pub fleet_sources: Gauge,
+    /// Fleet mode: ownership changes by `outcome` (`assigned`, `revoked`).
+    pub fleet_rebalances: Family<OutcomeLabel, Counter>,
+    /// Fleet mode: seconds from a revocation until its sources were
+    /// drained and checkpointed (what the next owner waits for).
+    pub fleet_drain_seconds: Histogram,
+    /// Fleet mode: seconds to load and claim a source's cursor from the
+    /// state topic when it is assigned.
+    pub fleet_claim_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -162,6 +175,36 @@ impl Metrics {
             "config_reloads",
             "Configuration reloads (SIGHUP) by outcome: applied, or refused (the old configuration stays)"
         );
+        let fleet_partitions = Gauge::default();
+        registry.register(
+            "fleet_partitions",
+            "Fleet mode: coordination partitions this replica owns",
+            fleet_partitions.clone(),
+        );
+        let fleet_sources = Gauge::default();
+        registry.register(
+            "fleet_sources",
+            "Fleet mode: configured sources this replica owns and polls",
+            fleet_sources.clone(),
+        );
+        let fleet_rebalances = reg!(
+            "fleet_rebalances",
+            "Fleet mode: changes of this replica's partitions, by outcome: assigned, revoked"
+        );
+        let handover_buckets =
+            || Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
+        let fleet_drain_seconds = handover_buckets();
+        registry.register(
+            "fleet_drain_seconds",
+            "Fleet mode: seconds from a revocation until its sources drained and checkpointed",
+            fleet_drain_seconds.clone(),
+        );
+        let fleet_claim_seconds = handover_buckets();
+        registry.register(
+            "fleet_claim_seconds",
+            "Fleet mode: seconds to load and claim a source's cursor from the state topic",
+            fleet_claim_seconds.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             events_received,
@@ -182,6 +225,11 @@ impl Metrics {
             enrich_lookups,
             source_starts,
             config_reloads,
+            fleet_partitions,
+            fleet_sources,
+            fleet_rebalances,
+            fleet_drain_seconds,
+            fleet_claim_seconds,
         }
     }
 

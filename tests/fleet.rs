@@ -175,7 +175,7 @@ fn tracked(
         session_timeout: Duration::from_secs(6),
         drain_timeout: Duration::from_secs(5),
     };
-    let (member, mut events) = Member::join(&config).unwrap();
+    let (member, mut events, _) = Member::join(&config).unwrap();
     let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let mine = held.clone();
     std::thread::spawn(move || {
@@ -245,4 +245,91 @@ fn members_share_the_partitions_and_take_over_those_of_one_that_leaves() {
     );
     eprintln!("handover after a member left: {:?}", started.elapsed());
     drop((a, b));
+}
+
+/// `auditfwd state show|set-since|reset` in fleet mode: they read and move
+/// the cursor on the state topic, not in `[state] dir`, and a replica that
+/// starts after `set-since` delivers again from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_commands_read_and_move_the_cursor_on_the_state_topic() {
+    use crate::support::binary::{auditfwd, signal, spawn, text};
+    use crate::support::*;
+    use auditfwd_sim::SimConfig;
+    use auditfwd_testkit::wait_for;
+
+    let broker = Tansu::start();
+    let sim = tenant(SimConfig {
+        backlog: 300,
+        insert_rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!(
+        "\n[fleet]\nbrokers = \"{}\"\ngroup = \"state-cmd\"\npartitions = 2\nreplica = \"r1\"\nsession_timeout = \"6s\"\n",
+        broker.brokers()
+    );
+    let written = config_text(&sim, dir.path(), &Setup::new(dir.path())) + &fleet;
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, &written).unwrap();
+    let c = config.to_str().unwrap();
+    let out = dir.path().join("out");
+
+    let mut replica = spawn(&config, &dir.path().join("r1.log"));
+    let truth = sim.truth();
+    assert!(
+        all_delivered(&truth, &out, Duration::from_secs(60)).await,
+        "the replica delivered the backlog: {}",
+        std::fs::read_to_string(dir.path().join("r1.log")).unwrap()
+    );
+    signal(&replica, libc::SIGTERM);
+    assert!(replica.wait().unwrap().success());
+    assert!(
+        !dir.path().join("state/tenant.state.json").exists(),
+        "fleet mode keeps no cursor in [state] dir"
+    );
+
+    let shown = auditfwd(&["state", "show", "-c", c]).await;
+    let shown_text = text(&shown.stdout);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    assert!(
+        shown_text.contains("fleet state topic auditfwd.state"),
+        "{shown_text}"
+    );
+    let row = shown_text
+        .lines()
+        .find(|l| l.starts_with("tenant"))
+        .unwrap_or_else(|| panic!("{shown_text}"));
+    assert!(
+        row.split_whitespace().any(|cell| cell == "300"),
+        "300 delivered: {row}"
+    );
+
+    // Back to the start of the backlog: a new replica delivers it again.
+    let first = truth.iter().map(|e| e.created_ms).min().unwrap();
+    let since =
+        auditfwd_sink::format_millis(&chrono::DateTime::from_timestamp_millis(first).unwrap());
+    let moved = auditfwd(&["state", "set-since", "-c", c, "--source", "tenant", &since]).await;
+    assert!(moved.status.success(), "{}", text(&moved.stderr));
+    assert!(text(&moved.stdout).contains("delivered again"));
+    let shown = text(&auditfwd(&["state", "show", "-c", c]).await.stdout);
+    assert!(shown.contains(&since), "{shown}");
+
+    let mut replica = spawn(&config, &dir.path().join("r1b.log"));
+    let ids = deliverable(&truth);
+    let redelivered = wait_for(Duration::from_secs(60), || {
+        let counts = id_counts(&read_lines(&out));
+        ids.iter().all(|id| counts.get(*id) == Some(&2))
+    })
+    .await;
+    signal(&replica, libc::SIGTERM);
+    assert!(replica.wait().unwrap().success());
+    assert!(
+        redelivered,
+        "every event delivered a second time after set-since"
+    );
+
+    let reset = auditfwd(&["state", "reset", "-c", c, "--source", "tenant"]).await;
+    assert!(reset.status.success(), "{}", text(&reset.stderr));
+    assert!(text(&reset.stdout).contains("cursor reset on topic auditfwd.state"));
 }

@@ -12,6 +12,7 @@
 //! [`crate::app`].
 
 mod env;
+mod fleet;
 mod http;
 mod sink;
 mod source;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 /// One configuration problem: the file, the key path and what to do. The
 /// sinks report theirs with the same type.
 pub use auditfwd_sink::ConfigProblem as Problem;
+pub use fleet::FleetConfig;
 pub use http::{ProxyUrl, TlsConfig};
 pub use sink::{SINK_TYPES, SinkConfig, SinkKind};
 pub use source::{MAX_PAGE_SIZE, SourceConfig};
@@ -46,6 +48,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Process-wide caps.
     pub limits: LimitsConfig,
+    /// `[fleet]`: share the sources with other replicas through Kafka.
+    /// Default: none (this process polls every source, cursors in
+    /// `[state] dir`).
+    pub fleet: Option<FleetConfig>,
     /// What is allowed but unwise (e.g. an API key file other users may
     /// read); printed at start and by `check`.
     pub warnings: Vec<Problem>,
@@ -314,6 +320,7 @@ const TOP_LEVEL: &[&str] = &[
     "state",
     "telemetry",
     "limits",
+    "fleet",
 ];
 
 impl Config {
@@ -378,7 +385,7 @@ impl Config {
                 ));
             }
         }
-        let restart_only = ["sink", "state", "telemetry"]
+        let restart_only = ["sink", "state", "telemetry", "fleet"]
             .into_iter()
             .map(|section| (section, Fingerprint::of_value(doc.get(section))))
             .collect();
@@ -506,6 +513,15 @@ impl Config {
             ));
         }
 
+        let fleet = section::<fleet::RawFleet>(doc.remove("fleet"), "fleet", &mut problems)
+            .and_then(|raw| raw.validate(&mut problems));
+        if fleet.is_some() && !cfg!(feature = "kafka") {
+            problems.push(Problem::new(
+                "fleet",
+                "this build of auditfwd has no Kafka support (feature `kafka`); use a build with it or remove [fleet]",
+            ));
+        }
+
         cross_check(&sources, &sinks, sources_dir.as_deref(), &mut problems);
         if !problems.is_empty() {
             return Err(fail(problems));
@@ -516,6 +532,7 @@ impl Config {
             state,
             telemetry,
             limits,
+            fleet,
             warnings,
             sources_dir,
             restart_only,

@@ -788,3 +788,64 @@ fn a_missing_sources_dir_and_defaults_that_name_a_source_are_refused() {
             .contains("cannot read the directory /nonexistent/sources.d")
     );
 }
+
+#[test]
+fn fleet_is_off_by_default_and_validated_when_set() {
+    assert!(parse(GOOD).unwrap().fleet.is_none());
+
+    let fleet = parse(&format!(
+        "{GOOD}\n[fleet]\nbrokers = \"k1:9092,k2:9092\"\nreplica = \"r-1\"\n[fleet.librdkafka]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password\" = \"hunter2\"\n"
+    ))
+    .unwrap()
+    .fleet
+    .unwrap();
+    assert_eq!(fleet.group, "auditfwd");
+    assert_eq!(fleet.topic, "auditfwd.fleet");
+    assert_eq!(fleet.state_topic, "auditfwd.state");
+    assert_eq!(fleet.partitions, 64);
+    assert_eq!(fleet.replica, "r-1");
+    assert_eq!(fleet.session_timeout, Duration::from_secs(10));
+    assert_eq!(fleet.drain_timeout, Duration::from_secs(30));
+    assert_eq!(
+        fleet.client()[0],
+        (
+            "bootstrap.servers".to_string(),
+            "k1:9092,k2:9092".to_string()
+        )
+    );
+    let debug = format!("{fleet:?}");
+    assert!(
+        !debug.contains("hunter2") && debug.contains("SASL_SSL"),
+        "{debug}"
+    );
+
+    // Without a replica id, one per process: hostname-pid.
+    let fleet = parse(&format!("{GOOD}\n[fleet]\nbrokers = \"k:9092\"\n"))
+        .unwrap()
+        .fleet
+        .unwrap();
+    assert!(
+        fleet.replica.ends_with(&format!("-{}", std::process::id())),
+        "{}",
+        fleet.replica
+    );
+
+    let err = parse(&format!(
+        "{GOOD}\n[fleet]\nbrokers = \"\"\nreplica = \"a/b\"\ntopic = \"same\"\nstate_topic = \"same\"\npartitions = 0\nsession_timeout = \"10m\"\n[fleet.librdkafka]\n\"group.id\" = \"x\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        keys(&err),
+        [
+            "fleet.brokers",
+            "fleet.state_topic",
+            "fleet.partitions",
+            "fleet.replica",
+            "fleet.session_timeout",
+            "fleet.librdkafka.\"group.id\"",
+        ]
+    );
+    let text = err.to_string();
+    assert!(text.contains("set by auditfwd from fleet.group"), "{text}");
+    assert!(text.contains("letters, digits"), "{text}");
+}

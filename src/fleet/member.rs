@@ -25,21 +25,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use tokio::sync::mpsc;
 
-/// A change of this replica's partitions.
-#[derive(Debug)]
-pub enum Ownership {
-    /// These partitions are now this replica's: start their sources.
-    Assigned(BTreeSet<i32>),
-    /// These partitions are being taken away: drain their sources, then
-    /// send on `drained` (the rebalance waits for it, up to the drain
-    /// timeout).
-    Revoked {
-        /// The partitions.
-        partitions: BTreeSet<i32>,
-        /// Answer when their sources are drained and checkpointed.
-        drained: std_mpsc::SyncSender<()>,
-    },
-}
+pub use super::Ownership;
 
 /// Why the membership could not start.
 #[derive(Debug, thiserror::Error)]
@@ -143,9 +129,11 @@ pub struct Member {
 
 impl Member {
     /// Joins the group; ownership changes arrive on the returned channel.
+    /// Also returns the coordination topic's partition count (sources are
+    /// hashed to it).
     pub fn join(
         config: &MemberConfig,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<Ownership>), MemberError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Ownership>, i32), MemberError> {
         let err = |reason: String| MemberError::Join {
             group: config.group.clone(),
             topic: config.topic.clone(),
@@ -170,6 +158,15 @@ impl Member {
                 drain_timeout: config.drain_timeout,
             })
             .map_err(|e| err(e.to_string()))?;
+        let partitions = consumer
+            .fetch_metadata(Some(&config.topic), Duration::from_secs(30))
+            .map_err(|e| err(e.to_string()))?
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(err("the coordination topic has no partitions".into()));
+        }
         consumer
             .subscribe(&[&config.topic])
             .map_err(|e| err(e.to_string()))?;
@@ -197,6 +194,7 @@ impl Member {
                 thread: Some(thread),
             },
             receiver,
+            partitions,
         ))
     }
 }

@@ -36,26 +36,21 @@
 //! other is a zombie from then on.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::cursor::store::{StateStore, StoreError};
 use crate::cursor::{Checkpoint, CursorState};
 
-/// The partition of `partitions` that holds `source`'s records (and, in
-/// the coordination topic, decides which replica polls it).
-pub fn partition_of(source: &str, partitions: i32) -> i32 {
-    let hash = xxhash_rust::xxh3::xxh3_64(source.as_bytes());
-    (hash % partitions.max(1) as u64) as i32
-}
+pub use super::partition_of;
 
 /// Who wrote a chain of records: the epoch, then the replica id (the
 /// order a load picks the owner by).
@@ -158,22 +153,36 @@ impl Key {
 /// ids is larger.
 const PART_BYTES: usize = 512 << 10;
 
-/// Delivery failures of the producer, collected by its callback.
+/// One write's records not yet acknowledged, and the failures among them.
 #[derive(Default)]
-struct Reports(Mutex<Vec<String>>);
+struct Pending {
+    state: Mutex<(usize, Vec<String>)>,
+    done: Condvar,
+}
+
+impl Pending {
+    fn settle(&self, error: Option<String>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        if let Some(error) = error {
+            state.1.push(error);
+        }
+        if state.0 == 0 {
+            self.done.notify_all();
+        }
+    }
+}
+
+/// Routes each delivery report to the write it belongs to.
+struct Reports;
 
 impl ClientContext for Reports {}
 
 impl ProducerContext for Reports {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Arc<Pending>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(error.to_string());
-        }
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
+        pending.settle(result.as_ref().err().map(|(e, _)| e.to_string()));
     }
 }
 
@@ -191,13 +200,83 @@ pub struct KafkaStoreConfig {
     pub timeout: Duration,
 }
 
+/// The state topic as one replica reaches it: one producer (its own
+/// threads) shared by the stores of every source the replica owns.
+pub struct StateTopic {
+    config: KafkaStoreConfig,
+    producer: ThreadedProducer<Reports>,
+    partitions: i32,
+}
+
+impl std::fmt::Debug for StateTopic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTopic")
+            .field("topic", &self.config.topic)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateTopic {
+    /// Connects a producer and reads the topic's partition count.
+    pub fn connect(config: KafkaStoreConfig) -> Result<Arc<Self>, StoreError> {
+        let err = |action: &'static str| {
+            let topic = config.topic.clone();
+            move |e: KafkaError| StoreError::Kafka {
+                source_name: "*".into(),
+                topic,
+                action,
+                reason: e.to_string(),
+            }
+        };
+        let mut client = ClientConfig::new();
+        for (k, v) in &config.client {
+            client.set(k, v);
+        }
+        let producer: ThreadedProducer<Reports> = client
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", config.timeout.as_millis().to_string())
+            .create_with_context(Reports)
+            .map_err(err("connect"))?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(&config.topic), config.timeout)
+            .map_err(err("read the topic's metadata"))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(StoreError::Kafka {
+                source_name: "*".into(),
+                topic: config.topic.clone(),
+                action: "find the topic",
+                reason:
+                    "it has no partitions; create it (compacted) or let `auditfwd run` create it"
+                        .into(),
+            });
+        }
+        Ok(Arc::new(Self {
+            config,
+            producer,
+            partitions,
+        }))
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.config.topic
+    }
+}
+
 /// A source's cursor state on the fleet's state topic (see the module
 /// doc). Opened by the replica that was assigned the source.
 pub struct KafkaStore {
     source: String,
-    config: KafkaStoreConfig,
+    topic: Arc<StateTopic>,
     partition: i32,
-    producer: BaseProducer<Reports>,
     /// The chain this store writes: set by `load` (the claim).
     owner: Option<Owner>,
     /// Checkpoints written since the last snapshot (tombstoned by the next).
@@ -213,7 +292,7 @@ impl std::fmt::Debug for KafkaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaStore")
             .field("source", &self.source)
-            .field("topic", &self.config.topic)
+            .field("topic", &self.topic.config.topic)
             .field("partition", &self.partition)
             .field("owner", &self.owner)
             .finish_non_exhaustive()
@@ -225,58 +304,38 @@ impl std::fmt::Debug for KafkaStore {
 const MIN_COMPACT_BYTES: u64 = 256 << 10;
 
 impl KafkaStore {
-    /// Connects to the state topic for `source`.
+    /// Connects to the state topic for `source` with a producer of its
+    /// own (tools and tests; a replica shares one, [`KafkaStore::on`]).
     pub fn open(source: &str, config: KafkaStoreConfig) -> Result<Self, StoreError> {
-        let err = |action: &'static str| {
-            let (source, topic) = (source.to_string(), config.topic.clone());
-            move |e: KafkaError| StoreError::Kafka {
-                source_name: source,
+        let topic = StateTopic::connect(config).map_err(|e| match e {
+            StoreError::Kafka {
                 topic,
                 action,
-                reason: e.to_string(),
-            }
-        };
-        let mut client = ClientConfig::new();
-        for (k, v) in &config.client {
-            client.set(k, v);
-        }
-        let producer: BaseProducer<Reports> = client
-            .clone()
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", config.timeout.as_millis().to_string())
-            .create_with_context(Reports::default())
-            .map_err(err("connect"))?;
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(&config.topic), config.timeout)
-            .map_err(err("read the topic's metadata"))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
-        if partitions == 0 {
-            return Err(StoreError::Kafka {
+                reason,
+                ..
+            } => StoreError::Kafka {
                 source_name: source.to_string(),
-                topic: config.topic.clone(),
-                action: "find the topic",
-                reason:
-                    "it has no partitions; create it (compacted) or let `auditfwd run` create it"
-                        .into(),
-            });
-        }
-        Ok(Self {
+                topic,
+                action,
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(Self::on(source, topic))
+    }
+
+    /// The store of `source` on a connected state topic.
+    pub fn on(source: &str, topic: Arc<StateTopic>) -> Self {
+        Self {
             source: source.to_string(),
-            partition: partition_of(source, partitions),
-            config,
-            producer,
+            partition: partition_of(source, topic.partitions),
+            topic,
             owner: None,
             journal: Vec::new(),
             journal_bytes: 0,
             snapshot_bytes: 0,
             stale: Vec::new(),
-        })
+        }
     }
 
     /// The chain this store writes (after `load`).
@@ -287,7 +346,7 @@ impl KafkaStore {
     fn error(&self, action: &'static str, reason: impl ToString) -> StoreError {
         StoreError::Kafka {
             source_name: self.source.clone(),
-            topic: self.config.topic.clone(),
+            topic: self.topic.config.topic.clone(),
             action,
             reason: reason.to_string(),
         }
@@ -297,37 +356,41 @@ impl KafkaStore {
     /// tombstones applied: key → value.
     fn read_partition(&self) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
         let mut client = ClientConfig::new();
-        for (k, v) in &self.config.client {
+        for (k, v) in &self.topic.config.client {
             client.set(k, v);
         }
         let consumer: BaseConsumer = client
             .set(
                 "group.id",
-                format!("auditfwd-state-load-{}", self.config.replica),
+                format!("auditfwd-state-load-{}", self.topic.config.replica),
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| self.error("connect", e))?;
         let (low, high) = consumer
-            .fetch_watermarks(&self.config.topic, self.partition, self.config.timeout)
+            .fetch_watermarks(
+                &self.topic.config.topic,
+                self.partition,
+                self.topic.config.timeout,
+            )
             .map_err(|e| self.error("read the partition's offsets", e))?;
         let mut live: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
         if high > low {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.config.topic, self.partition, Offset::Beginning)
+            tpl.add_partition_offset(&self.topic.config.topic, self.partition, Offset::Beginning)
                 .map_err(|e| self.error("read the partition", e))?;
             consumer
                 .assign(&tpl)
                 .map_err(|e| self.error("read the partition", e))?;
-            let deadline = std::time::Instant::now() + self.config.timeout;
+            let deadline = std::time::Instant::now() + self.topic.config.timeout;
             loop {
                 if std::time::Instant::now() > deadline {
                     return Err(self.error(
                         "read the partition",
                         format!(
                             "did not reach offset {high} within {:?}",
-                            self.config.timeout
+                            self.topic.config.timeout
                         ),
                     ));
                 }
@@ -363,39 +426,37 @@ impl KafkaStore {
     /// Sends `records` (`None`: a tombstone) and waits until every one is
     /// acknowledged by the cluster.
     fn write(&self, records: &[(String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+        let pending = Arc::new(Pending::default());
+        pending.state.lock().unwrap_or_else(|p| p.into_inner()).0 = records.len();
         for (key, value) in records {
-            let mut record = BaseRecord::to(&self.config.topic)
-                .key(key.as_str())
-                .partition(self.partition);
+            let mut record =
+                BaseRecord::with_opaque_to(&self.topic.config.topic, Arc::clone(&pending))
+                    .key(key.as_str())
+                    .partition(self.partition);
             if let Some(value) = value {
                 record = record.payload(value.as_slice());
             }
-            self.producer
-                .send(record)
-                .map_err(|(e, _)| self.error("write", e))?;
+            if let Err((e, _)) = self.topic.producer.send(record) {
+                pending.settle(Some(e.to_string()));
+            }
         }
-        // Waits for the delivery reports. (`flush` would do, but between
-        // its checks it waits up to 100 ms for an event that may already
-        // have come: each commit would take 100 ms.)
-        let deadline = std::time::Instant::now() + self.config.timeout;
-        while self.producer.in_flight_count() > 0 {
-            if std::time::Instant::now() > deadline {
+        let deadline = Instant::now() + self.topic.config.timeout;
+        let mut state = pending.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.0 > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(self.error(
                     "write",
-                    format!("not acknowledged within {:?}", self.config.timeout),
+                    format!("not acknowledged within {:?}", self.topic.config.timeout),
                 ));
             }
-            self.producer.poll(Duration::from_millis(5));
+            state = pending
+                .done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        let failed: Vec<String> = std::mem::take(
-            &mut *self
-                .producer
-                .context()
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        if let Some(first) = failed.first() {
+        if let Some(first) = state.1.first() {
             return Err(self.error("write", first));
         }
         Ok(())
@@ -408,8 +469,31 @@ impl KafkaStore {
     }
 }
 
-impl StateStore for KafkaStore {
-    fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
+impl KafkaStore {
+    /// The state a load would continue from, without claiming it (for
+    /// `auditfwd state show`): `(state, highest epoch seen)`.
+    pub fn peek(&mut self) -> Result<(Option<CursorState>, u64), StoreError> {
+        self.stale.clear();
+        self.read_chains()
+    }
+
+    /// Claims the source with `state` as its whole history, whatever the
+    /// topic holds: `auditfwd state reset|set-since` (every replica
+    /// stopped).
+    pub fn replace(&mut self, state: &CursorState) -> Result<(), StoreError> {
+        self.stale.clear();
+        let (_, highest) = self.read_chains()?;
+        self.owner = Some(Owner {
+            epoch: highest + 1,
+            replica: self.topic.config.replica.clone(),
+        });
+        self.snapshot(state)
+    }
+
+    /// Reads the partition: the state of the highest chain with a whole
+    /// snapshot, and the highest epoch seen. Every key read is remembered
+    /// as stale (the next snapshot tombstones them).
+    fn read_chains(&mut self) -> Result<(Option<CursorState>, u64), StoreError> {
         /// One owner's records: snapshot parts by sequence, checkpoints.
         #[derive(Default)]
         struct Chain {
@@ -465,9 +549,17 @@ impl StateStore for KafkaStore {
             state = Some(loaded);
             break;
         }
+        Ok((state, highest))
+    }
+}
+
+impl StateStore for KafkaStore {
+    fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
+        self.stale.clear();
+        let (state, highest) = self.read_chains()?;
         self.owner = Some(Owner {
             epoch: highest + 1,
-            replica: self.config.replica.clone(),
+            replica: self.topic.config.replica.clone(),
         });
         if let Some(state) = &state {
             // The claim: this chain wins every later load.
@@ -477,16 +569,25 @@ impl StateStore for KafkaStore {
     }
 
     fn commit(&mut self, checkpoint: &Checkpoint) -> Result<bool, StoreError> {
+        self.commit_all(std::slice::from_ref(checkpoint))
+    }
+
+    /// One write (one round trip to the cluster) for every checkpoint.
+    fn commit_all(&mut self, checkpoints: &[Checkpoint]) -> Result<bool, StoreError> {
         let owner = self.owner_or_err()?;
-        let value = serde_json::to_vec(checkpoint).map_err(|e| self.error("write", e))?;
-        let key = Key::Checkpoint {
-            source: self.source.clone(),
-            owner,
-            seq: checkpoint.seq,
-        };
-        self.journal_bytes += value.len() as u64;
-        self.write(&[(key.render(), Some(value))])?;
-        self.journal.push(checkpoint.seq);
+        let mut records = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            let value = serde_json::to_vec(checkpoint).map_err(|e| self.error("write", e))?;
+            let key = Key::Checkpoint {
+                source: self.source.clone(),
+                owner: owner.clone(),
+                seq: checkpoint.seq,
+            };
+            self.journal_bytes += value.len() as u64;
+            records.push((key.render(), Some(value)));
+        }
+        self.write(&records)?;
+        self.journal.extend(checkpoints.iter().map(|c| c.seq));
         Ok(self.journal_bytes > self.snapshot_bytes.max(MIN_COMPACT_BYTES))
     }
 

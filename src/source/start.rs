@@ -18,12 +18,34 @@ use crate::pipeline::{Pipeline, SinkHandle};
 use crate::rate_limit;
 use crate::telemetry::{Health, Metrics};
 
+/// Where the cursors of the daemon's sources are kept.
+#[derive(Clone, Debug)]
+pub enum Stores {
+    /// `[state] dir`: a snapshot and a journal per source, under the
+    /// directory's lock (the default).
+    Files,
+    /// `[fleet]`: the compacted state topic, shared by the replicas.
+    #[cfg(feature = "kafka")]
+    Kafka(Arc<crate::fleet::store::StateTopic>),
+}
+
+impl Stores {
+    /// Whether opening a store may wait on the network (then the
+    /// supervisor opens it off the runtime's threads).
+    pub fn blocks(&self) -> bool {
+        !matches!(self, Stores::Files)
+    }
+}
+
 /// What every source of the daemon shares, built once at start; the
 /// supervisor hands it to each poller it starts. Cheap to clone.
 #[derive(Clone)]
 pub struct SourceContext {
-    /// `[state]`: where cursors and dead letters are kept.
+    /// `[state]`: where dead letters (and, unless in fleet mode, cursors)
+    /// are kept.
     pub state: StateConfig,
+    /// Where cursors are kept.
+    pub stores: Stores,
     /// HTTP clients shared by every source, with the cap on requests in
     /// flight.
     pub http: HttpPool,
@@ -55,13 +77,48 @@ pub fn poller(
     context: &SourceContext,
     stop: &CancellationToken,
 ) -> Result<Poller, StartError> {
+    let (store, state) = open_cursor(source, context)?;
+    poller_with(source, context, stop, store, state)
+}
+
+/// Opens the cursor store of `source` and loads its state (or begins it at
+/// `start_at`). In fleet mode this reads the state topic and claims the
+/// source: call it off the runtime's threads.
+pub fn open_cursor(
+    source: &SourceConfig,
+    context: &SourceContext,
+) -> Result<(Box<dyn StateStore>, CursorState), StartError> {
     let fail = |message: String| StartError {
         source_name: source.name.clone(),
         message,
     };
-    let mut store =
-        FileStore::open(&context.state.dir, &source.name).map_err(|e| fail(e.to_string()))?;
-    let state = load_or_init(&mut store, source).map_err(|e| fail(e.to_string()))?;
+    let mut store: Box<dyn StateStore> = match &context.stores {
+        Stores::Files => Box::new(
+            FileStore::open(&context.state.dir, &source.name).map_err(|e| fail(e.to_string()))?,
+        ),
+        #[cfg(feature = "kafka")]
+        Stores::Kafka(topic) => Box::new(crate::fleet::store::KafkaStore::on(
+            &source.name,
+            Arc::clone(topic),
+        )),
+    };
+    let state = load_or_init(store.as_mut(), source).map_err(|e| fail(e.to_string()))?;
+    Ok((store, state))
+}
+
+/// Builds the poller of `source` on a cursor already opened
+/// ([`open_cursor`]).
+pub fn poller_with(
+    source: &SourceConfig,
+    context: &SourceContext,
+    stop: &CancellationToken,
+    store: Box<dyn StateStore>,
+    state: CursorState,
+) -> Result<Poller, StartError> {
+    let fail = |message: String| StartError {
+        source_name: source.name.clone(),
+        message,
+    };
     let cursor = Cursor::new(state, source.lookback);
     let limiter = rate_limit::limiter(source.requests_per_second, source.burst);
     let client = Arc::new(
@@ -105,7 +162,7 @@ pub fn poller(
             console: context.console.clone(),
         },
         cursor,
-        Box::new(store),
+        store,
     ))
 }
 
