@@ -11,6 +11,9 @@
 //! - A replica killed with SIGKILL: its tenants are polled by a survivor
 //!   within 30 s, nothing is lost, and only its tenants get duplicates, at
 //!   most its batches in flight (`max_batches_in_flight` × `page_size`).
+//!   Then a survivor leaves with SIGTERM (the one whose tenants the other
+//!   polled too during the rebalance, if any): the last replica continues
+//!   its cursors without sending anything twice.
 //! - Scaling 1 → 3 → 1 (SIGTERM: drain and checkpoint before leaving): once
 //!   the group settled after each change, each tenant is polled by exactly
 //!   one replica; nothing is lost.
@@ -266,10 +269,11 @@ retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
     }
 
     /// Waits until the group settled on the replicas `expected` after a
-    /// change at `change_ms`: over the trailing window each tenant is
-    /// polled by exactly one replica, each replica expected polls. Returns
-    /// when that was seen, how long after the change the last tenant got
-    /// its final poller, and the owners.
+    /// change at `change_ms`: over the trailing window (all of it after the
+    /// change) each tenant was polled by exactly one replica, the same from
+    /// the window's start, and each replica expected polled. Returns when
+    /// that was seen, how long after the change the last tenant got its
+    /// final poller, and the owners.
     async fn settle(
         &self,
         expected: &[&str],
@@ -280,7 +284,6 @@ retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
         let mut found = None;
         wait_for(timeout, || {
             self.assert_running();
-            // A full trailing window after the change.
             let now = now_ms();
             if now - change_ms < TRAILING_MS {
                 return false;
@@ -289,22 +292,25 @@ retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
                 from_ms: now - TRAILING_MS,
                 to_ms: now,
             };
-            found = self
-                .sole_owners(window, &expected)
-                .map(|owners| (now, owners));
-            found.is_some()
+            let Some(owners) = self.sole_owners(window, &expected) else {
+                return false;
+            };
+            // When the last tenant's current poller took over (its run of
+            // requests began): not inside the window.
+            let last_change = self
+                .logs()
+                .iter()
+                .filter_map(|(_, log)| stints(log).last().map(|s| s.span.from_ms))
+                .max()
+                .unwrap_or(change_ms);
+            if last_change > window.from_ms + GAP_MS {
+                return false;
+            }
+            found = Some((now, last_change.max(change_ms) - change_ms, owners));
+            true
         })
         .await;
-        let (seen_ms, owners) = found?;
-        // When each tenant's current poller took over (its stint began).
-        let last_change = self
-            .logs()
-            .iter()
-            .filter_map(|(_, log)| stints(log).last().map(|s| s.span.from_ms))
-            .max()
-            .unwrap_or(change_ms)
-            .max(change_ms);
-        Some((seen_ms, last_change - change_ms, owners))
+        found
     }
 
     /// Asserts that from `from_ms` for [`HOLD`] each tenant is polled by
@@ -565,6 +571,7 @@ async fn three_replicas_share_twelve_tenants_and_survive_a_sigkill() {
             fleet.diagnose()
         );
     };
+    let before_kill = owners.clone();
     let shares = by_replica(&owners);
     eprintln!(
         "3 replicas settled {:.1} s after they started: {shares:?}",
@@ -658,24 +665,78 @@ async fn three_replicas_share_twelve_tenants_and_survive_a_sigkill() {
         by_replica(&owners)
     );
 
-    // Inserts go on a while, then stop; everything arrives.
+    // A coordinator may give a partition to two members for a moment (tansu
+    // does in the rebalance after a death): a survivor's own tenant is then
+    // polled by the other survivor too, and afterwards by its owner again.
+    // That owner leaves now (SIGTERM: drained and checkpointed) and the last
+    // replica takes its tenants over: it must continue where the leaver
+    // made the cursor durable, whatever the other claimed meanwhile.
+    let shadowed = |fleet: &Fleet, id: &str| -> Vec<String> {
+        fleet
+            .logs()
+            .into_iter()
+            .filter(|(name, log)| {
+                if before_kill[name] != id {
+                    return false;
+                }
+                let after: Vec<RequestRecord> = log
+                    .iter()
+                    .filter(|r| r.at_ms > killed_ms)
+                    .cloned()
+                    .collect();
+                let runs = stints(&after);
+                let other = runs.iter().position(|s| replica(&s.agent) != id);
+                other.is_some_and(|i| runs[i..].iter().any(|s| replica(&s.agent) == id))
+            })
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let leaver = survivors
+        .iter()
+        .copied()
+        .max_by_key(|id| (shadowed(&fleet, id).len(), std::cmp::Reverse(*id)))
+        .unwrap();
+    let last = survivors.iter().copied().find(|id| *id != leaver).unwrap();
+    eprintln!(
+        "{leaver} leaves; its tenants the other survivor polled too after the kill: {:?}",
+        shadowed(&fleet, leaver)
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let truths = fleet.freeze();
-    let caught_up = fleet.all_delivered(&truths, Duration::from_secs(60)).await;
-    for id in &survivors {
-        fleet.signal(id, libc::SIGTERM);
-    }
-    for id in &survivors {
-        let status = fleet.reap(id, Duration::from_secs(30)).await;
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "SIGTERM ends {id} cleanly: {status:?}\n{}",
+    let left_ms = fleet.signal(leaver, libc::SIGTERM);
+    let status = fleet.reap(leaver, Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM ends {leaver} cleanly: {status:?}\n{}",
+        fleet.diagnose()
+    );
+    let Some((_, took, _)) = fleet
+        .settle(&[last], left_ms, Duration::from_secs(30))
+        .await
+    else {
+        panic!(
+            "{last} did not poll every tenant alone within 30 s of {leaver}'s SIGTERM\n{}",
             fleet.diagnose()
         );
-    }
+    };
+    eprintln!(
+        "{leaver} left: {last} polls every tenant {:.1} s after the SIGTERM",
+        took as f64 / 1000.0
+    );
+
+    // Inserts go on a while, then stop; everything arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let truths = fleet.freeze();
+    let caught_up = fleet.all_delivered(&truths, Duration::from_secs(60)).await;
+    fleet.signal(last, libc::SIGTERM);
+    let status = fleet.reap(last, Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM ends {last} cleanly: {status:?}\n{}",
+        fleet.diagnose()
+    );
     assert!(
         caught_up,
-        "the survivors did not deliver everything within 60 s of the freeze\n{}",
+        "{last} did not deliver everything within 60 s of the freeze\n{}",
         fleet.diagnose()
     );
     fleet.assert_user_agents(&all);
