@@ -600,6 +600,7 @@ impl Supervisor {
         }
         for name in &plan.unchanged {
             if let Some(slot) = self.slots.get(name)
+                && self.owns(name)
                 && slot.task.is_none()
                 && slot.waiting_for.is_none()
             {

@@ -333,3 +333,176 @@ async fn state_commands_read_and_move_the_cursor_on_the_state_topic() {
     assert!(reset.status.success(), "{}", text(&reset.stderr));
     assert!(text(&reset.stdout).contains("cursor reset on topic auditfwd.state"));
 }
+
+/// A child process killed when dropped (a failing test leaves no replica
+/// running).
+struct Replica(std::process::Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 13, safety: a replica frozen past the session timeout (SIGSTOP: a
+/// long GC pause, a VM migration) and thawed loses nothing, and moves no
+/// cursor back: a replica started afterwards on the same state topic finds
+/// every cursor where the last owner left it and delivers nothing again.
+///
+/// (With a Kafka broker the group would give the frozen replica's sources
+/// to the other after `session_timeout`. tansu 0.6 does not expire a member
+/// whose connection stays open: while the frozen one is the group's leader
+/// the rebalance stalls until it thaws, and the other replica, its
+/// partitions revoked, polls nothing meanwhile; an outage, never a loss.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_its_session_loses_nothing_and_moves_no_cursor_back() {
+    use crate::support::binary::{signal, spawn};
+    use crate::support::*;
+    use auditfwd_sim::{SimConfig, Simulator, Verdict};
+    use auditfwd_testkit::wait_for;
+
+    const TENANTS: usize = 4;
+    let broker = Tansu::start();
+    let mut sims: Vec<Simulator> = Vec::new();
+    for _ in 0..TENANTS {
+        sims.push(
+            tenant(SimConfig {
+                backlog: 200,
+                insert_rate: 20.0,
+                ..SimConfig::default()
+            })
+            .await,
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = |replica: &str, group: &str| {
+        let mut text = format!(
+            "[state]\ndir = \"{d}/{replica}/state\"\n\n[fleet]\nbrokers = \"{b}\"\ngroup = \"{group}\"\npartitions = {TENANTS}\nreplica = \"{replica}\"\nsession_timeout = \"6s\"\ndrain_timeout = \"10s\"\n\n[[sink]]\nname = \"files\"\ntype = \"file\"\npath = \"{d}/{replica}/out/{{source}}.jsonl\"\n",
+            d = dir.path().display(),
+            b = broker.brokers()
+        );
+        for (i, sim) in sims.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[[source]]\nname = \"t{i}\"\nbase_url = \"{}\"\napi_key = \"{}\"\nallow_http = true\nstart_at = \"beginning\"\npage_size = 50\npoll_interval = \"200ms\"\nlookback = \"3s\"\nlate_sweep = \"1s\"\nrequest_timeout = \"5s\"\nrate_limit = {{ requests_per_second = 1000, burst = 100 }}\n",
+                sim.base_url(),
+                sim.api_key()
+            ));
+        }
+        let path = dir.path().join(format!("{replica}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    let read = |name: &str| std::fs::read_to_string(log(name)).unwrap_or_default();
+    let out_of = |replica: &str, i: usize| dir.path().join(format!("{replica}/out/t{i}.jsonl"));
+    let lines_of = |replicas: &[&str], i: usize| -> Vec<serde_json::Value> {
+        replicas
+            .iter()
+            .flat_map(|r| {
+                std::fs::read_to_string(out_of(r, i))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let assigned = |name: &str| read(name).matches("partitions assigned; starting").count();
+
+    let started_ms = chrono::Utc::now().timestamp_millis();
+    let mut a = Replica(spawn(&config("a", "frozen"), &log("a")));
+    assert!(
+        wait_for(Duration::from_secs(60), || (0..TENANTS).all(|i| !lines_of(
+            &["a"],
+            i
+        )
+        .is_empty()))
+        .await,
+        "replica a polls every tenant alone: {}",
+        read("a")
+    );
+    let mut b = Replica(spawn(&config("b", "frozen"), &log("b")));
+    assert!(
+        wait_for(Duration::from_secs(60), || assigned("b") >= 1).await,
+        "b was given partitions: {}",
+        read("b")
+    );
+
+    // Freeze a past its session, thaw it, let the group settle.
+    signal(&a.0, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    signal(&a.0, libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    for sim in &sims {
+        sim.freeze();
+    }
+    eprintln!(
+        "inserts stopped at +{} ms",
+        chrono::Utc::now().timestamp_millis() - started_ms
+    );
+    for (i, sim) in sims.iter().enumerate() {
+        let truth = sim.truth();
+        assert!(
+            wait_for(Duration::from_secs(90), || Verdict::of(
+                &truth,
+                &id_counts(&lines_of(&["a", "b"], i))
+            )
+            .missing
+            .is_empty())
+            .await,
+            "t{i}: every event delivered by a or b\n--- a\n{}\n--- b\n{}",
+            read("a"),
+            read("b")
+        );
+    }
+    // Let the last checkpoints land, then stop both.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!(
+        "stopping at +{} ms",
+        chrono::Utc::now().timestamp_millis() - started_ms
+    );
+    for child in [&a, &b] {
+        signal(&child.0, libc::SIGTERM);
+    }
+    assert!(a.0.wait().unwrap().success(), "{}", read("a"));
+    assert!(b.0.wait().unwrap().success(), "{}", read("b"));
+    let mut duplicates = 0;
+    for (i, sim) in sims.iter().enumerate() {
+        let truth = sim.truth();
+        let verdict = Verdict::of(&truth, &id_counts(&lines_of(&["a", "b"], i)));
+        if !verdict.missing.is_empty() {
+            explain_missing(&truth, &verdict.missing, started_ms);
+        }
+        assert!(verdict.missing.is_empty(), "t{i}: {:?}", verdict.missing);
+        duplicates += verdict.duplicates.len();
+    }
+    eprintln!(
+        "duplicates across the freeze: {duplicates}; claims taken back: a {}, b {}",
+        read("a").matches("claiming it back").count(),
+        read("b").matches("claiming it back").count()
+    );
+
+    // A newcomer alone on the state topic (in a group of its own: tansu
+    // may keep the old members a while): every cursor is where its last
+    // owner left it, so with no new events it delivers nothing.
+    let mut c = Replica(spawn(&config("c", "newcomer"), &log("c")));
+    assert!(
+        wait_for(Duration::from_secs(60), || read("c")
+            .matches("polling source=")
+            .count()
+            >= TENANTS)
+        .await,
+        "c polls every tenant: {}",
+        read("c")
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&c.0, libc::SIGTERM);
+    assert!(c.0.wait().unwrap().success(), "{}", read("c"));
+    let again: usize = (0..TENANTS).map(|i| lines_of(&["c"], i).len()).sum();
+    assert_eq!(
+        again, 0,
+        "a cursor moved back: the newcomer delivered {again} events again"
+    );
+}

@@ -66,7 +66,15 @@ struct Context {
     drain_timeout: Duration,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "fleet: coordination: {reason}");
+    }
+}
 
 fn partitions(rebalance: &Rebalance<'_>) -> BTreeSet<i32> {
     match rebalance {
@@ -144,12 +152,24 @@ impl Member {
         for (k, v) in &config.client {
             client.set(k, v);
         }
+        if config.client.iter().any(|(k, _)| k == "debug") {
+            // librdkafka's debug contexts log at debug level.
+            client.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
         let session_ms = config.session_timeout.as_millis().max(1000);
         let consumer: BaseConsumer<Context> = client
             .set("group.id", &config.group)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / 3).to_string())
+            // Also the rebalance timeout: how long a rebalance waits for a
+            // member that has not rejoined (one frozen, say) before it goes
+            // on without it. This thread polls every 100 ms except while a
+            // revocation drains, so: the drain, plus a session of margin.
+            .set(
+                "max.poll.interval.ms",
+                (config.drain_timeout.as_millis() + session_ms).to_string(),
+            )
             // The topic carries no data; offsets do not matter.
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")

@@ -30,6 +30,22 @@ pub fn partition_of(source: &str, partitions: i32) -> i32 {
     (hash % partitions.max(1) as u64) as i32
 }
 
+/// librdkafka's log lines, as this daemon's (target `librdkafka`; set
+/// `[fleet.librdkafka] debug = "cgrp"` and `RUST_LOG=librdkafka=debug` to
+/// watch the group protocol).
+#[cfg(feature = "kafka")]
+fn forward_log(level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", facility, "fleet: {message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", facility, "fleet: {message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", facility, "fleet: {message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", facility, "fleet: {message}"),
+    }
+}
+
 /// A change of this replica's partitions.
 #[derive(Debug)]
 pub enum Ownership {
@@ -79,6 +95,7 @@ pub enum FleetError {
 /// group.
 #[cfg(feature = "kafka")]
 pub async fn join(config: &crate::config::FleetConfig) -> Result<Joined, FleetError> {
+    tracing::info!(brokers = %config.brokers, group = %config.group, replica = %config.replica, "fleet: connecting; creating the topics if they are missing");
     topics::ensure(config).await?;
     let store_config = store::KafkaStoreConfig {
         client: config.client().into_iter().collect(),
@@ -94,7 +111,7 @@ pub async fn join(config: &crate::config::FleetConfig) -> Result<Joined, FleetEr
         drain_timeout: config.drain_timeout,
     };
     let (state, joined) = tokio::task::spawn_blocking(move || {
-        let state = store::StateTopic::connect(store_config)?;
+        let state = store::StateTopic::watch(store_config)?;
         let joined = member::Member::join(&member_config)?;
         Ok::<_, FleetError>((state, joined))
     })

@@ -176,7 +176,15 @@ impl Pending {
 /// Routes each delivery report to the write it belongs to.
 struct Reports;
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "fleet: state topic: {reason}");
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = Arc<Pending>;
@@ -206,6 +214,27 @@ pub struct StateTopic {
     config: KafkaStoreConfig,
     producer: ThreadedProducer<Reports>,
     partitions: i32,
+    /// The highest owner of each source seen on the topic so far, kept by
+    /// a thread that tails every partition ([`StateTopic::watch`]); `None`
+    /// for a topic opened without it (tools, tests of the store).
+    claims: Option<Arc<Claims>>,
+}
+
+/// The highest owner of each source seen on the state topic.
+#[derive(Default)]
+struct Claims {
+    highest: Mutex<HashMap<String, Owner>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for StateTopic {
+    fn drop(&mut self) {
+        if let Some(claims) = &self.claims {
+            claims
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for StateTopic {
@@ -262,7 +291,87 @@ impl StateTopic {
             config,
             producer,
             partitions,
+            claims: None,
         }))
+    }
+
+    /// [`StateTopic::connect`], plus a thread that tails every partition
+    /// and remembers the highest claim of each source: a replica's stores
+    /// learn from it, at their next checkpoint, that another replica
+    /// claimed their source (see [`KafkaStore`]: they claim it back).
+    pub fn watch(config: KafkaStoreConfig) -> Result<Arc<Self>, StoreError> {
+        let topic = Self::connect(config)?;
+        let mut topic = Arc::into_inner(topic).expect("not shared yet");
+        let claims = Arc::new(Claims::default());
+        let mut client = ClientConfig::new();
+        for (k, v) in &topic.config.client {
+            client.set(k, v);
+        }
+        let fail = |e: KafkaError| StoreError::Kafka {
+            source_name: "*".into(),
+            topic: topic.config.topic.clone(),
+            action: "watch the claims",
+            reason: e.to_string(),
+        };
+        let consumer: BaseConsumer = client
+            .set(
+                "group.id",
+                format!("auditfwd-state-watch-{}", topic.config.replica),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(fail)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..topic.partitions {
+            tpl.add_partition_offset(&topic.config.topic, p, Offset::Beginning)
+                .map_err(fail)?;
+        }
+        consumer.assign(&tpl).map_err(fail)?;
+        let seen = Arc::clone(&claims);
+        std::thread::Builder::new()
+            .name("fleet-claims".into())
+            .spawn(move || {
+                while !seen.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+                        continue;
+                    };
+                    let Some(key) = message
+                        .key()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(Key::parse)
+                    else {
+                        continue;
+                    };
+                    let mut highest = seen.highest.lock().unwrap_or_else(|p| p.into_inner());
+                    match highest.get_mut(key.source()) {
+                        Some(owner) if *owner >= *key.owner() => {}
+                        Some(owner) => *owner = key.owner().clone(),
+                        None => {
+                            highest.insert(key.source().to_string(), key.owner().clone());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Kafka {
+                source_name: "*".into(),
+                topic: topic.config.topic.clone(),
+                action: "watch the claims",
+                reason: e.to_string(),
+            })?;
+        topic.claims = Some(claims);
+        Ok(Arc::new(topic))
+    }
+
+    /// The highest claim of `source` the watch has seen.
+    fn highest(&self, source: &str) -> Option<Owner> {
+        let claims = self.claims.as_ref()?;
+        claims
+            .highest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(source)
+            .cloned()
     }
 
     /// The topic's name.
@@ -588,11 +697,27 @@ impl StateStore for KafkaStore {
         }
         self.write(&records)?;
         self.journal.extend(checkpoints.iter().map(|c| c.seq));
-        Ok(self.journal_bytes > self.snapshot_bytes.max(MIN_COMPACT_BYTES))
+        // Another replica claimed the source (two owners at once: the
+        // group's overlap, or this one was cut off): a snapshot claims it
+        // back, so the chain of whoever runs last is the one loaded.
+        let outclaimed = self.topic.highest(&self.source).is_some_and(|h| h > owner);
+        Ok(outclaimed || self.journal_bytes > self.snapshot_bytes.max(MIN_COMPACT_BYTES))
     }
 
     fn snapshot(&mut self, state: &CursorState) -> Result<(), StoreError> {
-        let owner = self.owner_or_err()?;
+        let mut owner = self.owner_or_err()?;
+        // The journal's checkpoints were written under this owner.
+        let journal_owner = owner.clone();
+        if let Some(highest) = self.topic.highest(&self.source)
+            && highest > owner
+        {
+            tracing::warn!(source = %self.source, ours = ?owner, theirs = ?highest, "fleet: another replica claimed this source while this one runs it; claiming it back (events both delivered meanwhile are duplicates)");
+            owner = Owner {
+                epoch: highest.epoch + 1,
+                replica: self.topic.config.replica.clone(),
+            };
+            self.owner = Some(owner.clone());
+        }
         let value = serde_json::to_vec(state).map_err(|e| self.error("write", e))?;
         let chunks: Vec<&[u8]> = value.chunks(PART_BYTES).collect();
         let parts = chunks.len().max(1) as u32;
@@ -621,7 +746,7 @@ impl StateStore for KafkaStore {
         dead.extend(self.journal.drain(..).map(|seq| {
             let key = Key::Checkpoint {
                 source: self.source.clone(),
-                owner: owner.clone(),
+                owner: journal_owner.clone(),
                 seq,
             };
             (key.render(), None)
