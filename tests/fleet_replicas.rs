@@ -353,6 +353,30 @@ retry = {{ initial_backoff = "5ms", max_backoff = "200ms" }}
         );
     }
 
+    /// Prints when two replicas polled one tenant at once in `window`
+    /// (requests of both within [`GAP_MS`]); returns the longest overlap,
+    /// ms.
+    fn report_overlaps(&self, what: &str, window: Span) -> i64 {
+        let mut longest = 0;
+        let mut count = 0;
+        for (name, polling) in self.polling(window) {
+            for o in &polling.overlaps {
+                let agents: Vec<&str> = o.agents.iter().map(|a| replica(a)).collect();
+                eprintln!(
+                    "  {name}: {} polled at once +{:.1}..+{:.1} s ({} ms)",
+                    agents.join("+"),
+                    self.rel(o.span.from_ms),
+                    self.rel(o.span.to_ms),
+                    o.span.to_ms - o.span.from_ms
+                );
+                longest = longest.max(o.span.to_ms - o.span.from_ms);
+                count += 1;
+            }
+        }
+        eprintln!("{what}: {count} overlaps of two pollers, the longest {longest} ms");
+        longest
+    }
+
     /// Seconds since the test started.
     fn rel(&self, ms: i64) -> f64 {
         (ms - self.t0) as f64 / 1000.0
@@ -664,6 +688,13 @@ async fn three_replicas_share_twelve_tenants_and_survive_a_sigkill() {
         took as f64 / 1000.0,
         by_replica(&owners)
     );
+    fleet.report_overlaps(
+        "after the kill",
+        Span {
+            from_ms: killed_ms,
+            to_ms: now_ms(),
+        },
+    );
 
     // A coordinator may give a partition to two members for a moment (tansu
     // does in the rebalance after a death): a survivor's own tenant is then
@@ -721,6 +752,13 @@ async fn three_replicas_share_twelve_tenants_and_survive_a_sigkill() {
     eprintln!(
         "{leaver} left: {last} polls every tenant {:.1} s after the SIGTERM",
         took as f64 / 1000.0
+    );
+    fleet.report_overlaps(
+        &format!("after {leaver} left"),
+        Span {
+            from_ms: left_ms,
+            to_ms: now_ms(),
+        },
     );
 
     // Inserts go on a while, then stop; everything arrives.
@@ -787,6 +825,13 @@ async fn scaling_one_to_three_and_back_polls_each_tenant_once_at_a_time() {
         (seen - grown) as f64 / 1000.0,
         by_replica(&owners)
     );
+    fleet.report_overlaps(
+        "1 → 3 replicas",
+        Span {
+            from_ms: grown,
+            to_ms: seen,
+        },
+    );
     fleet
         .assert_steady("3 replicas", seen - TRAILING_MS, &owners)
         .await;
@@ -818,6 +863,13 @@ async fn scaling_one_to_three_and_back_polls_each_tenant_once_at_a_time() {
         "3 → 1 replicas: settled {:.1} s after SIGTERM (seen at {:.1} s)",
         took as f64 / 1000.0,
         (seen - shrunk) as f64 / 1000.0
+    );
+    fleet.report_overlaps(
+        "3 → 1 replicas",
+        Span {
+            from_ms: shrunk,
+            to_ms: seen,
+        },
     );
     fleet
         .assert_steady("back to 1 replica", seen - TRAILING_MS, &owners)
