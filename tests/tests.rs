@@ -12,6 +12,8 @@ mod fairness;
 mod features;
 #[cfg(feature = "kafka")]
 mod fleet;
+#[cfg(feature = "kafka")]
+mod fleet_replicas;
 mod formats;
 mod full_disk;
 mod health;

@@ -14,6 +14,9 @@
 //! what the forwarder must do with it) is available in-process through
 //! [`Simulator::truth`] and over HTTP at `GET /_sim/truth`; `POST
 //! /_sim/freeze` stops live inserts so a test can wait for the catch-up.
+//! Every audit-log request is logged as it arrives, with its user agent
+//! ([`Simulator::requests`]): fleet tests read from it which replica polled
+//! which tenant when ([`requests`]).
 //!
 //! Tests and the demo run it in-process; `auditfwd simulate` runs it alone.
 //! It depends on nothing of auditfwd: the product is tested against it, so
@@ -22,6 +25,7 @@
 
 mod hostile;
 pub mod listing;
+pub mod requests;
 mod server;
 pub mod verdict;
 mod world;
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use hostile::NASTY;
 pub use listing::{ListingConfig, SortOrder, TieOrder, TotalMode};
+pub use requests::{Polling, RequestRecord};
 pub use verdict::Verdict;
 use world::World;
 pub use world::{Expect, SimEvent, SimUser};
@@ -314,6 +319,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Mutex<SimStats>,
     pub(crate) limiter: Option<governor::DefaultDirectRateLimiter>,
     pub(crate) in_flight: std::sync::atomic::AtomicU64,
+    pub(crate) requests: Mutex<requests::RequestLog>,
 }
 
 /// A running simulated tenant.
@@ -345,6 +351,7 @@ impl Simulator {
             faults: Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17)),
             stats: Mutex::default(),
             in_flight: Default::default(),
+            requests: Mutex::default(),
             config: Mutex::new(config),
             limiter,
         });
@@ -415,6 +422,13 @@ impl Simulator {
     /// What the simulator answered so far.
     pub fn stats(&self) -> SimStats {
         self.shared.stats.lock().unwrap().clone()
+    }
+
+    /// Every request to the audit-log endpoint so far (the newest
+    /// [`requests::LOG_CAPACITY`]), in arrival order: when, from which user
+    /// agent, with which `since`, `offset` and `limit`.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().unwrap().snapshot()
     }
 
     /// Changes fault rates while running (the event stream is unaffected).

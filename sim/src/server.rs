@@ -266,6 +266,19 @@ async fn audit_logs(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let _in_flight = InFlight::enter(&shared);
+    shared
+        .requests
+        .lock()
+        .unwrap()
+        .push(super::requests::RequestRecord {
+            at_ms: now_ms(),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            since: params.get("since").cloned(),
+            offset: params.get("offset").cloned(),
+            limit: params.get("limit").cloned(),
+        });
     let delivery = match gate(&shared, &headers).await {
         Ok(d) => d,
         Err(response) => return response,
