@@ -84,21 +84,7 @@ fn variants(action: &str) -> Vec<Event> {
 
 /// Every action of the table, suffix fallbacks, unknown and hostile actions.
 fn all_actions() -> Vec<String> {
-    let mut actions: Vec<String> = TABLE.iter().map(|m| m.action.to_string()).collect();
-    actions.extend(
-        [
-            "JOB_POSTING_CREATED",
-            "NOTE_UPDATED",
-            "REPORT_VIEWED",
-            "OFFER_DELETED",
-            "DATA_EXPORTED",
-            "FILE_DOWNLOADED",
-            "SSO_FAILED",
-            "SOMETHING_NEW",
-            "UNKNOWN",
-        ]
-        .map(String::from),
-    );
+    let mut actions = mapping::sample_actions();
     actions.extend(NASTY.iter().map(|s| s.to_string()));
     actions
 }
