@@ -94,6 +94,12 @@ pub fn records(events: Vec<Event>) -> Vec<Record> {
         .collect()
 }
 
+/// The keys of `problems`, in order: what a config test checks after
+/// `validate` refused a config.
+pub fn problem_keys<'a>(problems: impl IntoIterator<Item = &'a ConfigProblem>) -> Vec<&'a str> {
+    problems.into_iter().map(|p| p.key.as_str()).collect()
+}
+
 /// A sink table written as JSON, for tests of factories and registries
 /// (auditfwd's own tables are TOML, and its loader reports every refused
 /// key; this reports serde's first error).
