@@ -92,10 +92,8 @@ fn all_actions() -> Vec<String> {
 /// Events as a hostile tenant serves them, through the real parser.
 async fn tenant_events() -> Vec<Event> {
     let sim = tenant(SimConfig {
-        backlog: 600,
-        insert_rate: 0.0,
         hostile_ratio: 0.5,
-        ..SimConfig::default()
+        ..SimConfig::quiet(600)
     })
     .await;
     let client = reqwest::Client::new();
