@@ -1,6 +1,7 @@
 //! The `auditfwd` command line. Thin: parses arguments, installs signal
 //! handlers, calls the library, and maps errors to exit codes
 //! (0 ok, 1 runtime failure, 2 configuration or usage error).
+#![deny(unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -139,7 +140,7 @@ enum StateAction {
 /// Examples shown after each command's options (`--help`); a unit test
 /// parses every example line.
 mod help {
-    pub const MAIN: &str = "\
+    pub(crate) const MAIN: &str = "\
 Examples:
   # Try it: the simulated tenant, output in ./auditfwd-out/, a verdict at the end
   auditfwd demo --duration 30s
@@ -151,14 +152,14 @@ Examples:
 
 Each command has its own examples: auditfwd <COMMAND> --help";
 
-    pub const DEMO: &str = "\
+    pub(crate) const DEMO: &str = "\
 Examples:
   # 30 seconds against a well-behaved tenant, then the check against its ground truth
   auditfwd demo --duration 30s
   # Every adversity on, a bigger backlog, output elsewhere; stop with Ctrl-C
   auditfwd demo --chaos --backlog 20000 --out /tmp/auditfwd-demo";
 
-    pub const RUN: &str = "\
+    pub(crate) const RUN: &str = "\
 Examples:
   auditfwd run -c /etc/auditfwd/auditfwd.toml
   # Debug logs from the poller only
@@ -172,7 +173,7 @@ and changed sources are started, drained or restarted, each alone (sinks,
 
 Exit status: 0 stopped by a signal, 1 runtime failure, 2 configuration error.";
 
-    pub const CHECK: &str = "\
+    pub(crate) const CHECK: &str = "\
 Examples:
   # Before a (re)start or reload: parse and validate the file and every tenant
   # file of its sources_dir (every problem of every file), reach every API,
@@ -182,7 +183,7 @@ Examples:
 Exit status: 0 all reachable, 1 something failed (each line says what),
 2 configuration error.";
 
-    pub const RELOAD: &str = "\
+    pub(crate) const RELOAD: &str = "\
 Examples:
   # After adding, changing or removing a file in sources_dir
   auditfwd reload -c /etc/auditfwd/auditfwd.toml
@@ -191,7 +192,7 @@ An invalid configuration is reported (every problem, in every file) and not
 sent; the daemon goes on with the old one either way.
 Exit status: 0 sent, 1 no daemon found, 2 configuration error.";
 
-    pub const STATUS: &str = "\
+    pub(crate) const STATUS: &str = "\
 Examples:
   # The 10 tenants furthest behind, and every tenant not ok
   auditfwd status -c /etc/auditfwd/auditfwd.toml
@@ -200,37 +201,37 @@ Examples:
 Needs [telemetry] listen in the configuration and the daemon running.
 Exit status: 0 answered, 1 no answer, 2 configuration error.";
 
-    pub const STATE: &str = "\
+    pub(crate) const STATE: &str = "\
 Examples:
   auditfwd state show -c /etc/auditfwd/auditfwd.toml
   auditfwd state set-since -c /etc/auditfwd/auditfwd.toml --source acme 2026-11-01T00:00:00Z
   auditfwd state reset -c /etc/auditfwd/auditfwd.toml --source acme";
 
-    pub const STATE_SHOW: &str = "\
+    pub(crate) const STATE_SHOW: &str = "\
 Examples:
   # One line per source, furthest behind first: lag, watermark, delivered, dead letters, pass
   auditfwd state show -c /etc/auditfwd/auditfwd.toml
   # One source in detail
   auditfwd state show -c /etc/auditfwd/auditfwd.toml --source acme";
 
-    pub const STATE_RESET: &str = "\
+    pub(crate) const STATE_RESET: &str = "\
 Examples:
   # The next run starts acme over at its start_at
   auditfwd state reset -c /etc/auditfwd/auditfwd.toml --source acme";
 
-    pub const STATE_SET_SINCE: &str = "\
+    pub(crate) const STATE_SET_SINCE: &str = "\
 Examples:
   # Read acme again from the first of November (events already sent are sent again)
   auditfwd state set-since -c /etc/auditfwd/auditfwd.toml --source acme 2026-11-01T00:00:00Z";
 
-    pub const SIMULATE: &str = "\
+    pub(crate) const SIMULATE: &str = "\
 Examples:
   # A well-behaved tenant on http://127.0.0.1:8080
   auditfwd simulate --port 8080
   # Every adversity on, on a free port (printed at start)
   auditfwd simulate --port 0 --chaos";
 
-    pub const PROBE: &str = "\
+    pub(crate) const PROBE: &str = "\
 Examples:
   # Liveness (the Docker HEALTHCHECK): needs [telemetry] listen = \"0.0.0.0:9898\"
   auditfwd probe http://127.0.0.1:9898/livez

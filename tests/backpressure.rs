@@ -67,6 +67,15 @@ fn new_in_pages(pages: usize) -> usize {
     }
 }
 
+/// Waits (10 s at most) until `memory` holds the new events of the first
+/// `pages` pages, no more.
+async fn holds_pages(memory: &MemorySink, pages: usize) -> bool {
+    wait_for(Duration::from_secs(10), || {
+        memory.records().len() == new_in_pages(pages)
+    })
+    .await
+}
+
 /// The JSON records a memory sink received.
 fn received(memory: &MemorySink) -> Vec<serde_json::Value> {
     memory
@@ -78,22 +87,13 @@ fn received(memory: &MemorySink) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
-    let sim = tenant(SimConfig {
-        backlog: 1000,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(1000)).await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("gated");
     let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
 
     gate.add_permits(2);
-    assert!(
-        wait_for(Duration::from_secs(10), || memory.records().len()
-            == new_in_pages(2))
-        .await
-    );
+    assert!(holds_pages(&memory, 2).await);
     // The sink is stalled now: the poller must wait, not fetch ahead.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let requests = sim.stats().requests;
@@ -155,12 +155,7 @@ async fn a_stalled_sink_stops_the_poller_and_the_cursor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_is_retried_until_it_accepts() {
-    let sim = tenant(SimConfig {
-        backlog: 300,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(300)).await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("flaky");
     let config = parse_config(&config_text(&sim, dir.path(), &setup(dir.path())));
@@ -185,22 +180,13 @@ async fn a_failing_sink_is_retried_until_it_accepts() {
 /// loses nor repeats them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_batches_in_flight_and_checkpoints_them() {
-    let sim = tenant(SimConfig {
-        backlog: 1000,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(1000)).await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("gated");
     let (fwd, gate) = gated_forwarder(&sim, dir.path(), &memory);
 
     gate.add_permits(2);
-    assert!(
-        wait_for(Duration::from_secs(10), || memory.records().len()
-            == new_in_pages(2))
-        .await
-    );
+    assert!(holds_pages(&memory, 2).await);
     // The third batch is now held in the sink, the next ones wait behind
     // it. Shut down while they do.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -220,9 +206,7 @@ async fn shutdown_finishes_the_batches_in_flight_and_checkpoints_them() {
         gate.add_permits(1);
         released += 1;
         assert!(
-            wait_for(Duration::from_secs(10), || memory.records().len()
-                == new_in_pages(2 + released))
-            .await,
+            holds_pages(&memory, 2 + released).await,
             "batch {} in flight was delivered",
             2 + released
         );
@@ -289,12 +273,7 @@ fn delivered_total(dir: &std::path::Path) -> u64 {
 /// one batch at a time), and commits none before its acknowledgement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_keeps_batches_in_flight_up_to_its_bound() {
-    let sim = tenant(SimConfig {
-        backlog: 1000,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(1000)).await;
     for (in_flight, expected) in [(None, IN_FLIGHT), (Some(1), 1), (Some(2), 2)] {
         let dir = tempfile::tempdir().unwrap();
         let memory = MemorySink::new("held");
@@ -335,12 +314,7 @@ async fn a_source_keeps_batches_in_flight_up_to_its_bound() {
 /// source nor committed before the first was delivered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_batch_holds_back_the_commits_of_the_batches_after_it() {
-    let sim = tenant(SimConfig {
-        backlog: 1000,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(1000)).await;
     let dir = tempfile::tempdir().unwrap();
     let memory = MemorySink::new("held");
     let (fwd, handles) = held_forwarder(&sim, dir.path(), &memory, None, vec![0]);
@@ -459,12 +433,7 @@ async fn a_backfill_sorted_by_a_hidden_sequence_keeps_a_bounded_dedup_state() {
 /// second source whose events do not go to the stalled sink carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
-    let sim = tenant(SimConfig {
-        backlog: 600,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(600)).await;
     let dir = tempfile::tempdir().unwrap();
     let other = format!(
         "\n[[source]]\nname = \"other\"\nbase_url = \"{}\"\napi_key = \"{}\"\nallow_http = true\nstart_at = \"beginning\"\n",
@@ -491,7 +460,7 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
         all_delivered(&truth, &other_out, Duration::from_secs(20)).await,
         "the source that does not feed the stalled sink was held up"
     );
-    Verdict::of(&truth, &id_counts(&read_lines(&other_out))).assert_exact();
+    assert_exactly_once(&truth, &other_out);
     // `tenant` got no further than the batches in flight: the one the
     // gated sink holds and those waiting behind it.
     assert!(memory.records().is_empty());
@@ -499,8 +468,6 @@ async fn a_stalled_sink_stops_only_the_sources_feeding_it() {
 
     gate.add_permits(1000);
     let tenant_out = dir.path().join("out/tenant");
-    assert!(all_delivered(&truth, &tenant_out, Duration::from_secs(20)).await);
-    fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&tenant_out))).assert_exact();
+    stop_once_delivered(fwd, &truth, &tenant_out, Duration::from_secs(20)).await;
     Verdict::of(&truth, &id_counts(&received(&memory))).assert_exact();
 }

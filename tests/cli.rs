@@ -102,10 +102,8 @@ async fn check_reaches_the_api_and_the_sinks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_show_set_since_and_reset() {
     let sim = tenant(SimConfig {
-        backlog: 120,
-        insert_rate: 0.0,
         malformed_ratio: 0.05,
-        ..SimConfig::default()
+        ..SimConfig::quiet(120)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -300,7 +298,7 @@ async fn help_shows_examples_for_every_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_passes_on_a_live_forwarder_and_explains_failures() {
     let listen = free_port();
-    let (_sim, _dir, fwd) = forwarder_with_telemetry(listen).await;
+    let (_sim, _dir, fwd) = forwarder_with_telemetry(SimConfig::quiet(0), listen).await;
     let live = format!("http://127.0.0.1:{listen}/livez");
     let mut out = auditfwd(&["probe", &live]).await;
     for _ in 0..50 {
@@ -385,12 +383,7 @@ async fn a_backfill_off_a_terminal_logs_progress_and_draws_no_bar() {
     // 20 pages or more (a backfill) at one request per second: the 15 s
     // progress line comes well before the pass ends (once the reads pass
     // the API's total, the line shows the reads as the total).
-    let sim = tenant(SimConfig {
-        backlog: 2000,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(2000)).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("auditfwd.toml");
     let setup = Setup {

@@ -307,7 +307,7 @@ async fn hanging_requests_time_out_and_are_retried() {
     all_delivered(&truth, &out, Duration::from_secs(20)).await;
     let timeouts = timeouts();
     fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    assert_exactly_once(&truth, &out);
     assert!(
         timeouts >= 3,
         "each hang ended in a timeout and a retry: {timeouts}"
@@ -360,8 +360,6 @@ async fn polls_between_sweeps_read_only_what_is_new() {
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
-    fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    stop_once_delivered(fwd, &truth, &out, Duration::from_secs(20)).await;
     eprintln!("steady state: {during} requests for {polls} polls");
 }

@@ -58,10 +58,8 @@ async fn forward(
 
 fn backlog(users: usize) -> SimConfig {
     SimConfig {
-        backlog: 400,
-        insert_rate: 0.0,
         users,
-        ..SimConfig::default()
+        ..SimConfig::quiet(400)
     }
 }
 

@@ -26,10 +26,8 @@ async fn tenants_stuck_in_a_30s_hang_cost_a_healthy_tenant_nothing() {
     // Two tenants in a backfill fetch ahead (slow answers: the prefetch
     // depth grows to 1 + 8), then their APIs hang on every request.
     let backfill = || SimConfig {
-        backlog: 20_000,
-        insert_rate: 0.0,
         latency: Duration::from_millis(40),
-        ..SimConfig::default()
+        ..SimConfig::quiet(20_000)
     };
     let hung = [tenant(backfill()).await, tenant(backfill()).await];
     // A 429 storm and a revoked key.

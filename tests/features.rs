@@ -14,14 +14,6 @@ use serde_json::Value;
 use crate::support::binary::{signal, spawn};
 use crate::support::*;
 
-fn quiet(backlog: usize) -> SimConfig {
-    SimConfig {
-        backlog,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    }
-}
-
 /// Deliverable ids of `truth` whose action `keep` accepts, with counts.
 fn expected(truth: &[TruthEvent], keep: impl Fn(&str) -> bool) -> HashMap<String, usize> {
     let mut ids = HashMap::new();
@@ -35,7 +27,7 @@ fn expected(truth: &[TruthEvent], keep: impl Fn(&str) -> bool) -> HashMap<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_actions_filter_delivers_only_those_actions() {
-    let sim = tenant(quiet(600)).await;
+    let sim = tenant(SimConfig::quiet(600)).await;
     let truth = sim.truth();
     for actions in [&["USER_LOGIN"][..], &["USER_LOGIN", "ROLE_CHANGED"][..]] {
         let dir = tempfile::tempdir().unwrap();
@@ -72,17 +64,13 @@ async fn the_source_actions_filter_delivers_only_those_actions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_sink_filters_route_by_action_and_entity_type() {
-    let sim = tenant(quiet(500)).await;
+    let sim = tenant(SimConfig::quiet(500)).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     let extra = format!(
         "\n[[sink]]\nname = \"users\"\ntype = \"file\"\npath = \"{d}/users/{{source}}.jsonl\"\nactions = [\"USER_*\"]\n\n[[sink]]\nname = \"candidates\"\ntype = \"file\"\npath = \"{d}/candidates/{{source}}.jsonl\"\nentity_types = [\"candidate\"]\n"
     );
-    let setup = Setup {
-        extra: &extra,
-        ..Setup::new(dir.path())
-    };
-    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
+    let fwd = Forwarder::with_extra(&sim, dir.path(), &extra);
     let truth = sim.truth();
     assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(20)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -120,7 +108,7 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
             // Ties at page boundaries: a page fetched ahead must still
             // start where the cursor will ask next, or it is wasted.
             tie_ratio: 0.3,
-            ..quiet(2500)
+            ..SimConfig::quiet(2500)
         })
         .await;
         let dir = tempfile::tempdir().unwrap();
@@ -134,7 +122,7 @@ async fn prefetch_keeps_several_pages_in_flight_and_zero_turns_it_off() {
         assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(60)).await);
         let requests = sim.stats().requests;
         fwd.stop().await.unwrap();
-        Verdict::of(&truth, &id_counts(&read_lines(&dir.path().join("out")))).assert_exact();
+        assert_exactly_once(&truth, &dir.path().join("out"));
         // Pages fetched ahead are used, not read again: 25 pages of 100,
         // plus the page that ends the pass, the few fetched ahead past the
         // end, and the polls while the test looked.

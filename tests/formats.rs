@@ -84,21 +84,7 @@ fn variants(action: &str) -> Vec<Event> {
 
 /// Every action of the table, suffix fallbacks, unknown and hostile actions.
 fn all_actions() -> Vec<String> {
-    let mut actions: Vec<String> = TABLE.iter().map(|m| m.action.to_string()).collect();
-    actions.extend(
-        [
-            "JOB_POSTING_CREATED",
-            "NOTE_UPDATED",
-            "REPORT_VIEWED",
-            "OFFER_DELETED",
-            "DATA_EXPORTED",
-            "FILE_DOWNLOADED",
-            "SSO_FAILED",
-            "SOMETHING_NEW",
-            "UNKNOWN",
-        ]
-        .map(String::from),
-    );
+    let mut actions = mapping::sample_actions();
     actions.extend(NASTY.iter().map(|s| s.to_string()));
     actions
 }
@@ -106,10 +92,8 @@ fn all_actions() -> Vec<String> {
 /// Events as a hostile tenant serves them, through the real parser.
 async fn tenant_events() -> Vec<Event> {
     let sim = tenant(SimConfig {
-        backlog: 600,
-        insert_rate: 0.0,
         hostile_ratio: 0.5,
-        ..SimConfig::default()
+        ..SimConfig::quiet(600)
     })
     .await;
     let client = reqwest::Client::new();

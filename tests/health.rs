@@ -46,22 +46,13 @@ async fn until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_a_sinks_receiver_down_and_back() {
     // A quiet tenant: nothing to deliver, so only health checks can tell.
-    let sim = tenant(SimConfig {
-        backlog: 0,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(0)).await;
     let dir = tempfile::tempdir().unwrap();
     let (receiver, listen) = (free_port(), free_port());
     let extra = format!(
         "\n[[sink]]\nname = \"logs\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{receiver}\"\nconnect_timeout = \"1s\"\n\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n"
     );
-    let setup = Setup {
-        extra: &extra,
-        ..Setup::new(dir.path())
-    };
-    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
+    let fwd = Forwarder::with_extra(&sim, dir.path(), &extra);
 
     let down = until(listen, "/readyz", Duration::from_secs(10), |(_, body)| {
         body["components"]["sink:logs"]["status"] == "degraded"
@@ -123,20 +114,8 @@ fn open_fds() -> usize {
 async fn idle_connections_can_not_exhaust_file_descriptors() {
     use tokio::io::AsyncReadExt;
 
-    let sim = tenant(SimConfig {
-        backlog: 0,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let extra = format!("\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n");
-    let setup = Setup {
-        extra: &extra,
-        ..Setup::new(dir.path())
-    };
-    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
+    let (_sim, _dir, fwd) = forwarder_with_telemetry(SimConfig::quiet(0), listen).await;
     assert_eq!(
         until(listen, "/livez", Duration::from_secs(10), |(s, _)| *s
             == 200)
@@ -186,20 +165,8 @@ async fn idle_connections_can_not_exhaust_file_descriptors() {
 /// the counters a dashboard needs are there with their labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_with_a_real_openmetrics_parser() {
-    let sim = tenant(SimConfig {
-        backlog: 300,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let extra = format!("\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n");
-    let setup = Setup {
-        extra: &extra,
-        ..Setup::new(dir.path())
-    };
-    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
+    let (sim, dir, fwd) = forwarder_with_telemetry(SimConfig::quiet(300), listen).await;
     let truth = sim.truth();
     assert!(all_delivered(&truth, &dir.path().join("out"), Duration::from_secs(20)).await);
     // The lines are in the files before the batch's checkpoint is durable,

@@ -39,10 +39,8 @@ async fn run_until_delivered(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byte_that_is_not_utf8_dead_letters_its_event_and_the_page_goes_through() {
     let sim = tenant(SimConfig {
-        backlog: 600,
-        insert_rate: 0.0,
         invalid_utf8_ratio: 0.05,
-        ..SimConfig::default()
+        ..SimConfig::quiet(600)
     })
     .await;
     let broken = sim
@@ -59,10 +57,8 @@ async fn a_byte_that_is_not_utf8_dead_letters_its_event_and_the_page_goes_throug
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_larger_than_the_body_limit_are_read_with_smaller_pages() {
     let sim = tenant(SimConfig {
-        backlog: 300,
-        insert_rate: 0.0,
         huge_ratio: 0.05,
-        ..SimConfig::default()
+        ..SimConfig::quiet(300)
     })
     .await;
     // A page of 100 holds several 1 MiB events; 2.5 MiB fits two.
@@ -81,10 +77,8 @@ async fn events_larger_than_the_body_limit_are_read_with_smaller_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_never_end_are_cut_off_and_retried() {
     let sim = tenant(SimConfig {
-        backlog: 800,
-        insert_rate: 0.0,
         endless_rate: 0.3,
-        ..SimConfig::default()
+        ..SimConfig::quiet(800)
     })
     .await;
     run_until_delivered(&sim, "max_body = \"1MiB\"").await;
@@ -94,10 +88,8 @@ async fn bodies_that_never_end_are_cut_off_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_stays_unreadable_turns_the_source_red_until_it_reads() {
     let sim = tenant(SimConfig {
-        backlog: 300,
-        insert_rate: 0.0,
         truncate_rate: 1.0,
-        ..SimConfig::default()
+        ..SimConfig::quiet(300)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -122,17 +114,15 @@ async fn a_page_that_stays_unreadable_turns_the_source_red_until_it_reads() {
         Some(&Status::Ok)
     );
     fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    assert_exactly_once(&truth, &out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_ignores_since_stops_the_source_instead_of_replaying_history() {
     let sim = tenant(SimConfig {
-        backlog: 500,
-        insert_rate: 0.0,
         ignore_since: true,
         order: auditfwd_sim::SortOrder::OldestFirst,
-        ..SimConfig::default()
+        ..SimConfig::quiet(500)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -170,9 +160,7 @@ async fn a_date_header_from_1970_does_not_freeze_the_cursor() {
     sim.freeze();
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
-    fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    stop_once_delivered(fwd, &truth, &out, Duration::from_secs(20)).await;
     // The watermark followed the events' own clock, not the 1970 header.
     let state = auditfwd::cursor::store::peek(&dir.path().join("state"), "tenant")
         .unwrap()

@@ -6,19 +6,11 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::telemetry::{Health, Status};
-use auditfwd_sim::{SimConfig, Simulator, Verdict};
+use auditfwd_sim::{SimConfig, Simulator};
 use auditfwd_testkit::{Certs, make_certs, wait_for};
 
 use crate::support::http::{Relay, Reply, TlsFront};
 use crate::support::*;
-
-fn small_tenant() -> SimConfig {
-    SimConfig {
-        backlog: 120,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    }
-}
 
 /// The default test config for `sim`, pointed at `base_url` instead, with
 /// `extra_source` added to the `[[source]]` table.
@@ -66,7 +58,7 @@ async fn source_problem(health: &Health) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_and_a_client_certificate_reach_a_mutual_tls_tenant() {
-    let sim = tenant(small_tenant()).await;
+    let sim = tenant(SimConfig::quiet(120)).await;
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let front = TlsFront::start(sim.addr(), &certs, true).await;
@@ -126,9 +118,7 @@ async fn a_private_ca_and_a_client_certificate_reach_a_mutual_tls_tenant() {
     let fwd = Forwarder::start(App::new(parse_config(&text)));
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
-    fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    stop_once_delivered(fwd, &truth, &out, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +126,7 @@ async fn the_system_trust_store_is_trusted() {
     // rustls-native-certs reads SSL_CERT_FILE as the system store; the
     // real binary runs with it, so the test process's environment is left
     // alone.
-    let sim = tenant(small_tenant()).await;
+    let sim = tenant(SimConfig::quiet(120)).await;
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let front = TlsFront::start(sim.addr(), &certs, false).await;
@@ -170,7 +160,7 @@ async fn the_system_trust_store_is_trusted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_through_the_configured_proxy() {
-    let sim = tenant(small_tenant()).await;
+    let sim = tenant(SimConfig::quiet(120)).await;
     let dir = tempfile::tempdir().unwrap();
     // A forward proxy: the request names the absolute URL, the proxy
     // fetches it.
@@ -185,9 +175,7 @@ async fn requests_go_through_the_configured_proxy() {
     let fwd = Forwarder::start(App::new(config));
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(all_delivered(&truth, &out, Duration::from_secs(20)).await);
-    fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    stop_once_delivered(fwd, &truth, &out, Duration::from_secs(20)).await;
 
     let seen = proxy.recorded();
     let stats = sim.stats();
@@ -213,7 +201,7 @@ async fn requests_go_through_the_configured_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_another_origin_stops_the_source_naming_the_target() {
-    let sim = tenant(small_tenant()).await;
+    let sim = tenant(SimConfig::quiet(120)).await;
     let dir = tempfile::tempdir().unwrap();
     // The API "moved" to the simulator's port: another origin.
     let target = sim.base_url();
@@ -251,7 +239,7 @@ async fn a_redirect_to_another_origin_stops_the_source_naming_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_within_the_origin_is_followed_without_a_referer() {
-    let sim = tenant(small_tenant()).await;
+    let sim = tenant(SimConfig::quiet(120)).await;
     let dir = tempfile::tempdir().unwrap();
     let target = sim.base_url();
     let relay = Relay::start(move |uri| {

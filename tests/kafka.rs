@@ -43,6 +43,12 @@ fn kafka_config_paged(
     )
 }
 
+/// A forwarder of `sim` into `dir` delivering to the Kafka sink [`kafka_config`]
+/// configures with `kafka`.
+fn kafka_forwarder(sim: &auditfwd_sim::Simulator, dir: &std::path::Path, kafka: &str) -> Forwarder {
+    Forwarder::start(App::new(parse_config(&kafka_config(sim, dir, kafka))))
+}
+
 fn delivered(metrics: &Metrics) -> u64 {
     metrics
         .events_delivered
@@ -61,12 +67,8 @@ async fn every_event_arrives_once_with_its_key_headers_and_topic() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kafka_config(
-        &sim,
-        dir.path(),
-        &format!("brokers = [\"{}\"]", broker.brokers()),
-    );
-    let fwd = Forwarder::start(App::new(parse_config(&config)));
+    let brokers = format!("brokers = [\"{}\"]", broker.brokers());
+    let fwd = kafka_forwarder(&sim, dir.path(), &brokers);
     tokio::time::sleep(Duration::from_secs(4)).await;
     sim.freeze();
     let truth = sim.truth();
@@ -108,12 +110,8 @@ async fn a_frozen_broker_stops_the_poller_and_loses_nothing() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kafka_config(
-        &sim,
-        dir.path(),
-        &format!("brokers = [\"{}\"]", broker.brokers()),
-    );
-    let fwd = Forwarder::start(App::new(parse_config(&config)));
+    let brokers = format!("brokers = [\"{}\"]", broker.brokers());
+    let fwd = kafka_forwarder(&sim, dir.path(), &brokers);
     assert!(wait_for(Duration::from_secs(20), || delivered(&fwd.metrics) >= 400).await);
 
     // Freeze the broker for 30 seconds while events keep arriving.
@@ -160,12 +158,7 @@ async fn topics_follow_the_template_and_a_missing_topic_is_named() {
     for t in present {
         broker.create_topic(&format!("audit.tenant.{t}"), 1);
     }
-    let sim = tenant(SimConfig {
-        backlog: 800,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(800)).await;
     let truth = sim.truth();
     assert!(
         truth
@@ -177,11 +170,7 @@ async fn topics_follow_the_template_and_a_missing_topic_is_named() {
         "brokers = [\"{}\"]\ntopic = \"audit.{{source}}.{{entity_type}}\"\nkey = \"entity_id\"",
         broker.brokers()
     );
-    let fwd = Forwarder::start(App::new(parse_config(&kafka_config(
-        &sim,
-        dir.path(),
-        &kafka,
-    ))));
+    let fwd = kafka_forwarder(&sim, dir.path(), &kafka);
 
     // The batch with a SETTINGS_CHANGED event can not be delivered: the sink
     // says which topic is missing, and the source waits (for at most
@@ -283,12 +272,7 @@ async fn a_missing_topic_holds_its_records_for_the_bound_then_dead_letters_them(
     for action in SIM_ACTIONS.iter().filter(|a| **a != MISSING) {
         broker.create_topic(&format!("audit.{action}"), 1);
     }
-    let sim = tenant(SimConfig {
-        backlog: 600,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(600)).await;
     let truth = sim.truth();
     for e in &truth {
         assert!(SIM_ACTIONS.contains(&e.action.as_deref().unwrap()), "{e:?}");

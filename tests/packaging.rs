@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use auditfwd_sim::SimConfig;
 use auditfwd_testkit::{find_binary, free_port, wait_for_async};
 
 use crate::support::*;
@@ -182,7 +183,7 @@ async fn the_docker_healthcheck_probes_livez_with_the_binary() {
 
     // The same command, on a forwarder's port: healthy while it runs.
     let listen = free_port();
-    let (_sim, _dir, fwd) = forwarder_with_telemetry(listen).await;
+    let (_sim, _dir, fwd) = forwarder_with_telemetry(SimConfig::quiet(0), listen).await;
     let args: Vec<String> = command[1..]
         .iter()
         .map(|a| a.replace(":9898/", &format!(":{listen}/")))

@@ -95,9 +95,7 @@ path = "{d}/out/{{source}}/events.jsonl"
 fn quiet(backlog: usize, seed: u64) -> SimConfig {
     SimConfig {
         seed,
-        backlog,
-        insert_rate: 0.0,
-        ..SimConfig::default()
+        ..SimConfig::quiet(backlog)
     }
 }
 
@@ -145,7 +143,7 @@ async fn exact(sim: &Simulator, out: &Path) {
     let truth = sim.truth();
     assert!(all_delivered(&truth, out, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Verdict::of(&truth, &id_counts(&read_lines(out))).assert_exact();
+    assert_exactly_once(&truth, out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +173,8 @@ async fn an_added_tenant_file_starts_on_reload_and_the_others_keep_running() {
 
     exact(&acme, &setup.out("acme")).await;
     fwd.stop().await.unwrap();
-    Verdict::of(&globex_truth, &id_counts(&read_lines(&setup.out("globex")))).assert_exact();
-    Verdict::of(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
+    assert_exactly_once(&globex_truth, &setup.out("globex"));
+    assert_exactly_once(&acme.truth(), &setup.out("acme"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +285,7 @@ async fn a_changed_tenant_restarts_alone_with_its_new_configuration() {
     assert_eq!(starts(&fwd.metrics, "acme"), 1, "acme was not restarted");
     exact(&acme, &setup.out("acme")).await;
     fwd.stop().await.unwrap();
-    Verdict::of(&globex_truth, &id_counts(&read_lines(&setup.out("globex")))).assert_exact();
+    assert_exactly_once(&globex_truth, &setup.out("globex"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +425,7 @@ async fn auditfwd_reload_signals_the_daemon_found_by_its_pid_file() {
     assert!(all_delivered(&acme.truth(), &setup.out("acme"), Duration::from_secs(20)).await);
     signal(&child, libc::SIGTERM);
     assert!(child.wait().unwrap().success());
-    Verdict::of(&acme.truth(), &id_counts(&read_lines(&setup.out("acme")))).assert_exact();
+    assert_exactly_once(&acme.truth(), &setup.out("acme"));
     Verdict::of(
         &globex.truth(),
         &id_counts(&read_lines(&setup.out("globex"))),

@@ -6,19 +6,14 @@ use std::time::Duration;
 
 use auditfwd::app::App;
 use auditfwd::telemetry::Status;
-use auditfwd_sim::{SimConfig, Verdict};
+use auditfwd_sim::SimConfig;
 use auditfwd_testkit::{free_port, wait_for};
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_key_stops_only_its_source() {
-    let sim = tenant(SimConfig {
-        backlog: 250,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(250)).await;
     let dir = tempfile::tempdir().unwrap();
     let bad = format!(
         r#"
@@ -103,7 +98,7 @@ start_at = "beginning"
     fwd.stop()
         .await
         .expect("the healthy source shut down cleanly");
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    assert_exactly_once(&truth, &out);
     assert!(!read_lines(&out).iter().any(|l| l["source"] == "wrong-key"));
 }
 
@@ -112,19 +107,15 @@ async fn rate_limited_by_the_api_it_waits_for_retry_after() {
     // The tenant allows 4 requests per second and answers 429 with
     // Retry-After beyond that; the forwarder's own quota is far higher.
     let sim = tenant(SimConfig {
-        backlog: 1200,
-        insert_rate: 0.0,
         rate_limit: Some(4),
-        ..SimConfig::default()
+        ..SimConfig::quiet(1200)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let fwd = Forwarder::for_tenant(&sim, dir.path());
     let truth = sim.truth();
     let out = dir.path().join("out");
-    assert!(all_delivered(&truth, &out, Duration::from_secs(30)).await);
-    fwd.stop().await.unwrap();
-    Verdict::of(&truth, &id_counts(&read_lines(&out))).assert_exact();
+    stop_once_delivered(fwd, &truth, &out, Duration::from_secs(30)).await;
     let stats = sim.stats();
     // Honouring it draws about one 429 per second of backfill (5 seen);
     // retrying at the configured 5ms-200ms backoff instead draws 60-80.

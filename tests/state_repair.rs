@@ -34,20 +34,14 @@ async fn state_commands_report_and_replace_unreadable_state() {
     let config = dir.path().join("auditfwd.toml");
     std::fs::write(&config, config_text(&sim, dir.path(), &setup)).unwrap();
     let c = config.to_str().unwrap();
+    let set_since =
+        |time: &str| auditfwd_blocking(&["state", "set-since", "-c", c, "--source", "other", time]);
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     // `tenant`: a snapshot that is not JSON. `other`: a good cursor whose
     // journal has a glued line in the middle and a torn last line.
     std::fs::write(state.join("tenant.state.json"), b"{not json").unwrap();
-    let out = auditfwd_blocking(&[
-        "state",
-        "set-since",
-        "-c",
-        c,
-        "--source",
-        "other",
-        "2026-01-01T00:00:00Z",
-    ]);
+    let out = set_since("2026-01-01T00:00:00Z");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let good = r#"{"seq":1,"delivered":3}"#;
     std::fs::write(
@@ -89,15 +83,7 @@ async fn state_commands_report_and_replace_unreadable_state() {
         "{}",
         text(&out.stdout)
     );
-    let out = auditfwd_blocking(&[
-        "state",
-        "set-since",
-        "-c",
-        c,
-        "--source",
-        "other",
-        "2026-02-01T00:00:00Z",
-    ]);
+    let out = set_since("2026-02-01T00:00:00Z");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("the unreadable state was moved aside"),

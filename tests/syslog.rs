@@ -284,12 +284,7 @@ async fn rfc3164_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_stops_the_poller_and_loses_nothing() {
     let port = free_port();
-    let sim = tenant(SimConfig {
-        backlog: 300,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = tenant(SimConfig::quiet(300)).await;
     let dir = tempfile::tempdir().unwrap();
     let syslog = format!("address = \"127.0.0.1:{port}\"\nconnect_timeout = \"500ms\"");
     let fwd = Forwarder::start(App::new(parse_config(&syslog_config(

@@ -18,14 +18,6 @@ use auditfwd_testkit::{free_port, wait_for, wait_for_async};
 use crate::support::binary::{auditfwd, signal, spawn_daemon, text};
 use crate::support::*;
 
-fn quiet() -> SimConfig {
-    SimConfig {
-        backlog: 0,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    }
-}
-
 /// A config of `n` sources `t1`..`tn` on `sim` into one output file.
 fn many_sources(sim: &Simulator, dir: &Path, n: usize, head: &str, source_extra: &str) -> String {
     let mut text = format!(
@@ -66,7 +58,7 @@ async fn sources_polled(port: u16) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_files_do_not_grow_with_the_sources() {
-    let sim = tenant(quiet()).await;
+    let sim = tenant(SimConfig::quiet(0)).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let head = format!(
@@ -107,7 +99,7 @@ async fn open_files_do_not_grow_with_the_sources() {
 async fn the_cap_on_requests_in_flight_holds_across_sources() {
     let sim = tenant(SimConfig {
         latency: Duration::from_millis(80),
-        ..quiet()
+        ..SimConfig::quiet(0)
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -162,7 +154,7 @@ async fn idle_connections_stay_within_the_cap_across_api_hosts() {
         sims.push(
             tenant(SimConfig {
                 latency: Duration::from_millis(40),
-                ..quiet()
+                ..SimConfig::quiet(0)
             })
             .await,
         );
@@ -227,7 +219,7 @@ fn max_requests_in_flight_is_validated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_state_directory_is_refused() {
-    let sim = tenant(quiet()).await;
+    let sim = tenant(SimConfig::quiet(0)).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let head = format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n");
@@ -268,7 +260,7 @@ async fn a_second_daemon_on_the_same_state_directory_is_refused() {
 
 #[tokio::test]
 async fn state_show_summarises_every_tenant_on_one_line_furthest_behind_first() {
-    let sim = tenant(quiet()).await;
+    let sim = tenant(SimConfig::quiet(0)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("auditfwd.toml");
     let n = 40;
@@ -304,7 +296,7 @@ async fn state_show_summarises_every_tenant_on_one_line_furthest_behind_first() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_the_tenants_furthest_behind_and_every_one_not_ok() {
-    let sim = tenant(quiet()).await;
+    let sim = tenant(SimConfig::quiet(0)).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let head = format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n");

@@ -217,6 +217,16 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
+    /// A quiet tenant: `backlog` events already there and no new ones, no
+    /// adversity.
+    pub fn quiet(backlog: usize) -> Self {
+        Self {
+            backlog,
+            insert_rate: 0.0,
+            ..Self::default()
+        }
+    }
+
     /// Every adversity switched on at once: ties in a fresh order per
     /// request, bulk operations larger than a page, late events, bogus and
     /// far-future timestamps, reused and numeric ids, hostile, malformed and

@@ -1,6 +1,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use auditfwd_sink::testing::problem_keys;
+
 use super::*;
 
 fn env(name: &str) -> Option<String> {
@@ -17,10 +19,6 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
         Path::new("/nonexistent"),
         &env,
     )
-}
-
-fn keys(err: &ConfigError) -> Vec<&str> {
-    err.problems.iter().map(|p| p.key.as_str()).collect()
 }
 
 const GOOD: &str = r#"
@@ -118,7 +116,7 @@ format = "xml"
     let shown = err.to_string();
     assert!(shown.starts_with("auditfwd.toml: "), "{shown}");
     assert_eq!(
-        keys(&err),
+        problem_keys(&err.problems),
         [
             "source[0].api_key",
             "source[0] (\"acme corp\").name",
@@ -162,7 +160,7 @@ fn structure_errors_name_the_fix() {
     let err = parse("[[source]\n").unwrap_err();
     assert!(err.to_string().contains("invalid TOML"), "{err}");
     let err = parse("").unwrap_err();
-    assert_eq!(keys(&err), ["source", "sink"]);
+    assert_eq!(problem_keys(&err.problems), ["source", "sink"]);
 }
 
 #[test]
@@ -236,7 +234,7 @@ type = "stdout"
     // The value stays one string: no second sink appears; as an API key it
     // is refused (two lines can not be a Bearer token), without being shown.
     let err = Config::parse(text, Path::new("auditfwd.toml"), Path::new("."), &evil).unwrap_err();
-    assert_eq!(keys(&err), ["source[0] (\"a\").api_key"]);
+    assert_eq!(problem_keys(&err.problems), ["source[0] (\"a\").api_key"]);
     assert!(!err.to_string().contains("injected"), "{err}");
     let in_a_path = text
         .replace("api_key = \"${EVIL}\"", "api_key = \"k\"")
@@ -280,7 +278,7 @@ listen = "nowhere"
 log_formt = "json"
 "#;
     let err = parse(text).unwrap_err();
-    let mut found = keys(&err);
+    let mut found = problem_keys(&err.problems);
     found.sort();
     assert_eq!(
         found,
@@ -333,7 +331,7 @@ fn secrets_never_appear_in_errors() {
 fn a_base_url_with_credentials_is_refused_without_showing_them() {
     let text = "[[source]]\nname = \"a\"\nbase_url = \"https://user:hunter2@a.example.com\"\napi_key = \"k\"\n[[sink]]\nname = \"s\"\ntype = \"stdout\"\n";
     let err = parse(text).unwrap_err();
-    assert_eq!(keys(&err), ["source[0] (\"a\").base_url"]);
+    assert_eq!(problem_keys(&err.problems), ["source[0] (\"a\").base_url"]);
     assert!(
         err.to_string()
             .contains("must not carry a user or password"),
@@ -385,7 +383,7 @@ fn far_away_start_points_and_durations_are_refused_not_panicked_on() {
     let err = parse(&text("300000y ago", "10m")).unwrap_err();
     assert!(err.to_string().contains("longer than ten years"), "{err}");
     let err = parse(&text("now", "1000000y")).unwrap_err();
-    assert_eq!(keys(&err), ["source[0].lookback"]);
+    assert_eq!(problem_keys(&err.problems), ["source[0].lookback"]);
     let c = parse(&text("9y ago", "10m")).unwrap();
     let _ = c.sources[0].start_at.resolve(chrono::Utc::now());
 }
@@ -570,7 +568,7 @@ fn tls_files_are_read_checked_and_every_problem_reported() {
     .concat();
     let err = parse_in(dir.path(), &text).unwrap_err();
     assert_eq!(
-        keys(&err),
+        problem_keys(&err.problems),
         [
             "source[0] (\"missing\").tls.ca_file",
             "source[1] (\"garbage\").tls.ca_file",
@@ -782,7 +780,11 @@ fn tenant_files_with_the_same_name_are_refused_naming_both() {
 fn a_missing_sources_dir_and_defaults_that_name_a_source_are_refused() {
     let text = "sources_dir = \"/nonexistent/sources.d\"\n[source_defaults]\nname = \"x\"\n[[sink]]\nname = \"out\"\ntype = \"stdout\"\n";
     let err = parse(text).unwrap_err();
-    assert_eq!(keys(&err), ["source_defaults.name", "sources_dir"], "{err}");
+    assert_eq!(
+        problem_keys(&err.problems),
+        ["source_defaults.name", "sources_dir"],
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("cannot read the directory /nonexistent/sources.d")

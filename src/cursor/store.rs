@@ -656,16 +656,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn commits_survive_reopen_and_snapshots_compact() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::open(dir.path(), "acme").unwrap();
+    /// A new store of `acme` in `dir`, with the first snapshot of a cursor
+    /// starting at 1000 ms.
+    fn new_store(dir: &Path) -> (FileStore, CursorState) {
+        let mut store = FileStore::open(dir, "acme").unwrap();
         assert_eq!(store.load().unwrap(), None);
-        let mut state = CursorState::new(
+        let state = CursorState::new(
             "acme",
             chrono::DateTime::from_timestamp_millis(1000).unwrap(),
         );
         store.snapshot(&state).unwrap();
+        (store, state)
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_snapshots_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut state) = new_store(dir.path());
         for (i, c) in [cp(1, &[("a", 1000), ("b", 1001)]), cp(2, &[("c", 1005)])]
             .iter()
             .enumerate()
@@ -701,13 +708,7 @@ mod tests {
     #[test]
     fn checkpoints_committed_together_replay_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::open(dir.path(), "acme").unwrap();
-        assert_eq!(store.load().unwrap(), None);
-        let mut state = CursorState::new(
-            "acme",
-            chrono::DateTime::from_timestamp_millis(1000).unwrap(),
-        );
-        store.snapshot(&state).unwrap();
+        let (mut store, mut state) = new_store(dir.path());
         let group = [
             cp(1, &[("a", 1000)]),
             cp(2, &[("b", 1001), ("c", 1002)]),
@@ -730,13 +731,7 @@ mod tests {
     #[test]
     fn a_failed_append_is_cut_off_before_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = FileStore::open(dir.path(), "acme").unwrap();
-        assert_eq!(store.load().unwrap(), None);
-        let mut state = CursorState::new(
-            "acme",
-            chrono::DateTime::from_timestamp_millis(1000).unwrap(),
-        );
-        store.snapshot(&state).unwrap();
+        let (mut store, mut state) = new_store(dir.path());
         let first = cp(1, &[("a", 1000)]);
         store.commit(&first).unwrap();
         state.apply(&first);

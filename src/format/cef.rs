@@ -18,38 +18,35 @@ use super::{escape_into, escape_tail, jsonw, mapping};
 /// Escapes a header field: `\` → `\\`, `|` → `\|`; control characters
 /// become spaces (the header has no escape for them).
 pub fn header(out: &mut Vec<u8>, value: &str) {
-    escape_into(out, value, is_header_special, escape_header);
-}
-
-fn is_header_special(b: u8) -> bool {
-    b == b'\\' || b == b'|'
-}
-
-fn escape_header(out: &mut Vec<u8>, c: char) {
-    match c {
-        '\\' => out.extend_from_slice(b"\\\\"),
-        '|' => out.extend_from_slice(b"\\|"),
-        _ => out.push(b' '),
-    }
+    escape_into(out, value, special::<HEADER>, escape::<HEADER>);
 }
 
 /// Escapes an extension value: `\` → `\\`, `=` → `\=`, CR → `\r`,
 /// LF → `\n`; other control characters become spaces.
 #[inline]
 pub fn extension(out: &mut Vec<u8>, value: &str) {
-    escape_into(out, value, is_extension_special, escape_extension);
+    escape_into(out, value, special::<EXTENSION>, escape::<EXTENSION>);
 }
 
-fn is_extension_special(b: u8) -> bool {
-    b == b'\\' || b == b'='
+/// What separates header fields, escaped in them.
+const HEADER: u8 = b'|';
+/// What separates an extension key from its value, escaped in values.
+const EXTENSION: u8 = b'=';
+
+/// Whether `b` takes a backslash where `SEP` separates: itself or `\`.
+fn special<const SEP: u8>(b: u8) -> bool {
+    b == b'\\' || b == SEP
 }
 
-fn escape_extension(out: &mut Vec<u8>, c: char) {
+/// The escape of `c` where `SEP` separates: `\` and `SEP` take a
+/// backslash, CR and LF become `\r` and `\n` in the extension (the header
+/// has no escape for them), other control characters become spaces.
+fn escape<const SEP: u8>(out: &mut Vec<u8>, c: char) {
     match c {
         '\\' => out.extend_from_slice(b"\\\\"),
-        '=' => out.extend_from_slice(b"\\="),
-        '\n' => out.extend_from_slice(b"\\n"),
-        '\r' => out.extend_from_slice(b"\\r"),
+        _ if c == SEP as char => out.extend_from_slice(&[b'\\', SEP]),
+        '\n' if SEP == EXTENSION => out.extend_from_slice(b"\\n"),
+        '\r' if SEP == EXTENSION => out.extend_from_slice(b"\\r"),
         _ => out.push(b' '),
     }
 }
@@ -83,7 +80,7 @@ impl Extension<'_> {
         self.key(key);
         let start = self.out.len();
         jsonw::value(self.out, value);
-        escape_tail(self.out, start, is_extension_special, escape_extension);
+        escape_tail(self.out, start, special::<EXTENSION>, escape::<EXTENSION>);
     }
 }
 

@@ -19,7 +19,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::Format;
-use super::mapping::TABLE;
+use super::mapping;
 use auditfwd_sim::NASTY;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/encode.txt");
@@ -95,21 +95,7 @@ fn variants(action: &str, hostile: bool) -> Vec<Event> {
 
 /// Every action of the table, suffix fallbacks, unknown and hostile ones.
 fn actions() -> Vec<String> {
-    let mut actions: Vec<String> = TABLE.iter().map(|m| m.action.to_string()).collect();
-    actions.extend(
-        [
-            "JOB_POSTING_CREATED",
-            "NOTE_UPDATED",
-            "REPORT_VIEWED",
-            "OFFER_DELETED",
-            "DATA_EXPORTED",
-            "FILE_DOWNLOADED",
-            "SSO_FAILED",
-            "SOMETHING_NEW",
-            "UNKNOWN",
-        ]
-        .map(String::from),
-    );
+    let mut actions = mapping::sample_actions();
     actions.extend(NASTY.iter().map(|s| s.to_string()));
     actions
 }

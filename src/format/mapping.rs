@@ -276,6 +276,28 @@ pub fn is_known(action: &str) -> bool {
     TABLE.iter().any(|m| m.action == action)
 }
 
+/// Actions that reach every mapping, for tests that encode each: every
+/// action of the table, one per suffix fallback, and two unknown ones.
+pub fn sample_actions() -> Vec<String> {
+    const OUTSIDE_THE_TABLE: [&str; 9] = [
+        "JOB_POSTING_CREATED",
+        "NOTE_UPDATED",
+        "REPORT_VIEWED",
+        "OFFER_DELETED",
+        "DATA_EXPORTED",
+        "FILE_DOWNLOADED",
+        "SSO_FAILED",
+        "SOMETHING_NEW",
+        "UNKNOWN",
+    ];
+    TABLE
+        .iter()
+        .map(|m| m.action)
+        .chain(OUTSIDE_THE_TABLE)
+        .map(String::from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +310,14 @@ mod tests {
         assert_eq!(lookup("_DELETED").class, BASE_EVENT);
         assert_eq!(lookup("line1\nline2"), &UNKNOWN);
         assert!(is_known("ROLE_CHANGED") && !is_known("JOB_CREATED"));
+    }
+
+    #[test]
+    fn the_sample_actions_reach_every_mapping() {
+        let mut reached: Vec<usize> = sample_actions().iter().map(|a| index(a)).collect();
+        reached.sort();
+        reached.dedup();
+        assert_eq!(reached, (0..COUNT).collect::<Vec<_>>());
     }
 
     #[test]

@@ -161,6 +161,16 @@ impl Forwarder {
         Self::start(App::new(parse_config(&config_text(sim, dir, setup))))
     }
 
+    /// A forwarder with the default test setup and `extra` after its file
+    /// sink's table (more keys of it, more tables), reading `sim` into `dir`.
+    pub fn with_extra(sim: &Simulator, dir: &Path, extra: &str) -> Self {
+        let setup = Setup {
+            extra,
+            ..Setup::new(dir)
+        };
+        Self::with_setup(sim, dir, &setup)
+    }
+
     /// A forwarder with the default test setup, reading `sim` into `dir`.
     pub fn for_tenant(sim: &Simulator, dir: &Path) -> Self {
         Self::with_setup(sim, dir, &Setup::new(dir))
@@ -181,22 +191,16 @@ impl Forwarder {
     }
 }
 
-/// A forwarder of a quiet tenant (no events) serving telemetry on
+/// A forwarder of a tenant with `config` serving telemetry on
 /// 127.0.0.1:`listen`; the tenant and the directory live as long as it.
-pub async fn forwarder_with_telemetry(listen: u16) -> (Simulator, tempfile::TempDir, Forwarder) {
-    let sim = tenant(SimConfig {
-        backlog: 0,
-        insert_rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
+pub async fn forwarder_with_telemetry(
+    config: SimConfig,
+    listen: u16,
+) -> (Simulator, tempfile::TempDir, Forwarder) {
+    let sim = tenant(config).await;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("\n[telemetry]\nlisten = \"127.0.0.1:{listen}\"\n");
-    let setup = Setup {
-        extra: &extra,
-        ..Setup::new(dir.path())
-    };
-    let fwd = Forwarder::with_setup(&sim, dir.path(), &setup);
+    let fwd = Forwarder::with_extra(&sim, dir.path(), &extra);
     (sim, dir, fwd)
 }
 
@@ -266,6 +270,29 @@ pub async fn all_delivered(truth: &[TruthEvent], out: &Path, timeout: Duration) 
             .is_empty()
     })
     .await
+}
+
+/// Checks that the records under `out` hold every deliverable event of
+/// `truth` exactly once, and nothing else.
+pub fn assert_exactly_once(truth: &[TruthEvent], out: &Path) {
+    Verdict::of(truth, &id_counts(&read_lines(out))).assert_exact();
+}
+
+/// Waits (`timeout` at most) until every deliverable event of `truth` is
+/// among the records under `out`, stops `fwd`, and checks that each arrived
+/// exactly once ([`assert_exactly_once`]).
+pub async fn stop_once_delivered(
+    fwd: Forwarder,
+    truth: &[TruthEvent],
+    out: &Path,
+    timeout: Duration,
+) {
+    assert!(
+        all_delivered(truth, out, timeout).await,
+        "not every deliverable event arrived within {timeout:?}"
+    );
+    fwd.stop().await.unwrap();
+    assert_exactly_once(truth, out);
 }
 
 /// Checks the `id_reused` marks: only an id the tenant holds in several

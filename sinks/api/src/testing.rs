@@ -94,6 +94,12 @@ pub fn records(events: Vec<Event>) -> Vec<Record> {
         .collect()
 }
 
+/// The keys of `problems`, in order: what a config test checks after
+/// `validate` refused a config.
+pub fn problem_keys<'a>(problems: impl IntoIterator<Item = &'a ConfigProblem>) -> Vec<&'a str> {
+    problems.into_iter().map(|p| p.key.as_str()).collect()
+}
+
 /// A sink table written as JSON, for tests of factories and registries
 /// (auditfwd's own tables are TOML, and its loader reports every refused
 /// key; this reports serde's first error).
@@ -216,6 +222,11 @@ impl GateSink {
     }
 }
 
+/// Waits for a permit of `gate` and uses it up.
+async fn pass(gate: &Semaphore) {
+    gate.acquire().await.expect("gate never closes").forget();
+}
+
 #[async_trait]
 impl Sink for GateSink {
     fn name(&self) -> &str {
@@ -223,11 +234,7 @@ impl Sink for GateSink {
     }
 
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
-        self.gate
-            .acquire()
-            .await
-            .expect("gate never closes")
-            .forget();
+        pass(&self.gate).await;
         self.inner.deliver(batch).await
     }
 }
@@ -294,11 +301,7 @@ impl Sink for HeldSink {
     }
 
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
-        self.retry_gate
-            .acquire()
-            .await
-            .expect("gate never closes")
-            .forget();
+        pass(&self.retry_gate).await;
         self.inner.deliver(batch).await
     }
 
@@ -316,7 +319,7 @@ impl Sink for HeldSink {
             let (gate, store) = (self.gate.clone(), self.inner.store.clone());
             tokio::spawn(async move {
                 while let Some((batch, fails, reply)) = rx.recv().await {
-                    gate.acquire().await.expect("gate never closes").forget();
+                    pass(&gate).await;
                     let result = if fails {
                         Err(SinkError::transient("held sink fails this batch once"))
                     } else {

@@ -253,6 +253,8 @@ impl RawFileSinkConfig {
 
 #[cfg(test)]
 mod tests {
+    use auditfwd_sink::testing::problem_keys;
+
     use super::*;
 
     #[test]
@@ -278,14 +280,8 @@ mod tests {
         c.mode = "rw-r".into();
         c.max_bytes = Some(0);
         c.max_open_files = 0;
-        let keys: Vec<_> = c
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
         assert_eq!(
-            keys,
+            problem_keys(&c.validate().unwrap_err()),
             [
                 "path",
                 "path",

@@ -67,16 +67,22 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn torn_tail_is_cut_back_to_the_last_full_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        fs::write(&path, b"{\"id\":1}\n{\"id\":2}\n{\"id\":").unwrap();
-        let mut f = OpenOptions::new()
+    /// `x.jsonl` in `dir` holding `content`, open to read and append.
+    fn holding(dir: &Path, content: &[u8]) -> (std::path::PathBuf, File) {
+        let path = dir.join("x.jsonl");
+        fs::write(&path, content).unwrap();
+        let f = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&path)
             .unwrap();
+        (path, f)
+    }
+
+    #[test]
+    fn torn_tail_is_cut_back_to_the_last_full_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut f) = holding(dir.path(), b"{\"id\":1}\n{\"id\":2}\n{\"id\":");
         assert_eq!(
             repair_torn_tail(&mut f).unwrap(),
             Some(b"{\"id\":".len() as u64)
@@ -88,13 +94,7 @@ mod tests {
     #[test]
     fn torn_single_line_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.jsonl");
-        fs::write(&path, b"{\"id\":").unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
+        let (path, mut f) = holding(dir.path(), b"{\"id\":");
         assert_eq!(repair_torn_tail(&mut f).unwrap(), Some(6));
         assert_eq!(fs::read(&path).unwrap(), b"");
     }

@@ -464,19 +464,17 @@ impl fmt::Debug for KafkaSinkConfig {
 
 #[cfg(test)]
 mod tests {
+    use auditfwd_sink::testing::problem_keys;
+
     use super::*;
 
     fn parse(text: &str) -> RawKafkaSinkConfig {
         toml::from_str(text).unwrap()
     }
 
-    fn problems(text: &str) -> Vec<String> {
-        parse(text)
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect()
+    /// The problems `validate` finds in `text`.
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        parse(text).validate().unwrap_err()
     }
 
     #[test]
@@ -501,7 +499,7 @@ mod tests {
     fn contract_breaking_settings_need_an_explicit_flag() {
         let text = "brokers = [\"k:9092\"]\n[librdkafka]\nacks = 1\n\"enable.idempotence\" = false\n\"delivery.report.only.error\" = true\n\"bootstrap.servers\" = \"x:1\"\n";
         assert_eq!(
-            problems(text),
+            problem_keys(&problems(text)),
             [
                 "librdkafka.\"acks\"",
                 "librdkafka.\"bootstrap.servers\"",
@@ -512,7 +510,7 @@ mod tests {
         let allowed =
             format!("unsafe_allow_weak_acks = true\nunsafe_allow_non_idempotent = true\n{text}");
         assert_eq!(
-            problems(&allowed),
+            problem_keys(&problems(&allowed)),
             [
                 "librdkafka.\"bootstrap.servers\"",
                 "librdkafka.\"delivery.report.only.error\""
@@ -527,8 +525,10 @@ mod tests {
         )
         .validate()
         .unwrap_err();
-        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["brokers[0]", "topic", "key", "compression"]);
+        assert_eq!(
+            problem_keys(&found),
+            ["brokers[0]", "topic", "key", "compression"]
+        );
         assert_eq!(
             found[2].message,
             "`email` is not a canonical field; use one of: id, source, action, entity_type, entity_id, user_id, created_at, none"
@@ -559,9 +559,9 @@ mod tests {
         assert_eq!(c.missing_topic_timeout, Duration::from_secs(300));
         assert_eq!(c.max_topics.get(), 100);
         assert_eq!(
-            problems(
+            problem_keys(&problems(
                 "brokers = [\"k:9092\"]\nmissing_topic_timeout = \"500ms\"\nmax_topics = 0\ndelivery_timeout = \"0s\""
-            ),
+            )),
             ["delivery_timeout", "missing_topic_timeout", "max_topics"]
         );
         let bad = toml::from_str::<RawKafkaSinkConfig>(

@@ -399,6 +399,8 @@ pub(crate) fn host(address: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use auditfwd_sink::testing::problem_keys;
+
     use super::*;
 
     fn parse(text: &str) -> Result<RawSyslogSinkConfig, String> {
@@ -447,14 +449,8 @@ mod tests {
             "address = \"siem\"\napp_name = \"audit fwd\"\ntransport = \"udp\"\nframing = \"lf\"\nmax_datagram = 100\n[tls]\ncert_file = \"c.pem\"",
         )
         .unwrap();
-        let keys: Vec<_> = c
-            .validate()
-            .unwrap_err()
-            .into_iter()
-            .map(|p| p.key)
-            .collect();
         assert_eq!(
-            keys,
+            problem_keys(&c.validate().unwrap_err()),
             [
                 "address",
                 "app_name",
