@@ -479,9 +479,13 @@ async fn a_replica_frozen_past_its_session_loses_nothing_and_moves_no_cursor_bac
         duplicates += verdict.duplicates.len();
     }
     eprintln!(
-        "duplicates across the freeze: {duplicates}; claims taken back: a {}, b {}",
-        read("a").matches("claiming it back").count(),
-        read("b").matches("claiming it back").count()
+        "duplicates across the freeze: {duplicates}; sources yielded: a {}, b {}",
+        read("a")
+            .matches("another replica claimed this source")
+            .count(),
+        read("b")
+            .matches("another replica claimed this source")
+            .count()
     );
 
     // A newcomer alone on the state topic (in a group of its own: tansu

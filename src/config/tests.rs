@@ -837,7 +837,7 @@ fn fleet_is_off_by_default_and_validated_when_set() {
     ))
     .unwrap_err();
     assert_eq!(
-        keys(&err),
+        problem_keys(&err.problems),
         [
             "fleet.brokers",
             "fleet.state_topic",
