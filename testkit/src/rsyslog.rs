@@ -58,7 +58,10 @@ template(name="fields" type="list" option.jsonf="on") {{
   property(outname="msg" name="msg" format="jsonf")
   property(outname="input" name="inputname" format="jsonf")
 }}
-input(type="imudp" port="{udp}" address="127.0.0.1")
+# A UDP receiver sized for bursts, as one taking a forwarder's should be:
+# the kernel's default buffer (208 KiB) overflows when a source's batches
+# in flight arrive at once on a loaded machine, and UDP has no backpressure.
+input(type="imudp" port="{udp}" address="127.0.0.1" rcvbufSize="4m")
 input(type="imtcp" port="{tcp}" address="127.0.0.1")
 input(type="imtcp" port="{tls}" address="127.0.0.1" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
 input(type="imtcp" port="{mtls}" address="127.0.0.1" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
