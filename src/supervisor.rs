@@ -415,6 +415,10 @@ impl Supervisor {
                 !r.tasks.is_empty()
             });
         }
+        if done.yielded {
+            // Another replica runs it now: off this one's health board.
+            self.forget(&done.name);
+        }
         if done.yielded
             && let Some(fleet) = &self.fleet
         {

@@ -1,10 +1,11 @@
 //! `auditfwd state show|reset|set-since` in fleet mode: the same commands
 //! against the state topic. `show` reads without claiming (safe while the
-//! fleet runs). `reset` and `set-since` claim the source with a new epoch
-//! (so no replica can write over the new cursor), but a replica that still
-//! runs the source keeps its own cursor in memory until its next handover
-//! or restart: they refuse while the group lists members. Some brokers
-//! (tansu) list none: stop the fleet first.
+//! fleet runs). `reset` and `set-since` claim the source with a new epoch,
+//! so no replica can write over the new cursor: a replica that still runs
+//! the source yields to the claim at its next pass and loads the new cursor
+//! when it claims the source again (after `session_timeout`). They still
+//! refuse while the group lists members, to change cursors only in a
+//! stopped fleet; some brokers (tansu) list none.
 
 use std::sync::Arc;
 use std::time::Duration;
