@@ -551,8 +551,7 @@ impl Supervisor {
         metrics.fleet_partitions.set(fleet.owned.len() as i64);
         let owned = self.slots.keys().filter(|name| self.owns(name)).count();
         metrics.fleet_sources.set(owned as i64);
-        let status = Status::Ok;
-        self.sources.health.set("fleet", status);
+        self.sources.health.set("fleet", Status::Ok);
     }
 
     /// Takes a removed source off the health board and its `up` gauge.

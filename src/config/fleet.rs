@@ -102,7 +102,16 @@ impl fmt::Debug for FleetConfig {
         let librdkafka: BTreeMap<&str, &str> = self
             .librdkafka
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if auditfwd_sink::config::is_secret_property(k) {
+                        "***"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
             .collect();
         f.debug_struct("FleetConfig")
             .field("brokers", &self.brokers)
@@ -126,19 +135,6 @@ impl FleetConfig {
         props.extend(self.librdkafka.clone());
         props
     }
-}
-
-/// Whether a librdkafka property holds a secret (never printed).
-fn is_secret(key: &str) -> bool {
-    [
-        "password",
-        "secret",
-        "oauthbearer.config",
-        "key.pem",
-        "sasl.jaas",
-    ]
-    .iter()
-    .any(|w| key.contains(w))
 }
 
 /// Properties auditfwd sets itself.

@@ -582,7 +582,6 @@ impl KafkaStore {
     /// The state a load would continue from, without claiming it (for
     /// `auditfwd state show`): `(state, highest epoch seen)`.
     pub fn peek(&mut self) -> Result<(Option<CursorState>, u64), StoreError> {
-        self.stale.clear();
         self.read_chains()
     }
 
@@ -590,7 +589,6 @@ impl KafkaStore {
     /// topic holds: `auditfwd state reset|set-since` (every replica
     /// stopped).
     pub fn replace(&mut self, state: &CursorState) -> Result<(), StoreError> {
-        self.stale.clear();
         let (_, highest) = self.read_chains()?;
         self.owner = Some(Owner {
             epoch: highest + 1,
@@ -601,8 +599,10 @@ impl KafkaStore {
 
     /// Reads the partition: the state of the highest chain with a whole
     /// snapshot, and the highest epoch seen. Every key read is remembered
-    /// as stale (the next snapshot tombstones them).
+    /// as stale (the next snapshot tombstones them), in place of those
+    /// remembered before.
     fn read_chains(&mut self) -> Result<(Option<CursorState>, u64), StoreError> {
+        self.stale.clear();
         /// One owner's records: snapshot parts by sequence, checkpoints.
         #[derive(Default)]
         struct Chain {
@@ -677,7 +677,6 @@ impl StateStore for KafkaStore {
     }
 
     fn load(&mut self) -> Result<Option<CursorState>, StoreError> {
-        self.stale.clear();
         let (state, highest) = self.read_chains()?;
         self.owner = Some(Owner {
             epoch: highest + 1,

@@ -2,7 +2,7 @@
 //! problem type ([`ConfigProblem`]) and the value parsers every config
 //! struct uses (durations as humantime strings, sizes in bytes or
 //! `"32MiB"`), so that a duration is written and refused the same way in
-//! every table.
+//! every table; and which pass-through client properties hold secrets.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -128,6 +128,22 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(factor)
+}
+
+/// Words in client property names (librdkafka's, passed through by the
+/// Kafka sink and by `[fleet]`) whose values are secrets.
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "oauthbearer.config",
+    "key.pem",
+    "token",
+    "sasl.jaas",
+];
+
+/// Whether a pass-through client property holds a secret (never printed).
+pub fn is_secret_property(key: &str) -> bool {
+    SECRET_WORDS.iter().any(|w| key.contains(w))
 }
 
 #[cfg(test)]

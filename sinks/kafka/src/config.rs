@@ -253,15 +253,6 @@ const OWNED: &[(&str, &str)] = &[
     ("delivery.timeout.ms", "delivery_timeout"),
 ];
 
-/// Words in property names whose values are secrets (never printed).
-const SECRET_WORDS: &[&str] = &[
-    "password",
-    "secret",
-    "oauthbearer.config",
-    "key.pem",
-    "token",
-];
-
 impl RawKafkaSinkConfig {
     /// A table for `brokers` with every other setting at its default.
     pub fn new(brokers: &[&str]) -> Self {
@@ -403,7 +394,7 @@ impl KafkaSinkConfig {
 
 /// Whether a librdkafka property holds a secret.
 pub fn is_secret(key: &str) -> bool {
-    SECRET_WORDS.iter().any(|w| key.contains(w))
+    auditfwd_sink::config::is_secret_property(key)
 }
 
 /// The pass-through table with secret values as `***`, for `Debug`.
