@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64, xxh3_128};
 
 /// The identity of an event for deduplication: a 128-bit hash of its id
 /// *with the id's JSON type* (the number `7` and the string `"7"` are
@@ -124,7 +124,25 @@ pub fn content_hash(value: &Value) -> u64 {
     h.digest()
 }
 
-fn feed(h: &mut Xxh3Default, value: &Value) {
+/// Where [`feed`] writes: the streaming hasher, or a buffer hashed in one
+/// go (the same hash: XXH3 of the same bytes).
+trait Update {
+    fn update(&mut self, bytes: &[u8]);
+}
+
+impl Update for Xxh3Default {
+    fn update(&mut self, bytes: &[u8]) {
+        Xxh3Default::update(self, bytes)
+    }
+}
+
+impl Update for Vec<u8> {
+    fn update(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes)
+    }
+}
+
+fn feed(h: &mut impl Update, value: &Value) {
     match value {
         Value::Null => h.update(b"z"),
         Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
@@ -148,7 +166,7 @@ fn feed(h: &mut Xxh3Default, value: &Value) {
     }
 }
 
-fn feed_object(h: &mut Xxh3Default, map: &serde_json::Map<String, Value>) {
+fn feed_object(h: &mut impl Update, map: &serde_json::Map<String, Value>) {
     // Sorted explicitly: serde_json keeps insertion order when any crate in
     // the build enables its `preserve_order` feature.
     h.update(b"o");
@@ -167,6 +185,52 @@ pub fn object_hash(map: &serde_json::Map<String, Value>) -> u64 {
     let mut h = Xxh3Default::new();
     feed_object(&mut h, map);
     h.digest()
+}
+
+/// [`content_hash`] of an object fed member by member, for a parser that
+/// does not build a [`Value`]: the same bytes [`object_hash`] hashes, so
+/// both agree (the hashes are persisted in the cursor's state). The bytes
+/// are gathered and hashed at once, which is faster than feeding the
+/// streaming hasher many small pieces.
+pub struct ObjectHasher(Vec<u8>);
+
+impl ObjectHasher {
+    /// Starts an object of `len` distinct keys; feed them in sorted order.
+    pub fn new(len: usize) -> Self {
+        let mut h = Vec::with_capacity(512);
+        h.update(b"o");
+        h.update(&(len as u64).to_le_bytes());
+        Self(h)
+    }
+
+    /// The next key (keys in sorted order, each followed by its value).
+    pub fn key(&mut self, key: &str) {
+        self.0.update(&(key.len() as u64).to_le_bytes());
+        self.0.update(key.as_bytes());
+    }
+
+    /// A string value.
+    pub fn string(&mut self, s: &str) {
+        self.0.update(b"s");
+        self.0.update(&(s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    /// A number value.
+    pub fn number(&mut self, n: &serde_json::Number) {
+        self.0.update(b"n");
+        self.0.update(n.to_string().as_bytes());
+    }
+
+    /// Any other value.
+    pub fn value(&mut self, value: &Value) {
+        feed(&mut self.0, value);
+    }
+
+    /// The hash.
+    pub fn finish(self) -> u64 {
+        xxh3_64(&self.0)
+    }
 }
 
 /// The content hash of an element that is not an event object: its bytes.
@@ -220,12 +284,29 @@ pub struct RawEvent {
     pub content: u64,
     /// `created_at`, in UTC.
     pub created_at: DateTime<Utc>,
-    /// The whole event object.
-    pub value: serde_json::Map<String, Value>,
+    /// The other fields the canonical event is built from.
+    pub fields: Fields,
     /// The event's JSON text exactly as received.
     pub raw: Arc<str>,
     /// Set by the cursor: this id was delivered before with other content.
     pub id_reused: bool,
+}
+
+/// The fields of an event besides its id and time, read leniently: a
+/// number or boolean becomes its text, an object or array its compact JSON,
+/// `null` or absence `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields {
+    /// `action`.
+    pub action: Option<String>,
+    /// `entity_type`.
+    pub entity_type: Option<String>,
+    /// `entity_id`.
+    pub entity_id: Option<String>,
+    /// `user_id`.
+    pub user_id: Option<String>,
+    /// `details`, any JSON value (`Null` when absent).
+    pub details: Value,
 }
 
 impl RawEvent {
@@ -265,6 +346,37 @@ mod tests {
         let k = EventKey::string_id("abc");
         let text = serde_json::to_string(&k).unwrap();
         assert_eq!(serde_json::from_str::<EventKey>(&text).unwrap(), k);
+    }
+
+    /// The hashes are persisted in the cursor's state: a change to them
+    /// would make every event of the lookback window look reused after an
+    /// upgrade. Both ways of computing one stay pinned to these values.
+    #[test]
+    fn content_hashes_are_stable_across_versions() {
+        let text = r#"{"id":"a","created_at":"2026-03-01T10:35:39.817Z","n":7,"details":{"ip":"198.51.100.7","x":[true,null]}}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        let Value::Object(map) = &value else {
+            unreachable!()
+        };
+        let pinned = 0x3521_2352_a686_cc5b;
+        assert_eq!(content_hash(&value), pinned, "{:#x}", content_hash(&value));
+        assert_eq!(object_hash(map), pinned);
+        let mut h = ObjectHasher::new(map.len());
+        for (key, item) in map {
+            h.key(key);
+            match item {
+                Value::String(s) => h.string(s),
+                Value::Number(n) => h.number(n),
+                other => h.value(other),
+            }
+        }
+        assert_eq!(h.finish(), pinned);
+        assert_eq!(
+            EventKey::string_id("a"),
+            EventKey(0x1703_bbee_d501_0d09_ee81_f659_8ff0_6fdd),
+            "{:x}",
+            EventKey::string_id("a").0
+        );
     }
 
     #[test]

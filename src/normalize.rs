@@ -3,13 +3,10 @@
 //! taken as leniently as its meaning allows (numbers and booleans become
 //! strings, nulls and absences become `None`, objects become compact JSON).
 
-use std::sync::Arc;
-
 use auditfwd_sink::Event;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use crate::model::RawEvent;
+use crate::model::{Fields, RawEvent};
 
 /// The action used when the API sent none.
 pub const UNKNOWN_ACTION: &str = "UNKNOWN";
@@ -20,23 +17,24 @@ pub fn normalize(source: &str, raw: RawEvent, received_at: DateTime<Utc>) -> Eve
     let RawEvent {
         id,
         created_at,
-        mut value,
+        fields,
         raw,
         id_reused,
         ..
     } = raw;
-    let text = |key: &str| value.get(key).and_then(as_text);
-    let action = text("action")
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| UNKNOWN_ACTION.to_string());
-    let entity_type = text("entity_type");
-    let entity_id = text("entity_id");
-    let user_id = text("user_id");
-    let details = value.remove("details").unwrap_or(Value::Null);
+    let Fields {
+        action,
+        entity_type,
+        entity_id,
+        user_id,
+        details,
+    } = fields;
     Event {
         source: source.to_string(),
         id,
-        action,
+        action: action
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| UNKNOWN_ACTION.to_string()),
         entity_type,
         entity_id,
         user_id,
@@ -45,17 +43,7 @@ pub fn normalize(source: &str, raw: RawEvent, received_at: DateTime<Utc>) -> Eve
         received_at,
         id_reused,
         user: None,
-        raw: Arc::clone(&raw),
-    }
-}
-
-fn as_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
+        raw,
     }
 }
 
@@ -64,6 +52,7 @@ mod tests {
     use super::*;
     use crate::model::Item;
     use crate::source::page::parse;
+    use serde_json::Value;
 
     fn one(json: &str) -> Event {
         let body = format!("{{\"data\":[{json}]}}");

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::model::Fields;
 use auditfwd_sim::listing::{Listing, ListingConfig, SortOrder, TieOrder, TotalMode};
 
 // ---------------------------------------------------------------------------
@@ -30,7 +31,7 @@ fn ev_content(id: &str, ms: i64, content: u64) -> Item {
         key: EventKey::string_id(id),
         content,
         created_at: at(ms),
-        value: serde_json::Map::new(),
+        fields: Fields::default(),
         raw: Arc::from(format!("{{\"id\":\"{id}\"}}")),
         id_reused: false,
     })
@@ -895,7 +896,7 @@ impl ModelEvent {
                 key: self.key,
                 content: self.content,
                 created_at: at(ms),
-                value: serde_json::Map::new(),
+                fields: Fields::default(),
                 raw: Arc::from(""),
                 id_reused: false,
             }),
