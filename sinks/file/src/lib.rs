@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use auditfwd_sink::{
-    ConfigProblem, Delivered, Descriptors, Record, Rejected, Sink, SinkContext, SinkError,
+    ConfigProblem, Delivered, Descriptors, Pending, Record, Rejected, Sink, SinkContext, SinkError,
     SinkFactory,
 };
 use chrono::Utc;
@@ -69,6 +69,9 @@ pub struct FileSink {
     name: String,
     config: FileSinkConfig,
     writer: Arc<Mutex<Writer>>,
+    /// Held through one group commit (its fsyncs run without the writer's
+    /// lock, so that the next batches are appended meanwhile).
+    syncing: Arc<Mutex<()>>,
 }
 
 impl FileSink {
@@ -79,6 +82,58 @@ impl FileSink {
             name: name.into(),
             config,
             writer: Arc::new(Mutex::new(writer)),
+            syncing: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// Appends the batch's lines (not yet durable) and returns its number
+    /// for [`FileSink::sync`], with the records refused for a line break.
+    async fn append(&self, batch: &[Record]) -> Result<(Delivered, Option<u64>), SinkError> {
+        let mut delivered = Delivered::default();
+        let mut lines = Vec::with_capacity(batch.len());
+        for (index, record) in batch.iter().enumerate() {
+            if record.has_line_break() {
+                delivered.rejected.push(Rejected::line_break(index));
+                continue;
+            }
+            lines.push((record.event.clone(), record.payload.clone()));
+        }
+        if lines.is_empty() {
+            return Ok((delivered, None));
+        }
+        let seq = self
+            .blocking("write the batch", move |w| {
+                w.append_batch(
+                    lines.iter().map(|(e, p)| (e.source.as_str(), p.as_ref())),
+                    Utc::now(),
+                )
+            })
+            .await?;
+        Ok((delivered, Some(seq)))
+    }
+
+    /// Makes batch `seq` durable: one group commit (flush and fsync of
+    /// every file written since the last) unless a later batch's already
+    /// covered it.
+    fn sync(&self, seq: u64) -> impl Future<Output = Result<(), SinkError>> + Send + 'static {
+        let (writer, syncing, name) =
+            (self.writer.clone(), self.syncing.clone(), self.name.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = syncing.lock().unwrap_or_else(|p| p.into_inner());
+                let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(job) = lock().start_sync(seq)? else {
+                    return Ok(());
+                };
+                let result = job.run();
+                lock().finish_sync(job, result)
+            })
+            .await
+            .map_err(|e| {
+                SinkError::transient(format!("file sink `{name}`: write the batch task failed"))
+                    .with_source(e)
+            })?
+            .map_err(|e| io_error(&name, "write the batch", e))
         }
     }
 
@@ -150,28 +205,28 @@ impl Sink for FileSink {
     }
 
     async fn deliver(&mut self, batch: &[Record]) -> Result<Delivered, SinkError> {
-        let mut delivered = Delivered::default();
-        let mut lines = Vec::with_capacity(batch.len());
-        for (index, record) in batch.iter().enumerate() {
-            // Encoders never emit line breaks; refusing them here keeps one
-            // event from ever becoming two lines, whatever the format.
-            if record.has_line_break() {
-                delivered.rejected.push(Rejected::line_break(index));
-                continue;
-            }
-            lines.push((record.event.clone(), record.payload.clone()));
+        let (delivered, seq) = self.append(batch).await?;
+        if let Some(seq) = seq {
+            self.sync(seq).await?;
         }
-        if lines.is_empty() {
-            return Ok(delivered);
-        }
-        self.blocking("write the batch", move |w| {
-            w.write_batch(
-                lines.iter().map(|(e, p)| (e.source.as_str(), p.as_ref())),
-                Utc::now(),
-            )
-        })
-        .await?;
         Ok(delivered)
+    }
+
+    /// Appends the batch now and syncs it when the pipeline awaits it:
+    /// batches appended while an earlier group's fsyncs run share the next
+    /// group's, so a backfill pays one fsync per file for several pages.
+    async fn submit(&mut self, batch: Arc<[Record]>) -> Pending {
+        match self.append(&batch).await {
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Ok((delivered, None)) => Box::pin(std::future::ready(Ok(delivered))),
+            Ok((delivered, Some(seq))) => {
+                let sync = self.sync(seq);
+                Box::pin(async move {
+                    sync.await?;
+                    Ok(delivered)
+                })
+            }
+        }
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {

@@ -69,6 +69,35 @@ pub(crate) struct Writer {
     /// Directories already checked for work a crash left.
     scanned: HashSet<PathBuf>,
     compressor: compress::Worker,
+    /// Batches appended so far (each [`Writer::append_batch`] gets the
+    /// next number), the last one made durable, and the last one lost to
+    /// a failure (with what failed): see [`Writer::start_sync`].
+    appended: u64,
+    synced: u64,
+    failed: u64,
+    failure: String,
+}
+
+/// What one group commit fsyncs outside the writer's lock
+/// ([`Writer::start_sync`]): duplicates of the files written since the
+/// last one, flushed already.
+pub(crate) struct SyncJob {
+    files: Vec<File>,
+    /// The last batch it makes durable.
+    through: u64,
+    /// How many of `Writer::touched` belong to it.
+    touched: usize,
+}
+
+impl SyncJob {
+    /// The fsyncs, without the writer's lock: batches appended meanwhile
+    /// wait for the next group.
+    pub(crate) fn run(&self) -> io::Result<()> {
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
 }
 
 impl Writer {
@@ -88,6 +117,10 @@ impl Writer {
             undo: Vec::new(),
             scanned: HashSet::new(),
             compressor: compress::Worker::new(config.compression, config.mode),
+            appended: 0,
+            synced: 0,
+            failed: 0,
+            failure: String::new(),
         }
     }
 
@@ -99,22 +132,125 @@ impl Writer {
     /// Appends one line per payload, then flushes (and fsyncs per policy)
     /// every file touched. Returns only when the batch is durable; on an
     /// error nothing of the batch remains in any file.
+    #[cfg(test)]
     pub(crate) fn write_batch<'a>(
         &mut self,
         lines: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         now: DateTime<Utc>,
     ) -> io::Result<()> {
-        self.undo_failed()?;
-        let result = self.append(lines, now).and_then(|()| self.sync_dirty());
-        if result.is_err() {
-            self.abandon();
-            // On failure the undo is retried before the next batch.
-            if let Err(error) = self.undo_failed() {
-                tracing::warn!(error = %error, "cannot yet remove the failed batch from the output files; retrying before the next write");
+        let seq = self.append_batch(lines, now)?;
+        match self.start_sync(seq)? {
+            None => Ok(()),
+            Some(job) => {
+                let result = job.run();
+                self.finish_sync(job, result)
             }
         }
-        self.touched.clear();
-        // A rotated file is compressed once nothing remains to cut from it.
+    }
+
+    /// Appends one line per payload, not yet durable: the batch's number
+    /// goes to [`Writer::start_sync`]. Several batches appended before one
+    /// sync are made durable by one fsync per file (group commit). On an
+    /// error nothing of this batch, nor of any appended since the last
+    /// sync, remains in any file (their syncs fail too).
+    pub(crate) fn append_batch<'a>(
+        &mut self,
+        lines: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        now: DateTime<Utc>,
+    ) -> io::Result<u64> {
+        self.undo_failed()?;
+        self.appended += 1;
+        let seq = self.appended;
+        match self.append(lines, now) {
+            Ok(()) => Ok(seq),
+            Err(error) => {
+                self.fail(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts making batch `seq` durable: `None` when it is already (a
+    /// later group's sync covered it), an error when it was lost to a
+    /// failure, else the fsyncs to run without the lock, covering every
+    /// batch appended so far; hand the job and its result to
+    /// [`Writer::finish_sync`]. Run one sync at a time.
+    pub(crate) fn start_sync(&mut self, seq: u64) -> io::Result<Option<SyncJob>> {
+        if seq <= self.synced {
+            return Ok(None);
+        }
+        if seq <= self.failed {
+            return Err(self.lost());
+        }
+        let mut files = Vec::new();
+        let flushed = self
+            .open
+            .values_mut()
+            .filter(|f| f.dirty)
+            .try_for_each(|file| {
+                file.out.flush()?;
+                if self.fsync == FsyncPolicy::Batch {
+                    files.push(file.out.get_ref().try_clone()?);
+                }
+                file.dirty = false;
+                Ok(())
+            });
+        if let Err(error) = flushed {
+            self.fail(&error);
+            return Err(error);
+        }
+        Ok(Some(SyncJob {
+            files,
+            through: self.appended,
+            touched: self.touched.len(),
+        }))
+    }
+
+    /// Settles a group commit with the result of its fsyncs.
+    pub(crate) fn finish_sync(&mut self, job: SyncJob, result: io::Result<()>) -> io::Result<()> {
+        if let Err(error) = result {
+            self.fail(&error);
+            return Err(error);
+        }
+        if job.through <= self.failed {
+            // A batch appended during the fsyncs failed, and its undo cut
+            // this group's lines too.
+            return Err(self.lost());
+        }
+        self.synced = self.synced.max(job.through);
+        self.touched.drain(..job.touched.min(self.touched.len()));
+        self.settle_rotated();
+        Ok(())
+    }
+
+    /// After a failure: drops what is buffered, schedules every file
+    /// written since the last sync to be cut back (tried at once), and
+    /// fails every batch appended since.
+    fn fail(&mut self, error: &io::Error) {
+        self.abandon();
+        self.failed = self.appended;
+        self.failure = error.to_string();
+        // On failure the undo is retried before the next batch.
+        if let Err(error) = self.undo_failed() {
+            tracing::warn!(error = %error, "cannot yet remove the failed batch from the output files; retrying before the next write");
+        }
+        self.settle_rotated();
+    }
+
+    /// The error of a batch lost to a later batch's failure.
+    fn lost(&self) -> io::Error {
+        io::Error::other(format!(
+            "a batch written in the same group failed, and this one was removed with it: {}",
+            self.failure
+        ))
+    }
+
+    /// Compresses the files rotated away once nothing remains to cut from
+    /// them: no failed batch to undo, no batch waiting for its sync.
+    fn settle_rotated(&mut self) {
+        if !self.touched.is_empty() {
+            return;
+        }
         for path in std::mem::take(&mut self.rotated) {
             if self.undo.iter().any(|(p, _)| *p == path) {
                 self.rotated.push(path);
@@ -122,7 +258,6 @@ impl Writer {
                 self.compressor.submit(path);
             }
         }
-        result
     }
 
     fn append<'a>(
@@ -156,18 +291,6 @@ impl Writer {
             file.out.write_all(payload)?;
             file.out.write_all(b"\n")?;
             file.size += line_len;
-        }
-        Ok(())
-    }
-
-    /// Flushes and fsyncs (per policy) every file with unsynced writes.
-    fn sync_dirty(&mut self) -> io::Result<()> {
-        for file in self.open.values_mut().filter(|f| f.dirty) {
-            file.out.flush()?;
-            if self.fsync == FsyncPolicy::Batch {
-                file.out.get_ref().sync_data()?;
-            }
-            file.dirty = false;
         }
         Ok(())
     }
@@ -510,6 +633,76 @@ mod tests {
         w.close().unwrap();
         assert_eq!(read("a"), "{\"id\":1}\n{\"id\":3}\n");
         assert_eq!(read("e"), "{\"id\":7}\n");
+    }
+
+    /// Group commit: one sync makes every batch appended before it
+    /// durable; a batch appended while its fsyncs run waits for the next.
+    #[test]
+    fn one_sync_covers_every_batch_appended_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new(&config(
+            format!("{}/out.jsonl", dir.path().display()),
+            |_| {},
+        ));
+        let now = Utc::now();
+        let one = w.append_batch([("a", &b"1"[..])], now).unwrap();
+        let two = w.append_batch([("a", &b"2"[..])], now).unwrap();
+        let job = w.start_sync(one).unwrap().expect("nothing synced yet");
+        assert_eq!(job.files.len(), 1, "one fsync for the file both wrote");
+        let three = w.append_batch([("a", &b"3"[..])], now).unwrap();
+        let result = job.run();
+        w.finish_sync(job, result).unwrap();
+        assert!(w.start_sync(two).unwrap().is_none(), "covered by the group");
+        let job = w
+            .start_sync(three)
+            .unwrap()
+            .expect("appended during the fsync");
+        let result = job.run();
+        w.finish_sync(job, result).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("out.jsonl")).unwrap(),
+            "1\n2\n3\n"
+        );
+    }
+
+    /// A batch that fails takes every batch appended since the last sync
+    /// with it (its undo cuts them too), and each of them says so, so the
+    /// pipeline sends them again; nothing is acknowledged that is not in
+    /// the file, and nothing is in the file twice after the retries.
+    #[test]
+    fn a_failure_fails_every_batch_of_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/{{source}}.jsonl", dir.path().display());
+        let mut w = Writer::new(&config(template, |_| {}));
+        let now = Utc::now();
+        let read =
+            |s: &str| fs::read_to_string(dir.path().join(format!("{s}.jsonl"))).unwrap_or_default();
+        w.write_batch([("a", &b"0"[..])], now).unwrap();
+        // Appended, not yet synced, when a later batch fails.
+        let one = w.append_batch([("a", &b"1"[..])], now).unwrap();
+        fs::create_dir_all(dir.path().join("e.jsonl")).unwrap();
+        assert!(
+            w.append_batch([("a", &b"2"[..]), ("e", b"x")], now)
+                .is_err()
+        );
+        let lost = w.start_sync(one).err().expect("lost with its group");
+        assert!(lost.to_string().contains("same group"), "{lost}");
+        assert_eq!(read("a"), "0\n", "cut back to the last sync");
+        // Failed during a group's fsyncs: the group fails too.
+        fs::remove_dir(dir.path().join("e.jsonl")).unwrap();
+        let one = w.append_batch([("a", &b"1"[..])], now).unwrap();
+        let job = w.start_sync(one).unwrap().unwrap();
+        fs::create_dir_all(dir.path().join("f.jsonl")).unwrap();
+        assert!(w.append_batch([("f", &b"y"[..])], now).is_err());
+        let result = job.run();
+        assert!(w.finish_sync(job, result).is_err());
+        assert_eq!(read("a"), "0\n");
+        // The retries land whole, once.
+        fs::remove_dir(dir.path().join("f.jsonl")).unwrap();
+        w.write_batch([("a", &b"1"[..])], now).unwrap();
+        w.write_batch([("a", &b"2"[..]), ("f", b"y")], now).unwrap();
+        assert_eq!(read("a"), "0\n1\n2\n");
+        assert_eq!(read("f"), "y\n");
     }
 
     #[test]
