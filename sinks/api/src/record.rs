@@ -23,7 +23,15 @@ impl Record {
     /// Whether the payload contains CR or LF. Line-oriented sinks refuse such
     /// records: one event must never read as two.
     pub fn has_line_break(&self) -> bool {
-        self.payload.iter().any(|b| *b == b'\n' || *b == b'\r')
+        // 32 bytes at a time without an early exit, which the compiler
+        // turns into vector compares (every line-oriented sink scans every
+        // payload: 2% of a backfill's CPU byte by byte).
+        let mut chunks = self.payload.chunks_exact(32);
+        let tail = chunks.remainder();
+        chunks.any(|c| {
+            c.iter()
+                .fold(false, |seen, b| seen | (*b == b'\n') | (*b == b'\r'))
+        }) || tail.iter().any(|b| *b == b'\n' || *b == b'\r')
     }
 }
 
@@ -118,6 +126,49 @@ impl Rejected {
         Self {
             index,
             reason: "payload contains a line break; it would forge a second record".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: Vec<u8>) -> Record {
+        let now = chrono::Utc::now();
+        Record {
+            event: Arc::new(Event {
+                source: "acme".into(),
+                id: "a".into(),
+                action: "USER_LOGIN".into(),
+                entity_type: None,
+                entity_id: None,
+                user_id: None,
+                details: serde_json::Value::Null,
+                created_at: now,
+                received_at: now,
+                id_reused: false,
+                user: None,
+                raw: Arc::from("{}"),
+            }),
+            payload: Bytes::from(payload),
+            severity: Severity::Informational,
+            format: "json",
+        }
+    }
+
+    /// A CR or LF anywhere, in the vectorised part or the tail, is seen.
+    #[test]
+    fn a_line_break_is_found_wherever_it_is() {
+        for len in 0..100 {
+            assert!(!record(vec![b'x'; len]).has_line_break(), "len {len}");
+            for at in 0..len {
+                for byte in [b'\n', b'\r'] {
+                    let mut payload = vec![b'x'; len];
+                    payload[at] = byte;
+                    assert!(record(payload).has_line_break(), "len {len} at {at}");
+                }
+            }
         }
     }
 }

@@ -16,7 +16,7 @@
 //! remembered (only while compression is on), so that a new day's path
 //! still sends the old file to compression.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -70,11 +70,15 @@ pub(crate) struct Writer {
     scanned: HashSet<PathBuf>,
     compressor: compress::Worker,
     /// Batches appended so far (each [`Writer::append_batch`] gets the
-    /// next number), the last one made durable, and the last one lost to
-    /// a failure (with what failed): see [`Writer::start_sync`].
+    /// next number) and the last one a sync covered: see
+    /// [`Writer::start_sync`].
     appended: u64,
     synced: u64,
-    failed: u64,
+    /// The batches each failure cut out (first, last), oldest first: a
+    /// later sync's range may span them, but they are not in the files.
+    lost: VecDeque<(u64, u64)>,
+    /// Failures so far, and what the last one was.
+    failures: u64,
     failure: String,
 }
 
@@ -85,6 +89,8 @@ pub(crate) struct SyncJob {
     files: Vec<File>,
     /// The last batch it makes durable.
     through: u64,
+    /// `Writer::failures` when it started: a failure meanwhile cut it.
+    failures: u64,
     /// How many of `Writer::touched` belong to it.
     touched: usize,
 }
@@ -119,7 +125,8 @@ impl Writer {
             compressor: compress::Worker::new(config.compression, config.mode),
             appended: 0,
             synced: 0,
-            failed: 0,
+            lost: VecDeque::new(),
+            failures: 0,
             failure: String::new(),
         }
     }
@@ -176,11 +183,15 @@ impl Writer {
     /// batch appended so far; hand the job and its result to
     /// [`Writer::finish_sync`]. Run one sync at a time.
     pub(crate) fn start_sync(&mut self, seq: u64) -> io::Result<Option<SyncJob>> {
+        if self
+            .lost
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&seq))
+        {
+            return Err(self.lost());
+        }
         if seq <= self.synced {
             return Ok(None);
-        }
-        if seq <= self.failed {
-            return Err(self.lost());
         }
         let mut files = Vec::new();
         let flushed = self
@@ -202,6 +213,7 @@ impl Writer {
         Ok(Some(SyncJob {
             files,
             through: self.appended,
+            failures: self.failures,
             touched: self.touched.len(),
         }))
     }
@@ -212,7 +224,7 @@ impl Writer {
             self.fail(&error);
             return Err(error);
         }
-        if job.through <= self.failed {
+        if job.failures != self.failures {
             // A batch appended during the fsyncs failed, and its undo cut
             // this group's lines too.
             return Err(self.lost());
@@ -228,7 +240,21 @@ impl Writer {
     /// fails every batch appended since.
     fn fail(&mut self, error: &io::Error) {
         self.abandon();
-        self.failed = self.appended;
+        // Everything since the last sync was cut (a sync under way too).
+        // Failures in a row, with no sync between, extend one range, so
+        // ranges are as many as recoveries. The pipeline awaits its
+        // batches in order and retries the oldest until it lands (one
+        // recovery), so a batch still awaited was appended at most
+        // `max_batches_in_flight` (16) recoveries ago; 64 ranges are kept.
+        let (first, last) = (self.synced + 1, self.appended);
+        match self.lost.back_mut() {
+            Some(range) if first <= range.1 + 1 => range.1 = last,
+            _ => self.lost.push_back((first, last)),
+        }
+        if self.lost.len() > 64 {
+            self.lost.pop_front();
+        }
+        self.failures += 1;
         self.failure = error.to_string();
         // On failure the undo is retried before the next batch.
         if let Err(error) = self.undo_failed() {
@@ -697,11 +723,20 @@ mod tests {
         let result = job.run();
         assert!(w.finish_sync(job, result).is_err());
         assert_eq!(read("a"), "0\n");
+        // A later sync's range spans the lost batches: they stay lost.
+        let retry = w.append_batch([("a", &b"r"[..])], now).unwrap();
+        let job = w.start_sync(retry).unwrap().unwrap();
+        let result = job.run();
+        w.finish_sync(job, result).unwrap();
+        assert!(
+            w.start_sync(one).is_err(),
+            "a lost batch is never reported durable"
+        );
         // The retries land whole, once.
         fs::remove_dir(dir.path().join("f.jsonl")).unwrap();
         w.write_batch([("a", &b"1"[..])], now).unwrap();
         w.write_batch([("a", &b"2"[..]), ("f", b"y")], now).unwrap();
-        assert_eq!(read("a"), "0\n1\n2\n");
+        assert_eq!(read("a"), "0\nr\n1\n2\n");
         assert_eq!(read("f"), "y\n");
     }
 
