@@ -106,7 +106,8 @@ pub struct SimConfig {
     /// Share of live events stored in the year 9999 (in every window).
     #[arg(long, default_value_t = 0.0)]
     pub future_ratio: f64,
-    /// Share of events that reuse an earlier event's id with new content.
+    /// Share of events that reuse an earlier event's id with new content
+    /// (half of them one of the last 20 ids, half any earlier one).
     #[arg(long, default_value_t = 0.0)]
     pub reuse_ratio: f64,
     /// Share of events with a numeric id (half of them colliding with a

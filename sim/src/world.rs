@@ -319,7 +319,16 @@ impl World {
         } else if !self.reusable.is_empty()
             && rng.random_bool(self.config.reuse_ratio.clamp(0.0, 1.0))
         {
-            id = json!(self.reusable.choose(rng).expect("non-empty").clone());
+            // Half reuse one of the last 20 ids (an object updated at once,
+            // well inside any dedup memory: it must be marked), half any
+            // earlier one (maybe long forgotten).
+            let recent = self.reusable.len().saturating_sub(20);
+            let pool = if rng.random_bool(0.5) {
+                &self.reusable[recent..]
+            } else {
+                &self.reusable[..]
+            };
+            id = json!(pool.choose(rng).expect("non-empty").clone());
             reused = true;
         }
         let rng = &mut self.rng;
