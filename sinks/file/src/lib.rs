@@ -116,46 +116,45 @@ impl FileSink {
     /// every file written since the last) unless a later batch's already
     /// covered it.
     fn sync(&self, seq: u64) -> impl Future<Output = Result<(), SinkError>> + Send + 'static {
-        let (writer, syncing, name) =
-            (self.writer.clone(), self.syncing.clone(), self.name.clone());
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let _one_at_a_time = syncing.lock().unwrap_or_else(|p| p.into_inner());
-                let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(job) = lock().start_sync(seq)? else {
-                    return Ok(());
-                };
-                let result = job.run();
-                lock().finish_sync(job, result)
-            })
-            .await
-            .map_err(|e| {
-                SinkError::transient(format!("file sink `{name}`: write the batch task failed"))
-                    .with_source(e)
-            })?
-            .map_err(|e| io_error(&name, "write the batch", e))
-        }
+        let (writer, syncing) = (self.writer.clone(), self.syncing.clone());
+        in_blocking_pool(self.name.clone(), "write the batch", move || {
+            let _one_at_a_time = syncing.lock().unwrap_or_else(|p| p.into_inner());
+            let lock = || writer.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(job) = lock().start_sync(seq)? else {
+                return Ok(());
+            };
+            let result = job.run();
+            lock().finish_sync(job, result)
+        })
     }
 
-    /// Runs `f` on the writer in the blocking pool: file I/O and fsync must
-    /// not stall the async workers.
+    /// Runs `f` on the writer in the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         what: &'static str,
         f: impl FnOnce(&mut Writer) -> io::Result<T> + Send + 'static,
     ) -> Result<T, SinkError> {
         let writer = self.writer.clone();
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut writer)
+        in_blocking_pool(self.name.clone(), what, move || {
+            f(&mut writer.lock().unwrap_or_else(|p| p.into_inner()))
         })
+        .await
+    }
+}
+
+/// Runs `f` in the blocking pool (file I/O and fsync must not stall the
+/// async workers); its error says what the sink `name` could not do.
+async fn in_blocking_pool<T: Send + 'static>(
+    name: String,
+    what: &'static str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, SinkError> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| {
             SinkError::transient(format!("file sink `{name}`: {what} task failed")).with_source(e)
         })?
-        .map_err(|e| io_error(&self.name, what, e))
-    }
+        .map_err(|e| io_error(&name, what, e))
 }
 
 fn io_error(name: &str, what: &str, error: io::Error) -> SinkError {
