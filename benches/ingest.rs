@@ -29,24 +29,7 @@ fn pages() -> Vec<Vec<u8>> {
         let sim = Simulator::start(SimConfig::quiet(1000), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let client = reqwest::Client::new();
-        let mut pages = Vec::new();
-        for offset in (0..1000).step_by(100) {
-            let body = client
-                .get(format!(
-                    "{}/api/v1/audit-logs?limit=100&offset={offset}",
-                    sim.base_url()
-                ))
-                .bearer_auth(sim.api_key())
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            pages.push(body.to_vec());
-        }
-        pages
+        auditfwd_testkit::sim_pages(&sim, 1000).await
     })
 }
 

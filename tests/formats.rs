@@ -96,21 +96,8 @@ async fn tenant_events() -> Vec<Event> {
         ..SimConfig::quiet(600)
     })
     .await;
-    let client = reqwest::Client::new();
     let mut events = Vec::new();
-    for offset in (0..600).step_by(100) {
-        let body = client
-            .get(format!(
-                "{}/api/v1/audit-logs?limit=100&offset={offset}",
-                sim.base_url()
-            ))
-            .bearer_auth(sim.api_key())
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+    for body in auditfwd_testkit::sim_pages(&sim, 600).await {
         for item in auditfwd::source::page::parse(&body).unwrap().items {
             if let auditfwd::model::Item::Event(raw) = item {
                 events.push(auditfwd::normalize::normalize("tenant", raw, Utc::now()));

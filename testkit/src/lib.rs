@@ -8,6 +8,8 @@
 //!   and the HTTP client tests use ([`make_certs`]); the binaries are
 //!   installed by `scripts/services.sh`;
 //! - polling until a condition holds ([`wait_for`]);
+//! - the pages a simulated tenant serves, fetched as they are
+//!   ([`sim_pages`]);
 //! - what the sink benches measure with: records as the pipeline hands
 //!   them to a sink ([`json_record`]) and the peak memory of the process.
 #![deny(missing_docs)]
@@ -25,6 +27,29 @@ pub use bench::{json_record, peak_rss_kib, run_mode, timed};
 pub use kafka::{Consumed, Tansu, consume, consume_everything};
 pub use pki::{Certs, make_certs};
 pub use rsyslog::Rsyslog;
+
+/// The first `events` events of a simulated tenant as its
+/// `/api/v1/audit-logs` serves them: one response body per page of 100.
+pub async fn sim_pages(sim: &auditfwd_sim::Simulator, events: usize) -> Vec<Vec<u8>> {
+    let client = reqwest::Client::new();
+    let mut pages = Vec::new();
+    for offset in (0..events).step_by(100) {
+        let body = client
+            .get(format!(
+                "{}/api/v1/audit-logs?limit=100&offset={offset}",
+                sim.base_url()
+            ))
+            .bearer_auth(sim.api_key())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        pages.push(body.to_vec());
+    }
+    pages
+}
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
