@@ -5,6 +5,9 @@ its goal. Run through scripts/bench.sh, which builds the release binary.
 
 Rows:
   backfill   CPU-seconds per million events, simulator -> file (json), limits off
+  floor      the same simulator read by a bare HTTP client, without and with
+             the forwarder's page parser (cargo bench --bench floor): what
+             the backfill row can not go below
   quota      share of a 10 req/s API's ceiling reached with 0-400 ms latency,
              default config, and how many 429s it drew
   quota1s    the same with 0-1 s latency
@@ -40,7 +43,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 EVENTS = int(os.environ.get("BENCH_EVENTS", "300000"))
 SECS = float(os.environ.get("BENCH_SECS", "60"))
 ROWS = os.environ.get(
-    "BENCH_ROWS", "backfill quota quota1s steady idle rss encode kafka"
+    "BENCH_ROWS", "backfill floor quota quota1s steady idle rss encode kafka"
 ).split()
 
 
@@ -195,6 +198,25 @@ def row_backfill():
                 "<= 2 CPU-s per million")
 
 
+def row_floor():
+    sim = Sim("--backlog", str(EVENTS), "--backlog-span", "30d", "--insert-rate", "0",
+              "--order", "newest-first", "--tie-ratio", "0.3")
+    try:
+        out = subprocess.run(
+            ["cargo", "bench", "--quiet", "--bench", "floor"],
+            cwd=ROOT, capture_output=True, text=True,
+            env={**os.environ, "BENCH_URL": f"http://127.0.0.1:{sim.port}",
+                 "BENCH_EVENTS": str(EVENTS)},
+        ).stdout
+    finally:
+        sim.stop()
+    figures = dict(re.findall(r"^(fetch(?:\+parse)?): (\S+) CPU-s", out, re.M))
+    return ("floor of the backfill row: a bare HTTP client reading the same pages",
+            f"fetch {figures.get('fetch', '?')}, fetch + parse {figures.get('fetch+parse', '?')} "
+            "CPU-s per million",
+            "(none: what the backfill row can not go below)")
+
+
 def row_quota(latency_ms=400):
     # The default rate_limit is the API's documented quota, 10 req/s.
     with forwarding(["--backlog", "200000", "--backlog-span", "30d", "--insert-rate", "0",
@@ -281,7 +303,7 @@ def row_kafka():
 def main():
     if not os.path.exists(BIN):
         raise SystemExit(f"{BIN} is missing: run scripts/bench.sh, which builds it")
-    rows = {"backfill": row_backfill, "quota": row_quota,
+    rows = {"backfill": row_backfill, "floor": row_floor, "quota": row_quota,
             "quota1s": lambda: row_quota(1000), "steady": row_steady,
             "idle": row_idle, "rss": row_rss, "encode": row_encode, "kafka": row_kafka}
     results = []

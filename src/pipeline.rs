@@ -5,9 +5,12 @@
 //! [`Pipeline`] filters and encodes a batch for each sink and hands it to
 //! all sinks at once ([`Pipeline::submit`]); the [`Delivery`] it returns
 //! waits until **all** acknowledged, writes dead letters (events no sink
-//! could take), and only then yields the [`Ack`], which is the poller's
+//! could take), and only then yields the [`Ack`]s, which are the poller's
 //! permission to commit the cursor. A source keeps a few batches in flight
-//! (`max_batches_in_flight`) and commits them in order.
+//! (`max_batches_in_flight`) and commits them in order. One batch may carry
+//! the events of several cursor batches (pages fetched ahead that arrived
+//! together): the sinks then write them with one write and one fsync, and
+//! the delivery yields one [`Ack`] per cursor batch.
 //!
 //! A sink task starts the batches it receives in order ([`Sink::submit`]:
 //! one at a time for most sinks; Kafka keeps producing while earlier
@@ -362,10 +365,12 @@ impl Pipeline {
     /// Hands `events` to every sink that wants them (waiting while a sink
     /// has [`SUBMITTED`] batches started), and returns the [`Delivery`]
     /// that waits for their acknowledgements. `dead` (plus anything a sink
-    /// can not take) goes to the dead-letter file then.
+    /// can not take) goes to the dead-letter file then. `tickets` name the
+    /// cursor batches the events come from, in order: the delivery
+    /// acknowledges each.
     pub async fn submit(
         &self,
-        ticket: u64,
+        tickets: Vec<u64>,
         events: &[Arc<Event>],
         mut dead: Vec<DeadLetter>,
     ) -> Result<Delivery, PipelineError> {
@@ -403,7 +408,7 @@ impl Pipeline {
             pending.push((route.name.clone(), sent, answer));
         }
         Ok(Delivery {
-            ticket,
+            tickets,
             pending,
             dead,
             settling: Arc::clone(&self.settling),
@@ -418,10 +423,12 @@ impl Pipeline {
         events: &[Arc<Event>],
         dead: Vec<DeadLetter>,
     ) -> Result<Ack, PipelineError> {
-        self.submit(ticket, events, dead)
+        let mut acks = self
+            .submit(vec![ticket], events, dead)
             .await?
             .acknowledged()
-            .await
+            .await?;
+        Ok(acks.pop().expect("one ticket, one ack"))
     }
 }
 
@@ -430,7 +437,7 @@ impl Pipeline {
 /// several and await them in order.
 #[must_use = "await its acknowledgement"]
 pub struct Delivery {
-    ticket: u64,
+    tickets: Vec<u64>,
     pending: Vec<Answer>,
     dead: Vec<DeadLetter>,
     settling: Arc<Settling>,
@@ -447,10 +454,10 @@ type Answer = (
 impl Delivery {
     /// Waits until every sink acknowledged the batch, writes its dead
     /// letters (what a sink refused or truncated among them), and returns
-    /// the [`Ack`] of the cursor batch it was submitted for.
-    pub async fn acknowledged(self) -> Result<Ack, PipelineError> {
+    /// the [`Ack`] of each cursor batch it was submitted for, in order.
+    pub async fn acknowledged(self) -> Result<Vec<Ack>, PipelineError> {
         let Delivery {
-            ticket,
+            tickets,
             pending,
             mut dead,
             settling,
@@ -487,7 +494,7 @@ impl Delivery {
             }
         }
         settling.write_dead_letters(dead).await?;
-        Ok(Ack { ticket })
+        Ok(tickets.into_iter().map(|ticket| Ack { ticket }).collect())
     }
 }
 

@@ -5,11 +5,13 @@
 //! The cursor decides which offset to read and when a pass is over; the
 //! poller does the I/O. While pages are delivered the next ones are already
 //! being fetched (`prefetch`); the cursor accepts a page fetched ahead only
-//! when it provably chains (see [`crate::cursor`]). Up to
-//! `max_batches_in_flight` admitted pages are with the sinks at once; each
-//! is committed once every sink acknowledged it and every page before it
-//! is committed, and the checkpoints of pages acknowledged together are
-//! made durable with one write.
+//! when it provably chains (see [`crate::cursor`]). Pages that have
+//! arrived by the time one is admitted are admitted with it and handed to
+//! the pipeline as one batch (up to [`GROUP`]): the sinks write and fsync
+//! them once. Up to `max_batches_in_flight` such batches are with the sinks
+//! at once; each page is committed once every sink acknowledged its batch
+//! and every page before it is committed, and the checkpoints of pages
+//! acknowledged together are made durable with one write.
 //!
 //! The loop returns how long to wait after each pass (the poll interval once
 //! caught up) and `select!`s that wait against shutdown. On shutdown it
@@ -79,7 +81,7 @@ enum PassError {
 }
 
 /// A batch's acknowledgement by every sink, on its way.
-type Acknowledging = Pin<Box<dyn Future<Output = Result<Ack, PipelineError>> + Send>>;
+type Acknowledging = Pin<Box<dyn Future<Output = Result<Vec<Ack>, PipelineError>> + Send>>;
 
 /// Where a batch handed to the pipeline stands.
 enum Answer {
@@ -87,15 +89,16 @@ enum Answer {
     Nothing,
     /// Waiting for the sinks.
     Waiting(Acknowledging),
-    /// Every sink acknowledged it.
-    Acked(Ack),
+    /// Every sink acknowledged it: one [`Ack`] per cursor batch.
+    Acked(Vec<Ack>),
     /// Shutdown came while a sink was failing: it will never be.
     Stopped,
 }
 
-/// A batch admitted and handed to the pipeline, not yet committed.
+/// Admitted batches handed to the pipeline together (pages that had
+/// arrived when the first was sent), not yet committed.
 struct Sent {
-    batch: Batch,
+    batches: Vec<Batch>,
     /// Events handed to the sinks (counted as delivered on commit).
     events: u64,
     answer: Answer,
@@ -123,10 +126,10 @@ impl Sent {
     }
 }
 
-impl From<Result<Ack, PipelineError>> for Answer {
-    fn from(result: Result<Ack, PipelineError>) -> Self {
+impl From<Result<Vec<Ack>, PipelineError>> for Answer {
+    fn from(result: Result<Vec<Ack>, PipelineError>) -> Self {
         match result {
-            Ok(ack) => Answer::Acked(ack),
+            Ok(acks) => Answer::Acked(acks),
             Err(PipelineError::Stopped(_)) => Answer::Stopped,
         }
     }
@@ -136,6 +139,11 @@ impl From<Result<Ack, PipelineError>> for Answer {
 /// before it commits what the sinks acknowledged meanwhile. While pages
 /// keep coming, commits wait for a full window and are written together.
 const COMMIT_IDLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Most pages handed to the pipeline as one batch: pages fetched ahead
+/// that have all arrived are written (and fsynced, and checkpointed)
+/// together, up to this many.
+pub const GROUP: usize = 8;
 
 /// Resolves once the poller has waited [`COMMIT_IDLE`] and the oldest
 /// batch in flight is answered (never, while none is in flight).
@@ -349,11 +357,25 @@ impl Poller {
         shutdown: &CancellationToken,
     ) -> Result<Outcome, PassError> {
         let most = self.config.max_batches_in_flight.max(1) as usize;
+        // Admitted pages not yet handed to the pipeline: the pages that had
+        // arrived by the time the first one was admitted, sent together.
+        let mut group: Vec<Batch> = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 return Err(PassError::Shutdown);
             }
-            let offset = match self.cursor.next() {
+            let next = self.cursor.next();
+            let offset = match next {
+                // The next page is here already: it joins the group.
+                Next::Fetch(offset)
+                    if !group.is_empty() && group.len() < GROUP && self.prefetch.ready() =>
+                {
+                    offset
+                }
+                _ if !group.is_empty() => {
+                    self.send(std::mem::take(&mut group), shutdown).await?;
+                    continue;
+                }
                 Next::Fetch(offset) if self.sent.len() < most => offset,
                 Next::Done(outcome) if self.sent.is_empty() => return Ok(outcome),
                 // Enough in flight, or the pass is read: wait for the
@@ -416,7 +438,7 @@ impl Poller {
             }
             report.page(returned, total, u64::from(self.config.page_size));
             self.prefetch.ahead(&self.cursor, &batch);
-            self.send(batch, shutdown).await?;
+            group.push(batch);
         }
     }
 
@@ -443,13 +465,82 @@ impl Poller {
         }
     }
 
-    /// Hands the new elements of one admitted page to the pipeline (a page
-    /// without any waits in line to be skipped).
+    /// Hands the new elements of admitted pages to the pipeline, as one
+    /// batch (pages without any wait in line to be skipped).
     async fn send(
         &mut self,
-        mut batch: Batch,
+        mut batches: Vec<Batch>,
         shutdown: &CancellationToken,
     ) -> Result<(), PassError> {
+        for batch in &batches {
+            self.note(batch);
+        }
+        if batches.iter().all(Batch::is_empty) {
+            self.sent.push_back(Sent {
+                batches,
+                events: 0,
+                answer: Answer::Nothing,
+            });
+            return Ok(());
+        }
+        let received_at = Utc::now();
+        let wanted = &self.config.actions;
+        let mut events: Vec<Event> =
+            Vec::with_capacity(batches.iter().map(|b| b.events.len()).sum());
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        for batch in &mut batches {
+            events.extend(
+                std::mem::take(&mut batch.events)
+                    .into_iter()
+                    .map(|raw| normalize(&self.config.name, raw, received_at))
+                    // Several actions can not be asked for in one request;
+                    // the rest are dropped here by configuration (and still
+                    // count as seen).
+                    .filter(|e| wanted.len() < 2 || wanted.contains(&e.action)),
+            );
+            dead.extend(batch.dead.iter().map(|m| {
+                tracing::warn!(source = %self.config.name, id = ?m.id, reason = %m.reason, "event can not be forwarded; it goes to the dead-letter file");
+                DeadLetter {
+                    id: m.id.clone(),
+                    sink: None,
+                    reason: m.reason.clone(),
+                    raw: m.raw.clone(),
+                }
+            }));
+        }
+        if let Some(enricher) = &self.enricher {
+            enricher.enrich(&mut events).await;
+        }
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+        let count = events.len() as u64;
+        let tickets = batches.iter().map(Batch::ticket).collect();
+        let pipeline = Arc::clone(&self.pipeline);
+        let submit = async move { pipeline.submit(tickets, &events, dead).await };
+        tokio::pin!(submit);
+        // A sink busy with earlier batches makes this wait: commit what the
+        // sinks acknowledged meanwhile.
+        let submitted = loop {
+            tokio::select! {
+                biased;
+                submitted = &mut submit => break submitted,
+                () = idle_then_answered(&mut self.sent) => self.settle(shutdown).await?,
+            }
+        };
+        let delivery = match submitted {
+            Ok(delivery) => delivery,
+            Err(PipelineError::Stopped(_)) => return Err(PassError::Shutdown),
+        };
+        self.sent.push_back(Sent {
+            batches,
+            events: count,
+            answer: Answer::Waiting(Box::pin(delivery.acknowledged())),
+        });
+        Ok(())
+    }
+
+    /// Counts what the cursor noticed in one admitted page, and warns of
+    /// what an operator should know.
+    fn note(&mut self, batch: &Batch) {
         let stats = batch.stats.clone();
         self.counters.duplicate.inc_by(stats.duplicates);
         self.counters.reused_id.inc_by(stats.reused_ids);
@@ -472,63 +563,6 @@ impl Poller {
                 tracing::warn!(source = %self.config.name, size = group.size, created_at = %at, "more events share one created_at than fit in a page and re-reading did not confirm every one was seen; some of this group may be missing");
             }
         }
-        if batch.is_empty() {
-            self.sent.push_back(Sent {
-                batch,
-                events: 0,
-                answer: Answer::Nothing,
-            });
-            return Ok(());
-        }
-        let received_at = Utc::now();
-        let wanted = &self.config.actions;
-        let mut events: Vec<Event> = std::mem::take(&mut batch.events)
-            .into_iter()
-            .map(|raw| normalize(&self.config.name, raw, received_at))
-            // Several actions can not be asked for in one request; the rest
-            // are dropped here by configuration (and still count as seen).
-            .filter(|e| wanted.len() < 2 || wanted.contains(&e.action))
-            .collect();
-        if let Some(enricher) = &self.enricher {
-            enricher.enrich(&mut events).await;
-        }
-        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        let dead: Vec<DeadLetter> = batch
-            .dead
-            .iter()
-            .map(|m| {
-                tracing::warn!(source = %self.config.name, id = ?m.id, reason = %m.reason, "event can not be forwarded; it goes to the dead-letter file");
-                DeadLetter {
-                    id: m.id.clone(),
-                    sink: None,
-                    reason: m.reason.clone(),
-                    raw: m.raw.clone(),
-                }
-            })
-            .collect();
-        let count = events.len() as u64;
-        let (pipeline, ticket) = (Arc::clone(&self.pipeline), batch.ticket());
-        let submit = async move { pipeline.submit(ticket, &events, dead).await };
-        tokio::pin!(submit);
-        // A sink busy with earlier batches makes this wait: commit what the
-        // sinks acknowledged meanwhile.
-        let submitted = loop {
-            tokio::select! {
-                biased;
-                submitted = &mut submit => break submitted,
-                () = idle_then_answered(&mut self.sent) => self.settle(shutdown).await?,
-            }
-        };
-        let delivery = match submitted {
-            Ok(delivery) => delivery,
-            Err(PipelineError::Stopped(_)) => return Err(PassError::Shutdown),
-        };
-        self.sent.push_back(Sent {
-            batch,
-            events: count,
-            answer: Answer::Waiting(Box::pin(delivery.acknowledged())),
-        });
-        Ok(())
     }
 
     /// Commits, in order, every batch at the head of those in flight that
@@ -545,10 +579,17 @@ impl Poller {
         {
             let sent = self.sent.pop_front().expect("just looked at it");
             match sent.answer {
-                Answer::Nothing => checkpoints.extend(self.cursor.skip(sent.batch)),
-                Answer::Acked(ack) => {
+                Answer::Nothing => {
+                    for batch in sent.batches {
+                        checkpoints.extend(self.cursor.skip(batch));
+                    }
+                }
+                Answer::Acked(acks) => {
                     delivered += sent.events;
-                    checkpoints.push(self.cursor.commit(sent.batch, ack));
+                    debug_assert_eq!(acks.len(), sent.batches.len());
+                    for (batch, ack) in sent.batches.into_iter().zip(acks) {
+                        checkpoints.push(self.cursor.commit(batch, ack));
+                    }
                 }
                 Answer::Stopped => {
                     self.sent.clear();

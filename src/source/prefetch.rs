@@ -109,6 +109,12 @@ impl Prefetcher {
         Ok(arrived)
     }
 
+    /// Whether the next page has arrived: [`Prefetcher::page`] returns it
+    /// without waiting.
+    pub(super) fn ready(&self) -> bool {
+        self.inflight.front().is_some_and(|f| f.task.is_finished())
+    }
+
     /// After `batch` was admitted: fetches what comes next while it is
     /// delivered. A page fetched ahead that starts at the next offset or a
     /// little before it (lookahead leaves room for a witness) is kept: it
