@@ -5,9 +5,10 @@ its goal. Run through scripts/bench.sh, which builds the release binary.
 
 Rows:
   backfill   CPU-seconds per million events, simulator -> file (json), limits off
-  floor      the same simulator read by a bare HTTP client, without and with
-             the forwarder's page parser (cargo bench --bench floor): what
-             the backfill row can not go below
+  floor      the same simulator read by a bare HTTP client: bodies only,
+             parsed into a serde_json Value, parsed by the forwarder's page
+             parser (cargo bench --bench floor): what the backfill row can
+             not go below
   quota      share of a 10 req/s API's ceiling reached with 0-400 ms latency,
              default config, and how many 429s it drew
   quota1s    the same with 0-1 s latency
@@ -210,10 +211,11 @@ def row_floor():
         ).stdout
     finally:
         sim.stop()
-    figures = dict(re.findall(r"^(fetch(?:\+parse)?): (\S+) CPU-s", out, re.M))
+    figures = dict(re.findall(r"^(fetch(?:\+\w+)?): (\S+) CPU-s", out, re.M))
     return ("floor of the backfill row: a bare HTTP client reading the same pages",
-            f"fetch {figures.get('fetch', '?')}, fetch + parse {figures.get('fetch+parse', '?')} "
-            "CPU-s per million",
+            f"fetch {figures.get('fetch', '?')}, + serde_json Value tree "
+            f"{figures.get('fetch+value', '?')}, + auditfwd's page parser "
+            f"{figures.get('fetch+parse', '?')} CPU-s per million",
             "(none: what the backfill row can not go below)")
 
 

@@ -230,8 +230,9 @@ fn parse_item(element: &RawValue) -> Item {
     }
 }
 
-/// The members of an object, each value's text unparsed.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// The members of an object, read in one pass: scalars borrowed from the
+/// text where they can be, nested values as [`Value`]s.
+struct Members<'a>(Vec<(Cow<'a, str>, Scalar<'a>)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -244,7 +245,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
                 let mut members = Vec::with_capacity(8);
                 while let Some(Key(key)) = map.next_key()? {
-                    members.push((key, map.next_value::<&'de RawValue>()?));
+                    members.push((key, map.next_value::<Scalar<'de>>()?));
                 }
                 Ok(Members(members))
             }
@@ -275,36 +276,57 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The text of a JSON value that [`RawValue`] checked.
+/// One member's value: a string borrowed from the text unless it holds
+/// escapes; an object or array as a [`Value`].
 enum Scalar<'a> {
     Null,
     Bool(bool),
     Number(Number),
     String(Cow<'a, str>),
-    /// An object or array.
-    Nested,
+    Nested(Value),
 }
 
-impl<'a> Scalar<'a> {
-    fn of(raw: &'a RawValue) -> Option<Self> {
-        let text = raw.get();
-        Some(match text.as_bytes().first()? {
-            b'n' => Scalar::Null,
-            b't' => Scalar::Bool(true),
-            b'f' => Scalar::Bool(false),
-            b'"' => {
-                let inner = &text[1..text.len() - 1];
-                if inner.contains('\\') {
-                    Scalar::String(Cow::Owned(serde_json::from_str(text).ok()?))
-                } else {
-                    // RawValue refused control characters already, so
-                    // without escapes the text is the string.
-                    Scalar::String(Cow::Borrowed(inner))
-                }
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
             }
-            b'{' | b'[' => Scalar::Nested,
-            _ => Scalar::Number(serde_json::from_str(text).ok()?),
-        })
+            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Scalar<'de>, E> {
+                Number::from_f64(n)
+                    .map(Scalar::Number)
+                    .ok_or_else(|| E::custom("a number JSON can not hold"))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::String(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::String(Cow::Owned(s.to_owned())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar<'de>, A::Error> {
+                Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Scalar::Nested)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar<'de>, A::Error> {
+                Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Scalar::Nested)
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -324,38 +346,21 @@ fn read_event(text: &str) -> Option<(String, EventKey, DateTime<Utc>, Fields, u6
     let mut hash = ObjectHasher::new(members.len());
     let mut fields = Fields::default();
     let (mut id, mut created_at) = (None, None);
-    for (key, raw) in &members {
-        hash.key(key);
-        let scalar = Scalar::of(raw)?;
-        let nested = match scalar {
-            Scalar::Null => {
-                hash.value(&Value::Null);
-                None
-            }
-            Scalar::Bool(b) => {
-                hash.value(&Value::Bool(b));
-                None
-            }
-            Scalar::Number(ref n) => {
-                hash.number(n);
-                None
-            }
-            Scalar::String(ref s) => {
-                hash.string(s);
-                None
-            }
-            Scalar::Nested => {
-                let value: Value = serde_json::from_str(raw.get()).ok()?;
-                hash.value(&value);
-                Some(value)
-            }
-        };
-        let text = || match (&scalar, &nested) {
-            (Scalar::Null, _) => None,
-            (Scalar::Bool(b), _) => Some(b.to_string()),
-            (Scalar::Number(n), _) => Some(n.to_string()),
-            (Scalar::String(s), _) => Some(s.to_string()),
-            (Scalar::Nested, nested) => nested.as_ref().map(Value::to_string),
+    for (key, scalar) in members {
+        hash.key(&key);
+        match &scalar {
+            Scalar::Null => hash.value(&Value::Null),
+            Scalar::Bool(b) => hash.value(&Value::Bool(*b)),
+            Scalar::Number(n) => hash.number(n),
+            Scalar::String(s) => hash.string(s),
+            Scalar::Nested(value) => hash.value(value),
+        }
+        let text = || match &scalar {
+            Scalar::Null => None,
+            Scalar::Bool(b) => Some(b.to_string()),
+            Scalar::Number(n) => Some(n.to_string()),
+            Scalar::String(s) => Some(s.to_string()),
+            Scalar::Nested(value) => Some(value.to_string()),
         };
         match key.as_ref() {
             "id" => {
@@ -380,13 +385,12 @@ fn read_event(text: &str) -> Option<(String, EventKey, DateTime<Utc>, Fields, u6
             "entity_id" => fields.entity_id = text(),
             "user_id" => fields.user_id = text(),
             "details" => {
-                fields.details = match (scalar, nested) {
-                    (_, Some(value)) => value,
-                    (Scalar::Null, _) => Value::Null,
-                    (Scalar::Bool(b), _) => Value::Bool(b),
-                    (Scalar::Number(n), _) => Value::Number(n),
-                    (Scalar::String(s), _) => Value::String(s.into_owned()),
-                    (Scalar::Nested, None) => return None,
+                fields.details = match scalar {
+                    Scalar::Nested(value) => value,
+                    Scalar::Null => Value::Null,
+                    Scalar::Bool(b) => Value::Bool(b),
+                    Scalar::Number(n) => Value::Number(n),
+                    Scalar::String(s) => Value::String(s.into_owned()),
                 }
             }
             _ => {}
@@ -509,6 +513,32 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// An object's members in order, repeated keys kept.
+    struct KeyList<'a>(Vec<(String, &'a RawValue)>);
+
+    impl<'de> Deserialize<'de> for KeyList<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> Visitor<'de> for Visit {
+                type Value = KeyList<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<KeyList<'de>, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        members.push((key, map.next_value::<&'de RawValue>()?));
+                    }
+                    Ok(KeyList(members))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
 
     #[test]
     fn keeps_good_events_and_reports_bad_ones() {
@@ -651,9 +681,14 @@ mod tests {
             let text = format!("{{ {} }}", members.join(" , "));
             let element: Box<RawValue> = serde_json::from_str(&text).unwrap();
             let repeated = {
-                let Members(mut m) = serde_json::from_str(&text).unwrap();
-                m.sort_by(|a, b| a.0.cmp(&b.0));
-                m.windows(2).any(|w| w[0].0 == w[1].0)
+                // The keys, read without judging the values.
+                let map: Vec<(String, &RawValue)> = {
+                    let mut de = serde_json::Deserializer::from_str(&text);
+                    KeyList::deserialize(&mut de).unwrap().0
+                };
+                let mut keys: Vec<String> = map.into_iter().map(|(k, _)| k).collect();
+                keys.sort();
+                keys.windows(2).any(|w| w[0] == w[1])
             };
             let fast = read_event(element.get());
             match judge_item(&element, Arc::from(element.get())) {
