@@ -365,10 +365,16 @@ impl Poller {
                 return Err(PassError::Shutdown);
             }
             let next = self.cursor.next();
+            // Pages with the sinks or on their way: at most `most`, so that
+            // a crash sends at most that many pages again.
+            let pages = self.pages_in_flight() + group.len();
             let offset = match next {
                 // The next page is here already: it joins the group.
                 Next::Fetch(offset)
-                    if !group.is_empty() && group.len() < GROUP && self.prefetch.ready() =>
+                    if !group.is_empty()
+                        && group.len() < GROUP
+                        && pages < most
+                        && self.prefetch.ready() =>
                 {
                     offset
                 }
@@ -376,7 +382,7 @@ impl Poller {
                     self.send(std::mem::take(&mut group), shutdown).await?;
                     continue;
                 }
-                Next::Fetch(offset) if self.sent.len() < most => offset,
+                Next::Fetch(offset) if pages < most => offset,
                 Next::Done(outcome) if self.sent.is_empty() => return Ok(outcome),
                 // Enough in flight, or the pass is read: wait for the
                 // oldest batch's acknowledgement, then commit it with every
@@ -440,6 +446,11 @@ impl Poller {
             self.prefetch.ahead(&self.cursor, &batch);
             group.push(batch);
         }
+    }
+
+    /// Pages handed to the pipeline and not yet committed.
+    fn pages_in_flight(&self) -> usize {
+        self.sent.iter().map(|sent| sent.batches.len()).sum()
     }
 
     /// Commits the batches in flight as the sinks acknowledge them, until
