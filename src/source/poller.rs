@@ -496,19 +496,24 @@ impl Poller {
         }
         let received_at = Utc::now();
         let wanted = &self.config.actions;
-        let mut events: Vec<Event> =
+        let mut events: Vec<Arc<Event>> =
             Vec::with_capacity(batches.iter().map(|b| b.events.len()).sum());
         let mut dead: Vec<DeadLetter> = Vec::new();
         for batch in &mut batches {
-            events.extend(
-                std::mem::take(&mut batch.events)
-                    .into_iter()
-                    .map(|raw| normalize(&self.config.name, raw, received_at))
-                    // Several actions can not be asked for in one request;
-                    // the rest are dropped here by configuration (and still
-                    // count as seen).
-                    .filter(|e| wanted.len() < 2 || wanted.contains(&e.action)),
-            );
+            let mut page: Vec<Event> = std::mem::take(&mut batch.events)
+                .into_iter()
+                .map(|raw| normalize(&self.config.name, raw, received_at))
+                // Several actions can not be asked for in one request; the
+                // rest are dropped here by configuration (and still count as
+                // seen).
+                .filter(|e| wanted.len() < 2 || wanted.contains(&e.action))
+                .collect();
+            // Page by page, so that each page's lookups get the whole
+            // `timeout`, grouped or not.
+            if let Some(enricher) = &self.enricher {
+                enricher.enrich(&mut page).await;
+            }
+            events.extend(page.into_iter().map(Arc::new));
             dead.extend(batch.dead.iter().map(|m| {
                 tracing::warn!(source = %self.config.name, id = ?m.id, reason = %m.reason, "event can not be forwarded; it goes to the dead-letter file");
                 DeadLetter {
@@ -519,10 +524,6 @@ impl Poller {
                 }
             }));
         }
-        if let Some(enricher) = &self.enricher {
-            enricher.enrich(&mut events).await;
-        }
-        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
         let count = events.len() as u64;
         let tickets = batches.iter().map(Batch::ticket).collect();
         let pipeline = Arc::clone(&self.pipeline);
