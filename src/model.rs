@@ -197,10 +197,17 @@ pub struct ObjectHasher(Vec<u8>);
 impl ObjectHasher {
     /// Starts an object of `len` distinct keys; feed them in sorted order.
     pub fn new(len: usize) -> Self {
-        let mut h = Vec::with_capacity(512);
-        h.update(b"o");
-        h.update(&(len as u64).to_le_bytes());
-        Self(h)
+        Self::in_buffer(Vec::with_capacity(512), len)
+    }
+
+    /// [`ObjectHasher::new`], gathering into `buffer` (emptied first): a
+    /// parser hashing many objects reuses one
+    /// ([`ObjectHasher::finish_keeping_buffer`]).
+    pub fn in_buffer(mut buffer: Vec<u8>, len: usize) -> Self {
+        buffer.clear();
+        buffer.update(b"o");
+        buffer.update(&(len as u64).to_le_bytes());
+        Self(buffer)
     }
 
     /// The next key (keys in sorted order, each followed by its value).
@@ -230,6 +237,11 @@ impl ObjectHasher {
     /// The hash.
     pub fn finish(self) -> u64 {
         xxh3_64(&self.0)
+    }
+
+    /// The hash, and the buffer for the next object.
+    pub fn finish_keeping_buffer(self) -> (u64, Vec<u8>) {
+        (xxh3_64(&self.0), self.0)
     }
 }
 
