@@ -8,10 +8,10 @@
 //! when it provably chains (see [`crate::cursor`]). Pages that have
 //! arrived by the time one is admitted are admitted with it and handed to
 //! the pipeline as one batch (up to [`GROUP`]): the sinks write and fsync
-//! them once. Up to `max_batches_in_flight` such batches are with the sinks
-//! at once; each page is committed once every sink acknowledged its batch
-//! and every page before it is committed, and the checkpoints of pages
-//! acknowledged together are made durable with one write.
+//! them once. Up to `max_batches_in_flight` pages, grouped or not, are with
+//! the sinks at once; each page is committed once every sink acknowledged
+//! its batch and every page before it is committed, and the checkpoints of
+//! pages acknowledged together are made durable with one write.
 //!
 //! The loop returns how long to wait after each pass (the poll interval once
 //! caught up) and `select!`s that wait against shutdown. On shutdown it
@@ -553,7 +553,7 @@ impl Poller {
     /// Counts what the cursor noticed in one admitted page, and warns of
     /// what an operator should know.
     fn note(&mut self, batch: &Batch) {
-        let stats = batch.stats.clone();
+        let stats = &batch.stats;
         self.counters.duplicate.inc_by(stats.duplicates);
         self.counters.reused_id.inc_by(stats.reused_ids);
         self.counters.out_of_window.inc_by(stats.strays);
@@ -566,7 +566,7 @@ impl Poller {
             self.date_warned = true;
             tracing::warn!(source = %self.config.name, behind = %humantime::format_duration(std::time::Duration::from_secs((skew / 1000) as u64)), "the server's Date header is far behind the local clock; it is not used to place the cursor (event timestamps are)");
         }
-        if let Some(group) = stats.tie_group {
+        if let Some(group) = &stats.tie_group {
             self.counters.tie_groups.inc();
             let at = chrono::DateTime::from_timestamp_millis(group.created_ms).unwrap_or_default();
             if group.confirmed {
@@ -598,7 +598,7 @@ impl Poller {
                 }
                 Answer::Acked(acks) => {
                     delivered += sent.events;
-                    debug_assert_eq!(acks.len(), sent.batches.len());
+                    assert_eq!(acks.len(), sent.batches.len(), "one ack per page");
                     for (batch, ack) in sent.batches.into_iter().zip(acks) {
                         checkpoints.push(self.cursor.commit(batch, ack));
                     }
